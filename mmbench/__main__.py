@@ -1,0 +1,3 @@
+from mmbench.cli import main
+
+main()

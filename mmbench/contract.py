@@ -1,0 +1,226 @@
+"""The model contract every mmbench model implements (in MultiVae's vocabulary).
+
+A *batch* is a dict from modality name to a float tensor ``(B, C, H, W)`` in [0, 1]; a *subset* of
+modalities is a ``frozenset`` of names. A model declares its modalities, its capabilities and its
+training stages, and answers ``encode``, ``decode``, ``sample_conditional`` and
+``sample_unconditional``. Public methods check the declared capabilities (an undeclared one raises
+:class:`CapabilityError`), run without gradients, and never leave the model's train/eval state changed.
+
+Randomness: models draw from torch's global RNG; callers seed it (``mmbench.seeding.seed_everything``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+Batch = Mapping[str, Tensor]
+Subset = frozenset[str]
+
+
+class Capability(str, enum.Enum):
+    """What a model can do; metrics declare which of these they need."""
+
+    CONDITIONAL = "conditional"  # sample_conditional for any non-empty given subset
+    UNCONDITIONAL = "unconditional"  # sample_unconditional
+    ENCODE = "encode"  # encode(batch, given) -> latent; decode(latent, targets)
+    LATENT_INFERENCE = "latent_inference"  # infer_latent(batch, given, target), for latent cosine similarity
+
+
+class CapabilityError(RuntimeError):
+    """A caller asked a model for something it does not declare."""
+
+
+@dataclass(frozen=True)
+class StageHParams:
+    """How one training stage runs (paper values live in each model's config)."""
+
+    steps: int  # optimiser steps (the budget's unit; epochs follow from steps and data size)
+    batch_size: int = 256
+    lr: float = 1e-3
+    amsgrad: bool = False
+    weight_decay: float = 0.0
+    grad_clip: float | None = None  # max global grad-norm, None = off
+    lr_schedule: str = "constant"  # "constant" | "cosine"
+    warmup_steps: int = 0
+    checkpoint_every: int = 500  # steps between checkpoints (also one at the end of each epoch)
+
+
+LossFn = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
+
+
+@dataclass
+class Stage:
+    """One training stage: a module whose parameters are trained by minimising ``loss``.
+
+    ``loss(batch, labels)`` returns a dict with a scalar ``"loss"`` (what is minimised) and any other
+    scalars worth logging. ``modalities`` limits which modalities are moved to the device for this stage.
+    ``reuse_key``: a content hash of everything that determines the trained state (config of this stage,
+    data hash, seed); when set, the harness stores the result under that key and any later job with the
+    same key loads it instead of training (e.g. SBM's unimodal autoencoders shared by six variants).
+    ``prepare(train_batches)`` runs once before training (e.g. compute latent statistics from frozen
+    earlier stages); ``train_batches`` yields ``(batch, labels)`` over the whole train split.
+    ``finalize()`` runs after training or after loading a reused state.
+    """
+
+    name: str
+    module: nn.Module
+    loss: LossFn
+    hparams: StageHParams
+    modalities: tuple[str, ...] | None = None
+    reuse_key: str | None = None
+    prepare: Callable[[Callable[[], Iterator[tuple[dict[str, Tensor], Tensor]]]], None] | None = None
+    finalize: Callable[[], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no grad inside; the previous train/eval state of every submodule is restored."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+class MultimodalModel(nn.Module):
+    """Base class of every model. Subclasses implement the ``_``-prefixed methods they declare.
+
+    Subclasses set ``Config`` (a dataclass; defaults = the paper's values), ``capabilities`` and a
+    ``paper`` line, and implement ``stages()``.
+    """
+
+    Config: ClassVar[type]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    paper: ClassVar[str] = ""
+
+    def __init__(self, modalities: Sequence[str], config: Any) -> None:
+        super().__init__()
+        if len(modalities) < 2:
+            raise ValueError(f"a multimodal model needs at least 2 modalities, got {list(modalities)}")
+        if len(set(modalities)) != len(modalities):
+            raise ValueError(f"modality names must be unique, got {list(modalities)}")
+        self.modalities: tuple[str, ...] = tuple(modalities)
+        self.config = config
+
+    # --- what the trainer uses -------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        raise NotImplementedError(f"{type(self).__name__} must define its training stages")
+
+    # --- public API (capability-checked, eval mode, no grad) ----------------------------------------
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def _require(self, capability: Capability) -> None:
+        if capability not in self.capabilities:
+            raise CapabilityError(
+                f"{type(self).__name__} does not support {capability.value!r} "
+                f"(it declares: {sorted(c.value for c in self.capabilities) or 'nothing'})"
+            )
+
+    def _check_subset(self, subset: Subset, what: str) -> Subset:
+        subset = frozenset(subset)
+        unknown = subset - set(self.modalities)
+        if unknown:
+            raise ValueError(f"{what} names unknown modalities {sorted(unknown)}; known: {list(self.modalities)}")
+        if not subset:
+            raise ValueError(f"{what} must name at least one modality")
+        return subset
+
+    def encode(self, batch: Batch, given: Subset) -> Tensor:
+        """The model's latent for the given modalities ``(B, D)`` (posterior mean where there is one)."""
+        self._require(Capability.ENCODE)
+        given = self._check_subset(given, "given")
+        with evaluating(self):
+            return self._encode(batch, given)
+
+    def decode(self, latent: Tensor, targets: Subset) -> dict[str, Tensor]:
+        """Images of ``targets`` decoded from a latent as returned by ``encode``/``infer_latent``."""
+        self._require(Capability.ENCODE)
+        targets = self._check_subset(targets, "targets")
+        with evaluating(self):
+            return self._decode(latent, targets)
+
+    def sample_conditional(self, batch: Batch, given: Subset, targets: Subset | None = None) -> dict[str, Tensor]:
+        """Generate ``targets`` (default: every modality not given) from the observed ``given`` ones."""
+        self._require(Capability.CONDITIONAL)
+        given = self._check_subset(given, "given")
+        targets = self._check_subset(targets or frozenset(self.modalities) - given, "targets")
+        with evaluating(self):
+            return self._sample_conditional(batch, given, targets)
+
+    def sample_conditional_many(
+        self, batch: Batch, queries: Sequence[tuple[Subset, Subset]]
+    ) -> list[dict[str, Tensor]]:
+        """Answer several (given, targets) queries on the same batch; models may batch them together."""
+        self._require(Capability.CONDITIONAL)
+        checked = [
+            (self._check_subset(g, "given"), self._check_subset(t, "targets")) for g, t in queries
+        ]
+        with evaluating(self):
+            return self._sample_conditional_many(batch, checked)
+
+    def sample_unconditional(self, n: int) -> dict[str, Tensor]:
+        """``n`` joint samples of every modality."""
+        self._require(Capability.UNCONDITIONAL)
+        if n < 1:
+            raise ValueError(f"n must be positive, got {n}")
+        with evaluating(self):
+            return self._sample_unconditional(n)
+
+    def infer_latent(self, batch: Batch, given: Subset, target: str) -> Tensor:
+        """The latent from which the model generates ``target`` given ``given`` (``(B, D)``).
+
+        Compared with ``encode(batch, {target})`` by the latent cosine similarity metric.
+        """
+        self._require(Capability.LATENT_INFERENCE)
+        given = self._check_subset(given, "given")
+        self._check_subset(frozenset({target}), "target")
+        with evaluating(self):
+            return self._infer_latent(batch, given, target)
+
+    # --- what subclasses implement -------------------------------------------------------------------
+    def _encode(self, batch: Batch, given: Subset) -> Tensor:
+        raise CapabilityError(f"{type(self).__name__} declares encode but does not implement it")
+
+    def _decode(self, latent: Tensor, targets: Subset) -> dict[str, Tensor]:
+        raise CapabilityError(f"{type(self).__name__} declares encode but does not implement decode")
+
+    def _sample_conditional(self, batch: Batch, given: Subset, targets: Subset) -> dict[str, Tensor]:
+        raise CapabilityError(f"{type(self).__name__} declares conditional sampling but does not implement it")
+
+    def _sample_conditional_many(
+        self, batch: Batch, queries: Sequence[tuple[Subset, Subset]]
+    ) -> list[dict[str, Tensor]]:
+        return [self._sample_conditional(batch, g, t) for g, t in queries]
+
+    def _sample_unconditional(self, n: int) -> dict[str, Tensor]:
+        raise CapabilityError(f"{type(self).__name__} declares unconditional sampling but does not implement it")
+
+    def _infer_latent(self, batch: Batch, given: Subset, target: str) -> Tensor:
+        raise CapabilityError(f"{type(self).__name__} declares latent inference but does not implement it")
+
+    # --- helpers ----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def batch_size_of(self, batch: Batch) -> int:
+        return int(next(iter(batch.values())).shape[0])

@@ -1,0 +1,1 @@
+"""Datasets: Extended PolyMNIST (generation, storage, verification, import) and small synthetic sets."""

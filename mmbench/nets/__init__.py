@@ -1,0 +1,1 @@
+"""Networks shared by several models (the paper's residual encoder/decoder)."""

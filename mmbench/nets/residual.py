@@ -1,0 +1,88 @@
+"""The paper's residual encoder/decoder for 3×28×28 images (Soft-IntroVAE style).
+
+Source: Wesego & Rooshenas 2024 (sbmae ``h_vae_model_copy.py``: ResEncoder/ResDecoder), after
+Daniel & Tamar 2021 (Soft-IntroVAE). Images are zero-padded 28→32 inside the encoder and decoder
+outputs are cropped 32→28, so every model and metric sees 28×28 (PROTOCOL.md §1).
+``width`` scales every channel count (1.0 = the paper's 64/128/256).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PAD = 2  # 28 + 2·2 = 32
+
+
+def _channels(base: int, width: float) -> int:
+    return max(4, int(round(base * width)))
+
+
+class ResidualBlock(nn.Module):
+    """3×3 conv, BN, LeakyReLU, 3×3 conv, BN, (+ 1×1 skip if channels change), LeakyReLU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.skip = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ResEncoder(nn.Module):
+    """3×28×28 → (mu, logvar) of size ``latent_dim`` each (logvar is unused by deterministic AEs)."""
+
+    def __init__(self, latent_dim: int = 64, width: float = 1.0, in_channels: int = 3) -> None:
+        super().__init__()
+        c64, c128, c256 = (_channels(c, width) for c in (64, 128, 256))
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c64, 5, padding=2, bias=False),
+            nn.BatchNorm2d(c64),
+            nn.LeakyReLU(0.2),
+            nn.AvgPool2d(2),  # 16
+            ResidualBlock(c64, c64),
+            nn.AvgPool2d(2),  # 8
+            ResidualBlock(c64, c128),
+            nn.AvgPool2d(2),  # 4
+            ResidualBlock(c128, c256),
+            nn.AvgPool2d(2),  # 2
+        )
+        self.head = nn.Linear(c256 * 2 * 2, 2 * latent_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.features(F.pad(x, (PAD, PAD, PAD, PAD)))
+        mu, logvar = self.head(h.flatten(1)).chunk(2, dim=1)
+        return mu, logvar
+
+
+class ResDecoder(nn.Module):
+    """``latent_dim`` → 3×28×28 image means (linear output; the likelihood decides the rest)."""
+
+    def __init__(self, latent_dim: int = 64, width: float = 1.0, out_channels: int = 3) -> None:
+        super().__init__()
+        c64, c128, c256 = (_channels(c, width) for c in (64, 128, 256))
+        self.c256 = c256
+        self.fc = nn.Sequential(nn.Linear(latent_dim, c256 * 4 * 4), nn.ReLU())
+        self.body = nn.Sequential(
+            ResidualBlock(c256, c128),
+            nn.Upsample(scale_factor=2, mode="nearest"),  # 8
+            ResidualBlock(c128, c64),
+            nn.Upsample(scale_factor=2, mode="nearest"),  # 16
+            ResidualBlock(c64, c64),
+            nn.Upsample(scale_factor=2, mode="nearest"),  # 32
+            ResidualBlock(c64, c64),
+            nn.Conv2d(c64, out_channels, 5, padding=2),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.fc(z).view(-1, self.c256, 4, 4)
+        return self.body(h)[:, :, PAD:-PAD, PAD:-PAD]

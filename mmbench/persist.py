@@ -1,0 +1,44 @@
+"""Saving and loading a whole trained model (its state, name, config and config hash)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmbench import atomic
+from mmbench.config import to_dict
+from mmbench.contract import MultimodalModel
+from mmbench.hashing import config_hash
+
+
+def save_model(model: MultimodalModel, path: str | Path, name: str, meta: dict[str, Any] | None = None) -> None:
+    payload = {
+        "name": name,
+        "modalities": list(model.modalities),
+        "config": to_dict(model.config),
+        "config_hash": config_hash(to_dict(model.config)),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MultimodalModel:
+    """Rebuild a registered model from a file written by :func:`save_model`."""
+    from mmbench import registry
+
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    model = registry.build(payload["name"], payload["modalities"], payload["config"])
+    got = config_hash(to_dict(model.config))
+    if got != payload["config_hash"]:
+        raise ValueError(
+            f"{path}: the saved config rebuilds to hash {got}, not {payload['config_hash']}; "
+            "the model's config class changed since it was saved"
+        )
+    model.load_state_dict(payload["state_dict"])
+    return model

@@ -1,0 +1,92 @@
+"""A registry of models by name with lazy import targets and did-you-mean errors.
+
+Names map to ``"package.module:Class"`` strings, so listing models never imports torch. Third-party
+packages can add models through the ``mmbench.models`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from mmbench.config import did_you_mean
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    target: str  # "package.module:Class"
+    summary: str  # one line for `mmbench ls models`
+    defaults: tuple[tuple[str, Any], ...] = ()  # config overrides that make this name (e.g. guidance on)
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register(name: str, target: str, summary: str, **defaults: Any) -> None:
+    if name in MODELS and MODELS[name].target != target:
+        raise ValueError(f"model name {name!r} is already registered for {MODELS[name].target}")
+    MODELS[name] = ModelEntry(name, target, summary, tuple(sorted(defaults.items())))
+
+
+# The baselines (PROTOCOL.md §2).
+register("mvae", "baselines.mvae.model:MVAE", "MVAE (Wu & Goodman 2018): product of Gaussian experts with prior expert")
+register("mmvae", "baselines.mmvae.model:MMVAE", "MMVAE (Shi et al. 2019): uniform mixture of unimodal experts")
+register("mopoe", "baselines.mopoe.model:MoPoE", "MoPoE (Sutter et al. 2021): mixture of products of experts")
+register("mvtcae", "baselines.mvtcae.model:MVTCAE", "MVTCAE (Hwang et al. 2021): total-correlation objective, alpha 0.9")
+register("mmvaeplus", "baselines.mmvaeplus.model:MMVAEPlus", "MMVAE+ (Palumbo et al. 2023): shared + private Laplace latents")
+register("mld", "baselines.mld.model:MLD", "MLD (Bounoua et al. 2024): multi-time masked latent diffusion")
+# The score-based multimodal autoencoder (Wesego & Rooshenas 2024) and its guidance variants.
+register("sbm-vae", "sbm.model:SBM", "SBM-VAE: unimodal VAEs tied by a latent score model", family="vae", guidance="none")
+register("sbm-rae", "sbm.model:SBM", "SBM-RAE: unimodal RAEs tied by a latent score model", family="rae", guidance="none")
+register("sbm-vae-c", "sbm.model:SBM", "SBM-VAE-C: SBM-VAE with energy-based coherence guidance", family="vae", guidance="energy")
+register("sbm-rae-c", "sbm.model:SBM", "SBM-RAE-C: SBM-RAE with energy-based coherence guidance", family="rae", guidance="energy")
+register("sbm-vae-t", "sbm.model:SBM", "SBM-VAE-T: SBM-VAE with contrastive (CLIP-style) conditioning", family="vae", guidance="contrastive")
+register("sbm-rae-t", "sbm.model:SBM", "SBM-RAE-T: SBM-RAE with contrastive (CLIP-style) conditioning", family="rae", guidance="contrastive")
+# Harness tests: a model with no learning at all (lm-eval style dummy).
+register("dummy", "mmbench.dummy:DummyModel", "harness test model: random images, no learning")
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group="mmbench.models"):
+        if ep.name not in MODELS:
+            register(ep.name, ep.value, f"plugin model from {ep.dist.name if ep.dist else '?'}")
+
+
+def entry(name: str) -> ModelEntry:
+    _load_entry_points()
+    if name not in MODELS:
+        raise KeyError(
+            f"unknown model {name!r}.{did_you_mean(name, MODELS)} Known models: {', '.join(sorted(MODELS))}."
+        )
+    return MODELS[name]
+
+
+def resolve_class(name: str) -> type:
+    target = entry(name).target
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)
+
+
+def model_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The resolved config of a registered model: class defaults, then the name's defaults, then overrides."""
+    from mmbench.config import apply_overrides
+
+    cls = resolve_class(name)
+    config = apply_overrides(cls.Config(), dict(entry(name).defaults))
+    return apply_overrides(config, dict(overrides or {}))
+
+
+def build(name: str, modalities: Sequence[str], overrides: Mapping[str, Any] | None = None) -> Any:
+    """Build a registered model for the given modality names."""
+    cls = resolve_class(name)
+    return cls(tuple(modalities), model_config(name, overrides))
+
+
+def names() -> list[str]:
+    _load_entry_points()
+    return sorted(MODELS)

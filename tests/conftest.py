@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny synthetic data, a probe classifier for it, an isolated MMBENCH_HOME."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own MMBENCH_HOME so nothing touches ~/.mmbench."""
+    home = tmp_path_factory.mktemp("mmbench_home")
+    monkeypatch.setenv("MMBENCH_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def patterns3():
+    """(train, test) of the easy 3-modality pattern dataset."""
+    from mmbench.data.synthetic import make_patterns
+
+    return make_patterns(3, n=2000, seed=0), make_patterns(3, n=500, seed=1)
+
+
+@pytest.fixture(scope="session")
+def patterns_classifier(patterns3):
+    """The paper's digit classifier trained briefly on the pattern data (≈100 % accurate)."""
+    import torch
+
+    from classifiers.train import train_classifier
+
+    torch.manual_seed(0)
+    train, _ = patterns3
+    return train_classifier("pm", train, None, epochs=1, batch_size=128, lr=1e-3, seed=0, device="cpu", progress=False)
