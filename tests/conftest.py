@@ -35,4 +35,4 @@ def patterns_classifier(patterns3):
 
     torch.manual_seed(0)
     train, _ = patterns3
-    return train_classifier("pm", train, None, epochs=1, batch_size=128, lr=1e-3, seed=0, device="cpu", progress=False)
+    return train_classifier("pmclf", train, None, epochs=1, batch_size=128, lr=1e-3, seed=0, device="cpu", progress=False)

@@ -1,0 +1,112 @@
+"""Metric declarations: names, needs, keys, direction (torch-free, so reports can import it cheaply).
+
+Every metric is a :class:`MetricSpec` in :data:`METRICS`: the capabilities it needs, the lazy
+``"module:function"`` that computes it from an :class:`~mmbench.metrics.context.EvalContext`, a function
+listing the keys it produces for given modalities and settings, and ``higher_is_better`` rules for those
+keys (torchmetrics' convention: every metric declares its direction).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # modality names become key fragments
+RESERVED_NAMES = frozenset({"mean"})
+KINDS = ("image", "attributes", "mask")
+
+# A modality list, or a mapping modality -> kind ("image" | "attributes" | "mask").
+Modalities = Sequence[str] | Mapping[str, str]
+
+
+class MetricSkipped(Exception):
+    """Raised by a metric that does not apply (e.g. F1 without an attribute modality); carries the reason."""
+
+
+@dataclass
+class MetricOutput:
+    """What one metric returns: numbers, per-key skip reasons, files it wrote, provenance strings."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: what it needs, where its code is, which keys it produces and their direction."""
+
+    name: str
+    summary: str
+    source: str  # the paper / reference this metric follows
+    needs: frozenset[str]  # Capability values (strings, so this module stays torch-free)
+    target: str  # "module:function" taking an EvalContext and returning a MetricOutput
+    keys: Callable[[dict[str, str], Any], list[str]]  # (modality kinds, settings) -> keys
+    rules: tuple[tuple[str, bool | None], ...]  # fnmatch pattern -> higher_is_better, first match wins
+
+    def load(self) -> Callable[..., MetricOutput]:
+        module_name, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(spec: MetricSpec) -> None:
+    """Add a metric; a name may be registered once (again only with the same target)."""
+    if spec.name in METRICS and METRICS[spec.name].target != spec.target:
+        raise ValueError(f"metric {spec.name!r} is already registered for {METRICS[spec.name].target}")
+    METRICS[spec.name] = spec
+
+
+def get_metric(name: str) -> MetricSpec:
+    from mmbench.config import did_you_mean
+
+    if name not in METRICS:
+        raise KeyError(f"unknown metric {name!r}.{did_you_mean(name, METRICS)} Known metrics: {', '.join(METRICS)}.")
+    return METRICS[name]
+
+
+def normalise_modalities(modalities: Modalities) -> dict[str, str]:
+    """``{name: kind}`` in the given order; plain sequences are all images. Names must be key-safe."""
+    kinds = dict(modalities) if isinstance(modalities, Mapping) else {m: "image" for m in modalities}
+    for name, kind in kinds.items():
+        if not NAME_PATTERN.match(name) or name in RESERVED_NAMES:
+            raise ValueError(
+                f"modality name {name!r} cannot be part of a metric key: use letters, digits, '_' or '-' "
+                f"and none of {sorted(RESERVED_NAMES)}"
+            )
+        if kind not in KINDS:
+            raise ValueError(f"modality {name!r} has unknown kind {kind!r}; use one of {KINDS}")
+    return kinds
+
+
+def check_key(key: str) -> str:
+    """A valid flat MLflow metric key, or a ValueError naming the bad key."""
+    if not KEY_PATTERN.match(key) or "//" in key or key.startswith("/") or key.endswith("/"):
+        raise ValueError(f"invalid metric key {key!r}: use '/'-separated parts of [A-Za-z0-9_.-]")
+    return key
+
+
+def higher_is_better(key: str) -> bool | None:
+    """Whether a larger value of ``key`` is better; ``None`` for diagnostics and unknown keys."""
+    for spec in METRICS.values():
+        for pattern, direction in spec.rules:
+            if fnmatch.fnmatchcase(key, pattern):
+                return direction
+    return None
+
+
+def image_modalities(kinds: Mapping[str, str]) -> list[str]:
+    return [m for m, k in kinds.items() if k == "image"]
+
+
+def attribute_modalities(kinds: Mapping[str, str]) -> list[str]:
+    return [m for m, k in kinds.items() if k in ("attributes", "mask")]

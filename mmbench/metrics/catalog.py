@@ -1,0 +1,174 @@
+"""The built-in metrics: their keys (the one place key names are spelled) and registrations.
+
+Torch-free: ``mmbench report`` and the harness list keys and directions without importing torch.
+Conventions (docs/metrics.md): keys are ``<metric>/<kind>/<modality or statistic>``; subsets of
+modalities are written as their names joined by ``.`` in model order; ``mean`` averages over targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from mmbench.metrics.base import MetricSpec, attribute_modalities, image_modalities, register_metric
+
+CONDITIONAL, UNCONDITIONAL, ENCODE, LATENT_INFERENCE = "conditional", "unconditional", "encode", "latent_inference"
+
+
+# --- subsets and queries ------------------------------------------------------------------------------
+def subset_id(given: Iterable[str], order: Sequence[str]) -> str:
+    """``m0.m2`` for the subset {m2, m0} of modalities ordered ``m0, m1, m2``."""
+    chosen = set(given)
+    return ".".join(m for m in order if m in chosen)
+
+
+def loo_given(names: Sequence[str], target: str) -> tuple[str, ...]:
+    """Every modality except ``target`` (leave-one-out conditioning)."""
+    return tuple(m for m in names if m != target)
+
+
+def curve_queries(names: Sequence[str]) -> list[tuple[str, int, tuple[str, ...], str]]:
+    """The k-observed curves (Figs. 8, 9, 13): ``(curve, k, given, target)`` for k = 1..M-1.
+
+    ``last_given``: the last modality given the *first* k; ``first_given``: the first modality given the
+    *last* k. At k = M-1 both are leave-one-out queries.
+    """
+    m = len(names)
+    last = [("last_given", k, tuple(names[:k]), names[-1]) for k in range(1, m)]
+    first = [("first_given", k, tuple(names[m - k :]), names[0]) for k in range(1, m)]
+    return last + first
+
+
+def subset_targets(names: Sequence[str], kinds: Mapping[str, str], given: Sequence[str]) -> list[str]:
+    """Image modalities not in an explicit given subset (the targets scored by coherence/given/...)."""
+    return [m for m in image_modalities(kinds) if m not in given and m in names]
+
+
+# --- keys ---------------------------------------------------------------------------------------------
+def _per_target(prefix: str, targets: Sequence[str]) -> list[str]:
+    return [f"{prefix}/{m}" for m in targets] + ([f"{prefix}/mean"] if targets else [])
+
+
+def _curve_keys(metric: str, kinds: Mapping[str, str]) -> list[str]:
+    names = list(kinds)
+    return [f"{metric}/{curve}/k{k}" for curve, k, _, target in curve_queries(names) if kinds[target] == "image"]
+
+
+def coherence_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    names = list(kinds)
+    keys = _per_target("coherence/loo", image_modalities(kinds))
+    if settings.k_curves:
+        keys += _curve_keys("coherence", kinds)
+    for given in settings.subsets:
+        keys += _per_target(f"coherence/given/{subset_id(given, names)}", subset_targets(names, kinds, given))
+    return keys
+
+
+def unconditional_coherence_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    count = len(image_modalities(kinds))
+    if count < 2:
+        return []
+    return [f"coherence/uncond/atleast_{k}" for k in range(2, count + 1)] + ["coherence/uncond/all_agree"]
+
+
+def fid_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    images = image_modalities(kinds)
+    keys = _per_target("fid/loo", images)
+    if settings.kid:
+        keys += _per_target("kid/loo", images)
+    if settings.k_curves:
+        keys += _curve_keys("fid", kinds)
+    return keys
+
+
+def unconditional_fid_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    images = image_modalities(kinds)
+    keys = _per_target("fid/uncond", images)
+    if settings.kid:
+        keys += _per_target("kid/uncond", images)
+    return keys
+
+
+COVERAGE_STATS = ("entropy_norm", "kl_uniform", "classes_covered")
+
+
+def mode_coverage_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    images = image_modalities(kinds)
+    if not images:
+        return []
+    return [f"mode_coverage/{m}/{s}" for m in [*images, "mean"] for s in COVERAGE_STATS]
+
+
+def fgsm_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    images, attributes = image_modalities(kinds), attribute_modalities(kinds)
+    if not images:  # nothing to attack: the metric is skipped
+        return []
+    keys = _per_target("fgsm/coherence/clean", images) + _per_target("fgsm/coherence/adv", images)
+    keys += ["fgsm/coherence/drop_pct"]
+    keys += ["fgsm/substitute_acc/clean", "fgsm/substitute_acc/adv", "fgsm/eval_acc/clean", "fgsm/eval_acc/adv"]
+    if attributes:
+        keys += _per_target("fgsm/f1/clean", attributes) + _per_target("fgsm/f1/adv", attributes)
+        keys += ["fgsm/f1/drop_pct"]
+    return keys
+
+
+def latent_cosine_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    return _per_target("latent_cosine", list(kinds))
+
+
+def f1_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
+    return _per_target("f1/loo", attribute_modalities(kinds))
+
+
+# --- registrations ------------------------------------------------------------------------------------
+_M = "mmbench.metrics"
+register_metric(MetricSpec(
+    "coherence", "conditional coherence: leave-one-out per target, k-observed curves, explicit subsets",
+    "Shi et al. 2019; Wesego & Rooshenas 2024 Table 5, Figs. 9, 13, 14",
+    frozenset({CONDITIONAL}), f"{_M}.coherence:compute_coherence", coherence_keys,
+    (("coherence/*", True),),
+))
+register_metric(MetricSpec(
+    "unconditional_coherence", "share of unconditional samples with at least k agreeing modalities",
+    "Shi et al. 2019; Wesego & Rooshenas 2024 Fig. 5",
+    frozenset({UNCONDITIONAL}), f"{_M}.coherence:compute_unconditional_coherence", unconditional_coherence_keys,
+    (("coherence/uncond/*", True),),
+))
+register_metric(MetricSpec(
+    "fid", "conditional FID (and KID) per target: leave-one-out and k-observed curves",
+    "Heusel et al. 2017 (FID), Binkowski et al. 2018 (KID); torch-fidelity 0.4.0",
+    frozenset({CONDITIONAL}), f"{_M}.fid:compute_fid", fid_keys,
+    (("fid/*", False), ("kid/*", False)),
+))
+register_metric(MetricSpec(
+    "unconditional_fid", "unconditional FID (and KID) per modality",
+    "Heusel et al. 2017 (FID), Binkowski et al. 2018 (KID); torch-fidelity 0.4.0; Wesego & Rooshenas 2024 Fig. 6",
+    frozenset({UNCONDITIONAL}), f"{_M}.fid:compute_unconditional_fid", unconditional_fid_keys,
+    (("fid/uncond/*", False), ("kid/uncond/*", False)),
+))
+register_metric(MetricSpec(
+    "mode_coverage", "classifier label counts of unconditional samples: entropy, KL to uniform, classes covered",
+    "Wesego & Rooshenas 2024 A.5, Fig. 20",
+    frozenset({UNCONDITIONAL}), f"{_M}.coverage:compute_mode_coverage", mode_coverage_keys,
+    (("mode_coverage/*/entropy_norm", True), ("mode_coverage/*/kl_uniform", False),
+     ("mode_coverage/*/classes_covered", True)),
+))
+register_metric(MetricSpec(
+    "fgsm", "black-box FGSM: leave-one-out generation from adversarial vs clean observed images",
+    "Goodfellow et al. 2015 (FGSM); Papernot et al. 2017 (substitute); Wesego & Rooshenas 2024 §4.2.1, Table 3",
+    frozenset({CONDITIONAL}), f"{_M}.fgsm:compute_fgsm", fgsm_keys,
+    (("fgsm/*/drop_pct", False), ("fgsm/coherence/*", True), ("fgsm/f1/*", True),
+     ("fgsm/substitute_acc/*", None), ("fgsm/eval_acc/*", None)),
+))
+register_metric(MetricSpec(
+    "latent_cosine", "cosine between the latent inferred from the rest and the latent encoded from the truth",
+    "Wesego & Rooshenas 2024 A.5.2, Table 7",
+    frozenset({ENCODE, LATENT_INFERENCE}), f"{_M}.latent:compute_latent_cosine", latent_cosine_keys,
+    (("latent_cosine/*", True),),
+))
+register_metric(MetricSpec(
+    "f1", "sample-averaged F1 of generated attribute / mask modalities given the rest",
+    "Wesego & Rooshenas 2024 Table 1 (sklearn f1_score average='samples')",
+    frozenset({CONDITIONAL}), f"{_M}.f1:compute_f1", f1_keys,
+    (("f1/*", True),),
+))

@@ -1,0 +1,153 @@
+"""FID and KID through torch-fidelity 0.4.0's features -> statistics -> metric (``toshas/torch-fidelity``).
+
+FID: Heusel et al. 2017 (TTUR), ``fid_features_to_statistics`` / ``fid_statistics_to_metric``.
+KID: Binkowski et al. 2018, unbiased MMD² with the cubic polynomial kernel, averaged over random subsets
+(``kid_features_to_metric``). Generated images of each target are compared with the real images of the
+same modality and split. Real statistics are cached under ``mmbench.paths.cache_dir()/fid_stats`` by
+dataset, split content hash, modality, extractor, extractor weights hash and N (torch-fidelity's own cache
+is keyed by name only).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmbench import atomic, paths
+from mmbench.hashing import sha256_array
+from mmbench.metrics.base import MetricOutput
+from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
+from mmbench.metrics.context import EvalContext
+
+Statistics = dict[str, np.ndarray]
+
+
+def statistics(features: np.ndarray) -> Statistics:
+    """Mean and covariance of features (float64), by torch-fidelity's ``fid_features_to_statistics``."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"FID statistics need at least 2 feature rows (N, D), got shape {features.shape}")
+    return fid_features_to_statistics(torch.from_numpy(features))
+
+
+def frechet_distance(stats_1: Statistics, stats_2: Statistics) -> float:
+    """FID between two Gaussians, by torch-fidelity's ``fid_statistics_to_metric``."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    return float(fid_statistics_to_metric(stats_1, stats_2, verbose=False)[KEY_METRIC_FID])
+
+
+def fid_from_features(features_1: np.ndarray, features_2: np.ndarray) -> float:
+    return frechet_distance(statistics(features_1), statistics(features_2))
+
+
+def kid_from_features(
+    features_1: np.ndarray, features_2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """(mean, std) of unbiased KID over ``subsets`` random subsets of size ``min(subset_size, N1, N2)``."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    size = min(subset_size, len(features_1), len(features_2))
+    if size < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, got {len(features_1)} and {len(features_2)}")
+    f1 = torch.from_numpy(np.asarray(features_1, dtype=np.float64))
+    f2 = torch.from_numpy(np.asarray(features_2, dtype=np.float64))
+    out = kid_features_to_metric(f1, f2, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False)
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+@dataclass(frozen=True)
+class RealStatistics:
+    stats: Statistics
+    features: np.ndarray  # float32, for KID
+    path: Path
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60] or "data"
+
+
+def real_statistics(ctx: EvalContext, images: np.ndarray, dataset: str, modality: str) -> RealStatistics:
+    """Features and statistics of real uint8 images, cached on disk by everything they depend on."""
+    identity = ctx.extractor_identity
+    content = sha256_array(np.asarray(images))[:16]
+    name = f"{_safe(dataset)}-{content}-{modality}-{identity.name}-{identity.weights_sha256[:16]}-n{len(images)}.npz"
+    path = paths.cache_dir() / "fid_stats" / name
+    if path.is_file():
+        with np.load(path) as stored:
+            stats = {"mu": stored["mu"], "sigma": stored["sigma"]}
+            return RealStatistics(stats, stored["features"], path)
+    features = ctx.features(("real", content, modality), images)
+    stats = statistics(features)
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=stats["mu"], sigma=stats["sigma"], features=features.astype(np.float32))
+    atomic.write_bytes(path, buffer.getvalue())
+    return RealStatistics(stats, features, path)
+
+
+def _score(ctx: EvalContext, out: MetricOutput, key: str, generated: np.ndarray, real: RealStatistics, kid: bool) -> tuple:
+    stats = statistics(generated)
+    fid = frechet_distance(stats, real.stats)
+    out.values[f"fid/{key}"] = fid
+    kid_mean = kid_std = ""
+    if kid:
+        s = ctx.settings
+        kid_mean, kid_std = kid_from_features(generated, real.features, s.kid_subsets, s.kid_subset_size, s.seed)
+        out.values[f"kid/{key}"] = kid_mean
+    return fid, kid_mean, kid_std
+
+
+def _means(out: MetricOutput, prefixes: list[str], targets: list[str]) -> None:
+    for prefix in prefixes:
+        if all(f"{prefix}/{m}" in out.values for m in targets):
+            out.values[f"{prefix}/mean"] = float(np.mean([out.values[f"{prefix}/{m}"] for m in targets]))
+
+
+def compute_fid(ctx: EvalContext) -> MetricOutput:
+    """Conditional FID/KID per image target given the rest, and FID of the k-observed curves."""
+    out, rows, kid = MetricOutput(), [], ctx.settings.kid
+    n = len(ctx.data)
+    real = {m: real_statistics(ctx, ctx.data.images[m], ctx.data.name, m) for m in ctx.images}
+
+    def generated(given, target) -> np.ndarray:
+        return ctx.features(("conditional", frozenset(given), target), ctx.cache.conditional(given, target))
+
+    for m in ctx.images:
+        given = loo_given(ctx.names, m)
+        fid, kid_mean, kid_std = _score(ctx, out, f"loo/{m}", generated(given, m), real[m], kid)
+        rows.append(("loo", subset_id(given, ctx.names), m, len(given), n, n, fid, kid_mean, kid_std))
+    _means(out, ["fid/loo", "kid/loo"] if kid else ["fid/loo"], ctx.images)
+    if ctx.settings.k_curves:
+        for curve, k, given, target in curve_queries(ctx.names):
+            if ctx.kinds[target] == "image":
+                fid, _, _ = _score(ctx, out, f"{curve}/k{k}", generated(given, target), real[target], False)
+                rows.append((curve, subset_id(given, ctx.names), target, k, n, n, fid, "", ""))
+    header = ["kind", "given", "target", "num_given", "n_generated", "n_real", "fid", "kid", "kid_std"]
+    out.artifacts["fid_conditional.csv"] = ctx.write_csv("fid_conditional.csv", header, rows)
+    out.provenance.update({"fid/n_generated": str(n), "fid/n_real": str(n)})
+    return out
+
+
+def compute_unconditional_fid(ctx: EvalContext) -> MetricOutput:
+    """Unconditional FID/KID per image modality against the real images of the test split."""
+    out, rows, kid = MetricOutput(), [], ctx.settings.kid
+    real_set = ctx.real_unconditional
+    for m in ctx.images:
+        samples = ctx.cache.unconditional(m)
+        real = real_statistics(ctx, real_set.images[m], real_set.name, m)
+        fid, kid_mean, kid_std = _score(ctx, out, f"uncond/{m}", ctx.features(("unconditional", m), samples), real, kid)
+        rows.append((m, len(samples), len(real_set), fid, kid_mean, kid_std))
+    _means(out, ["fid/uncond", "kid/uncond"] if kid else ["fid/uncond"], ctx.images)
+    header = ["modality", "n_generated", "n_real", "fid", "kid", "kid_std"]
+    out.artifacts["fid_unconditional.csv"] = ctx.write_csv("fid_unconditional.csv", header, rows)
+    out.provenance.update(
+        {"fid/uncond/n_generated": str(ctx.settings.n_unconditional), "fid/uncond/n_real": str(len(real_set))}
+    )
+    return out

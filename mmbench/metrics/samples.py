@@ -1,0 +1,303 @@
+"""The sample cache: every sample the metrics need is generated once per model, stored, and shared.
+
+Samples are grouped; each group is generated in batches (conditional queries of a batch together through
+``model.sample_conditional_many``), stored as uint8 ``.npy`` files (latents as float32) in a folder under
+the job's workdir named by a content key (model-state hash, data hash, sizes, seed, batch size, queries),
+written atomically, and reused by any later evaluation with the same key.
+
+Groups: ``loo`` (each modality given all others), ``curves`` (the k-observed queries that are not
+leave-one-out), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
+inputs), ``uncond`` (unconditional samples) and ``latents`` (``infer_latent`` given the rest and
+``encode`` of the truth). Seeds: batch ``b`` of a stream runs under ``derive_seed(seed, stream, b)``;
+``loo`` and ``loo_fgsm`` share their stream, so clean and attacked generation see the same noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmbench import atomic
+from mmbench.contract import MultimodalModel
+from mmbench.data.dataset import MultimodalDataset
+from mmbench.hashing import config_hash, sha256_array
+from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
+from mmbench.seeding import derive_seed
+
+CACHE_FORMAT = 1
+Query = tuple[frozenset[str], frozenset[str]]
+Transform = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
+Progress = Callable[[str], None] | None
+
+
+def model_fingerprint(model: MultimodalModel) -> str:
+    """sha256 of the model's class, modalities, config and every tensor of its state_dict."""
+    from mmbench.config import to_dict
+
+    digest = hashlib.sha256()
+    config = to_dict(model.config) if dataclasses.is_dataclass(model.config) else repr(model.config)
+    header = {"class": f"{type(model).__module__}.{type(model).__qualname__}", "modalities": model.modalities}
+    digest.update(config_hash({"header": header, "config": config}, length=64).encode())
+    for key, value in sorted(model.state_dict().items()):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: MultimodalDataset, modalities: Sequence[str]) -> str:
+    """The dataset's recorded content hash when it has one, else a hash of the arrays themselves."""
+    if data.data_hash:
+        return config_hash({"hash": data.data_hash, "n": len(data), "modalities": list(modalities)}, length=32)
+    parts = [sha256_array(np.asarray(data.images[m])) for m in modalities] + [sha256_array(data.labels)]
+    return config_hash(parts, length=32)
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """Float images in [0, 1] (clamped) to uint8, on the CPU."""
+    return (x.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy())
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """torch's global RNG seeded inside, the caller's RNG state restored after."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _file(given_id: str, target: str) -> str:
+    return f"{given_id}__{target}.npy"
+
+
+@dataclass(frozen=True)
+class ConditionalGroup:
+    """A named set of (given, targets) queries answered together, with an optional input transform."""
+
+    name: str
+    stream: str  # seed stream
+    queries: tuple[Query, ...]
+    transform: Transform | None = None
+    transform_id: dict[str, Any] | None = None  # what makes the transform's output (part of the key)
+
+
+def merge_queries(pairs: Sequence[tuple[Sequence[str], str]], skip: set[tuple[frozenset[str], str]]) -> list[Query]:
+    """Queries with the same given subset merged (targets united); pairs in ``skip`` left out; order kept."""
+    merged: dict[frozenset[str], set[str]] = {}
+    for given, target in pairs:
+        key = frozenset(given)
+        if (key, target) in skip:
+            continue
+        merged.setdefault(key, set()).add(target)
+    return [(g, frozenset(t)) for g, t in merged.items()]
+
+
+def answered(queries: Sequence[Query]) -> set[tuple[frozenset[str], str]]:
+    return {(g, t) for g, ts in queries for t in ts}
+
+
+def conditional_groups(names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]]) -> list[ConditionalGroup]:
+    """The plan of clean conditional queries implied by the modalities and settings (not by the metrics)."""
+    loo = merge_queries([(loo_given(names, m), m) for m in names], set())
+    groups = [ConditionalGroup("loo", "conditional", tuple(loo))]
+    done = answered(loo)
+    if k_curves:
+        curves = merge_queries([(given, target) for _, _, given, target in curve_queries(names)], done)
+        if curves:
+            groups.append(ConditionalGroup("curves", "conditional-curves", tuple(curves)))
+            done |= answered(curves)
+    extra = merge_queries([(s, m) for s in subsets for m in names if m not in s], done)
+    if extra:
+        groups.append(ConditionalGroup("subsets", "conditional-subsets", tuple(extra)))
+    return groups
+
+
+class SampleCache:
+    """Lazily generated, disk-backed samples of one model on one evaluation set."""
+
+    def __init__(
+        self,
+        root: Path,
+        model: MultimodalModel,
+        data: MultimodalDataset,
+        *,
+        n_unconditional: int,
+        batch_size: int,
+        seed: int,
+        k_curves: bool = True,
+        subsets: Sequence[Sequence[str]] = (),
+        progress: Progress = None,
+    ) -> None:
+        self.root = Path(root)
+        self.model = model
+        self.names = tuple(model.modalities)
+        self.data = data
+        self.n_unconditional = n_unconditional
+        self.batch_size = batch_size
+        self.seed = seed
+        self.progress = progress
+        self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets)}
+        self.model_hash = model_fingerprint(model)
+        self.data_hash = data_fingerprint(data, self.names)
+        self.seconds: dict[str, float] = {}  # generation time per group (0 when loaded from disk)
+        self.keys: dict[str, str] = {}
+        self._loaded: dict[str, dict[str, np.ndarray]] = {}
+
+    # --- public accessors ------------------------------------------------------------------------
+    def conditional(self, given: Sequence[str], target: str) -> np.ndarray:
+        """uint8 ``(N, C, H, W)`` samples of ``target`` given ``given`` for the N evaluation tuples."""
+        key = frozenset(given)
+        for group in self.groups.values():
+            if any(g == key and target in ts for g, ts in group.queries):
+                return self._group(group)[_file(subset_id(key, self.names), target)]
+        raise KeyError(
+            f"no conditional query ({sorted(key)} -> {target}) in the sample plan; "
+            "add the subset to EvalSettings.subsets"
+        )
+
+    def adversarial(self, target: str, transform: Transform, transform_id: dict[str, Any]) -> np.ndarray:
+        """Leave-one-out samples of ``target`` generated from inputs changed by ``transform`` (FGSM)."""
+        loo = self.groups["loo"]
+        group = ConditionalGroup("loo_fgsm", loo.stream, loo.queries, transform, transform_id)
+        given = subset_id(loo_given(self.names, target), self.names)
+        return self._group(group)[_file(given, target)]
+
+    def unconditional(self, modality: str) -> np.ndarray:
+        """uint8 ``(n_unconditional, C, H, W)`` joint samples, modality ``modality``."""
+        return self._stored("uncond", {"n": self.n_unconditional}, self._generate_unconditional)[f"{modality}.npy"]
+
+    def latents(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(infer_latent(rest -> m), encode({m}))`` as float32 ``(N, D)`` arrays."""
+        arrays = self._stored("latents", {}, self._generate_latents)
+        return arrays[f"inferred__{modality}.npy"], arrays[f"encoded__{modality}.npy"]
+
+    # --- storage ---------------------------------------------------------------------------------
+    def _key(self, group: str, extra: Mapping[str, Any]) -> str:
+        parts = {
+            "format": CACHE_FORMAT, "group": group, "model": self.model_hash, "data": self.data_hash,
+            "n": len(self.data), "seed": self.seed, "batch_size": self.batch_size, **extra,
+        }
+        return config_hash(parts, length=24)
+
+    def _group(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
+        extra = {
+            "queries": [[subset_id(g, self.names), sorted(t)] for g, t in group.queries],
+            "stream": group.stream, "transform": group.transform_id,
+        }
+        return self._stored(group.name, extra, lambda out: self._generate_conditional(out, group))
+
+    def _stored(self, name: str, extra: Mapping[str, Any], generate: Callable[[Path], None]) -> dict[str, np.ndarray]:
+        key = self._key(name, extra)
+        self.keys[name] = key
+        if key in self._loaded:
+            return self._loaded[key]
+        folder = self.root / f"{name}-{key}"
+        if not (folder / "manifest.json").is_file():
+            start = time.perf_counter()
+            with atomic.atomic_path(folder) as tmp:
+                tmp.mkdir()
+                generate(tmp)
+                manifest = {"group": name, "key": key, "parts": {k: v for k, v in extra.items()}}
+                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+            self.seconds[name] = time.perf_counter() - start
+        else:
+            self.seconds.setdefault(name, 0.0)
+        arrays = {p.name: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
+        self._loaded[key] = arrays
+        return arrays
+
+    # --- generation ------------------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        if self.progress:
+            self.progress(message)
+
+    def _chunks(self, n: int) -> Iterator[tuple[int, np.ndarray]]:
+        for b, start in enumerate(range(0, n, self.batch_size)):
+            yield b, np.arange(start, min(start + self.batch_size, n))
+
+    def _image_shape(self, modality: str) -> tuple[int, ...]:
+        return tuple(self.data.images[modality].shape[1:])
+
+    def _check(self, what: str, out: Mapping[str, Tensor], modality: str, n: int) -> Tensor:
+        if modality not in out:
+            raise ValueError(f"{type(self.model).__name__}.{what} returned {sorted(out)}, missing {modality!r}")
+        x = out[modality]
+        expected = (n, *self._image_shape(modality))
+        if tuple(x.shape) != expected:
+            raise ValueError(
+                f"{type(self.model).__name__}.{what} returned {modality!r} of shape {tuple(x.shape)}, "
+                f"expected {expected} (the data's shape)"
+            )
+        return x
+
+    def _generate_conditional(self, out: Path, group: ConditionalGroup) -> None:
+        n, device = len(self.data), self.model.device
+        files = {
+            (g, t): np.lib.format.open_memmap(
+                out / _file(subset_id(g, self.names), t), mode="w+", dtype=np.uint8, shape=(n, *self._image_shape(t))
+            )
+            for g, ts in group.queries
+            for t in sorted(ts)
+        }
+        for b, idx in self._chunks(n):
+            batch, labels = self.data.batch(idx, self.names)
+            if group.transform is not None:
+                batch = group.transform(batch, labels)
+            batch = {m: x.to(device) for m, x in batch.items()}
+            with seeded(derive_seed(self.seed, group.stream, b), device):
+                outputs = self.model.sample_conditional_many(batch, list(group.queries))
+            for (g, ts), result in zip(group.queries, outputs, strict=True):
+                for t in ts:
+                    files[(g, t)][idx] = to_uint8(self._check("sample_conditional_many", result, t, len(idx)))
+            self._say(f"samples {group.name}: {idx[-1] + 1}/{n}")
+        for array in files.values():
+            array.flush()
+
+    def _generate_unconditional(self, out: Path) -> None:
+        n, device = self.n_unconditional, self.model.device
+        files = {
+            m: np.lib.format.open_memmap(out / f"{m}.npy", mode="w+", dtype=np.uint8, shape=(n, *self._image_shape(m)))
+            for m in self.names
+        }
+        for b, idx in self._chunks(n):
+            with seeded(derive_seed(self.seed, "unconditional", b), device):
+                result = self.model.sample_unconditional(len(idx))
+            for m in self.names:
+                files[m][idx] = to_uint8(self._check("sample_unconditional", result, m, len(idx)))
+            self._say(f"samples uncond: {idx[-1] + 1}/{n}")
+        for array in files.values():
+            array.flush()
+
+    def _generate_latents(self, out: Path) -> None:
+        n, device = len(self.data), self.model.device
+        files: dict[str, np.ndarray] = {}
+        for b, idx in self._chunks(n):
+            batch, _ = self.data.batch(idx, self.names)
+            batch = {m: x.to(device) for m, x in batch.items()}
+            with seeded(derive_seed(self.seed, "latents", b), device):
+                for m in self.names:
+                    inferred = self.model.infer_latent(batch, frozenset(loo_given(self.names, m)), m)
+                    encoded = self.model.encode(batch, frozenset({m}))
+                    for kind, z in (("inferred", inferred), ("encoded", encoded)):
+                        name = f"{kind}__{m}.npy"
+                        z = z.detach().float().reshape(len(idx), -1).cpu().numpy()
+                        if name not in files:
+                            files[name] = np.lib.format.open_memmap(
+                                out / name, mode="w+", dtype=np.float32, shape=(n, z.shape[1])
+                            )
+                        files[name][idx] = z
+            self._say(f"latents: {idx[-1] + 1}/{n}")
+        for array in files.values():
+            array.flush()

@@ -1,0 +1,191 @@
+"""FID/KID against independent numpy/scipy computations; the feature extractors and their weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from mmbench.metrics.extractors import (
+    CLASSIFIER,
+    INCEPTION,
+    INCEPTION_ENV,
+    INCEPTION_FILES,
+    InceptionWeightsError,
+    build_extractor,
+    ensure_registered,
+    extract_features,
+    identify,
+    random_inception_weights,
+    resolve_inception_weights,
+)
+from mmbench.metrics.fid import fid_from_features, frechet_distance, kid_from_features, statistics
+
+
+def reference_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet distance written independently (pytorch-fid's formula, scipy's matrix square root)."""
+    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def reference_kid(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² with the kernel (x·y/d + 1)³ over all samples (MMD-GAN's estimator), written out."""
+    d, m = x.shape[1], len(x)
+    k = lambda a, b: (a @ b.T / d + 1.0) ** 3  # noqa: E731
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    )
+
+
+def _gaussians(seed: int = 0, n: int = 600, d: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    b = rng.normal(loc=0.5, size=(n, d)) @ rng.normal(size=(d, d)) * 0.7
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def classifier_path(patterns_classifier, tmp_path_factory):
+    from classifiers.store import save_classifier
+
+    return save_classifier(patterns_classifier, "patterns3-eval", {}, tmp_path_factory.mktemp("clf")).path
+
+
+# --- the numbers --------------------------------------------------------------------------------------
+def test_fid_equals_an_independent_frechet_distance():
+    a, b = _gaussians()
+    ours, reference = fid_from_features(a, b), reference_fid(a, b)
+    assert reference > 1.0
+    assert ours == pytest.approx(reference, rel=1e-6)
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    a, _ = _gaussians(1)
+    stats = statistics(a)
+    assert abs(frechet_distance(stats, stats)) < 1e-8 * np.trace(stats["sigma"])
+
+
+def test_fid_is_symmetric_and_grows_with_a_mean_shift():
+    a, b = _gaussians(2)
+    assert fid_from_features(a, b) == pytest.approx(fid_from_features(b, a), rel=1e-6)
+    # a pure mean shift by v adds |v|² exactly
+    shift = np.full(a.shape[1], 0.25)
+    assert fid_from_features(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-6)
+
+
+def test_kid_equals_an_independent_unbiased_mmd():
+    a, b = _gaussians(3, n=300)
+    mean, std = kid_from_features(a, b, subsets=1, subset_size=300)  # one subset = every sample
+    assert mean == pytest.approx(reference_kid(a, b), rel=1e-9)
+    assert std == 0.0
+    # subsets larger than the sets are clipped to the set size
+    assert kid_from_features(a, b, subsets=1, subset_size=10_000)[0] == pytest.approx(mean, rel=1e-9)
+
+
+def test_kid_of_one_distribution_is_near_zero_and_of_two_is_not():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
+    same, _ = kid_from_features(x, y, subsets=20, subset_size=200)
+    different, _ = kid_from_features(x, y + 1.0, subsets=20, subset_size=200)
+    assert abs(same) < 0.05 * different
+
+
+def test_statistics_need_two_rows():
+    with pytest.raises(ValueError, match="at least 2"):
+        statistics(np.ones((1, 4)))
+
+
+# --- the classifier extractor on real data ------------------------------------------------------------
+def test_halves_of_real_data_are_close_and_noise_is_far(patterns3, classifier_path):
+    _, test = patterns3
+    identity = identify(CLASSIFIER, classifier_path, None)
+    assert identity.weights_sha256 and identity.layer == "features"
+    extractor = build_extractor(identity)
+    real = extract_features(extractor, test.images["m0"], 128, "cpu")
+    assert real.shape == (len(test), 512) and real.dtype == np.float32
+    noise = np.random.default_rng(0).integers(0, 256, size=test.images["m0"].shape, dtype=np.uint8)
+    noise_features = extract_features(extractor, noise, 128, "cpu")
+    halves = fid_from_features(real[::2], real[1::2])
+    to_noise = fid_from_features(real, noise_features)
+    assert halves < 0.05 * to_noise
+
+
+def test_classifier_extractor_features_are_the_penultimate_layer(patterns3, classifier_path, patterns_classifier):
+    _, test = patterns3
+    extractor = build_extractor(identify(CLASSIFIER, classifier_path, None))
+    images = test.images["m1"][:8]
+    with torch.no_grad():
+        expected = patterns_classifier.features(torch.from_numpy(images).float() / 255).numpy()
+    assert np.allclose(extract_features(extractor, images, 3, "cpu"), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        extract_features(extractor, images.astype(np.float32), 3, "cpu")
+
+
+def test_registration_is_idempotent():
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    ensure_registered()
+    ensure_registered()
+    assert CLASSIFIER in FEATURE_EXTRACTORS_REGISTRY and INCEPTION in FEATURE_EXTRACTORS_REGISTRY
+
+
+# --- Inception from a local file ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    return random_inception_weights(tmp_path_factory.mktemp("weights") / INCEPTION_FILES[0], seed=0)
+
+
+def test_inception_loads_weights_from_the_local_file(inception_file):
+    saved = torch.load(inception_file, weights_only=True)
+    with pytest.warns(UserWarning, match="not the standard FID Inception"):
+        identity = identify(INCEPTION, None, str(inception_file))
+    assert identity.weights_path == str(inception_file) and identity.layer == "2048"
+    assert identity.provenance()["fid/extractor_weights_standard"] == "false"
+    extractor = build_extractor(identity)
+    loaded = extractor.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 3, 28, 28), dtype=np.uint8)
+    features = extract_features(extractor, images, 2, "cpu")
+    assert features.shape == (2, 2048) and np.isfinite(features).all()
+
+
+def test_inception_weights_from_the_environment(inception_file, monkeypatch):
+    monkeypatch.setenv(INCEPTION_ENV, str(inception_file))
+    assert resolve_inception_weights(None) == inception_file
+
+
+def test_inception_default_location(inception_file, monkeypatch):
+    from mmbench.metrics.extractors import default_inception_path
+
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    target = default_inception_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(inception_file)
+    assert resolve_inception_weights(None) == target
+
+
+def test_missing_inception_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    with pytest.raises(InceptionWeightsError) as info:
+        identify(INCEPTION, None, str(tmp_path / "nope.pth"))
+    message = str(info.value)
+    assert INCEPTION_FILES[0] in message and INCEPTION_FILES[1] in message
+    assert INCEPTION_ENV in message and "never" in message and str(tmp_path / "nope.pth") in message
+
+
+def test_a_wrong_weights_file_is_a_clear_error(tmp_path):
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    with pytest.warns(UserWarning):
+        identity = identify(INCEPTION, None, str(wrong))
+    with pytest.raises(ValueError, match="does not hold weights"):
+        build_extractor(identity)
+
+
+def test_unknown_extractor():
+    with pytest.raises(ValueError, match="unknown FID extractor"):
+        identify("vgg", None, None)

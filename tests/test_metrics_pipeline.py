@@ -1,0 +1,323 @@
+"""``evaluate`` end to end: oracle and shuffled models, the sample cache, keys, skips and provenance."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from classifiers.train import evaluate_classifier
+from mmbench.contract import Capability, MultimodalModel
+from mmbench.data.dataset import MultimodalDataset
+from mmbench.dummy import DummyConfig, DummyModel
+from mmbench.metrics import (
+    EvalSettings,
+    evaluate,
+    expected_keys,
+    higher_is_better,
+    metric_names,
+    metric_needs,
+)
+from mmbench.metrics.base import KEY_PATTERN
+from mmbench.metrics.catalog import loo_given
+
+FAST = {"batch_size": 50, "kid_subsets": 5, "grid_size": 4}
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    shuffle: bool = False
+
+
+class Oracle(MultimodalModel):
+    """Returns the true tuple (or, with ``shuffle``, the batch's tuples in a random order)."""
+
+    Config = OracleConfig
+    capabilities = frozenset(Capability)
+
+    def __init__(self, modalities, config: OracleConfig, data: MultimodalDataset | None = None) -> None:
+        super().__init__(modalities, config)
+        self.data = data
+        self.served = 0  # unconditional samples are the data's tuples in order
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def _order(self, n: int) -> torch.Tensor:
+        return torch.randperm(n) if self.config.shuffle else torch.arange(n)
+
+    def _sample_conditional_many(self, batch, queries):
+        order = self._order(self.batch_size_of(batch))
+        return [{t: batch[t][order].clone() for t in targets} for _, targets in queries]
+
+    def _sample_unconditional(self, n):
+        images, _ = self.data.batch((self.served + np.arange(n)) % len(self.data), self.modalities)
+        self.served += n
+        return images
+
+    def _encode(self, batch, given):
+        return torch.cat([batch[m].flatten(1) for m in sorted(given)], 1)
+
+    def _infer_latent(self, batch, given, target):
+        return batch[target].flatten(1)
+
+
+class ConditionalOnly(Oracle):
+    capabilities = frozenset({Capability.CONDITIONAL})
+
+
+@pytest.fixture(scope="module")
+def classifier_path(patterns_classifier, tmp_path_factory):
+    from classifiers.store import save_classifier
+
+    return str(save_classifier(patterns_classifier, "patterns3-eval", {}, tmp_path_factory.mktemp("clf")).path)
+
+
+def _settings(classifier_path, **overrides) -> EvalSettings:
+    base = {"n_conditional": 100, "n_unconditional": 100, "classifier": classifier_path, "substitute": classifier_path}
+    return EvalSettings(**{**base, **FAST, **overrides})
+
+
+def _all_keys(result) -> set[str]:
+    return set(result.values) | {k for k in result.skipped if "/" in k}
+
+
+# --- every metric on the dummy model ------------------------------------------------------------------
+def test_every_metric_runs_on_the_dummy_model(patterns3, classifier_path, tmp_path):
+    _, test = patterns3
+    model = DummyModel(test.modalities, DummyConfig())
+    settings = _settings(classifier_path, n_conditional=60, n_unconditional=60)
+    result = evaluate(model, test, metric_names(), settings, tmp_path)
+    assert set(result.skipped) == {"f1"} and "attribute" in result.skipped["f1"]
+    expected = {k for name in metric_names() for k in expected_keys(name, test.modalities, settings)}
+    assert set(result.values) == expected
+    assert all(KEY_PATTERN.match(k) for k in result.values)
+    assert all(isinstance(v, float) and np.isfinite(v) for v in result.values.values())
+    assert all(higher_is_better(k) is not None for k in result.values if "_acc/" not in k)
+    assert 0.0 <= result.values["coherence/loo/mean"] <= 0.35  # noise images: near chance
+    assert all(path.is_file() for path in result.artifacts.values())
+    assert {"samples_loo.png", "samples_uncond.png", "mode_coverage_counts.csv"} <= set(result.artifacts)
+    for key in ("classifier/sha256", "fid/extractor", "fid/extractor_weights_sha256", "substitute/sha256",
+                "eval/data_hash", "eval/n_conditional", "eval/model_hash", "fid/n_generated"):
+        assert result.provenance[key]
+    assert result.provenance["eval/n_conditional"] == "60"
+    # coherence alone classifies with the classifier, not through the shared FID forward pass: same numbers
+    alone = evaluate(model, test, ["coherence"], settings, tmp_path)
+    assert alone.values == {k: v for k, v in result.values.items() if k.startswith("coherence/") and "uncond" not in k}
+
+
+def test_mode_coverage_counts_are_the_classifier_labels(patterns3, classifier_path, patterns_classifier, tmp_path):
+    _, test = patterns3
+    model = Oracle(test.modalities, OracleConfig(), data=test)
+    result = evaluate(model, test, ["mode_coverage"], _settings(classifier_path), tmp_path)
+    with open(result.artifacts["mode_coverage_counts.csv"]) as fh:
+        rows = {r["modality"]: r for r in csv.DictReader(fh)}
+    first, _ = test.batch(np.arange(100))
+    for m in test.modalities:
+        with torch.no_grad():
+            predicted = patterns_classifier(first[m]).argmax(1).numpy()
+        assert [int(rows[m][f"class_{c}"]) for c in range(10)] == np.bincount(predicted, minlength=10).tolist()
+    assert result.values["mode_coverage/mean/classes_covered"] == 10
+
+
+# --- coherence against the classifier's accuracy ------------------------------------------------------
+def test_coherence_of_the_oracle_is_the_classifier_accuracy(patterns3, classifier_path, patterns_classifier, tmp_path):
+    _, test = patterns3
+    model = Oracle(test.modalities, OracleConfig())
+    result = evaluate(model, test, ["coherence"], _settings(classifier_path, n_conditional=None), tmp_path)
+    accuracy = evaluate_classifier(patterns_classifier, test)
+    for m in test.modalities:
+        assert result.values[f"coherence/loo/{m}"] == accuracy[m]
+    assert result.values["coherence/loo/mean"] == pytest.approx(np.mean(list(accuracy.values())))
+    assert result.values["coherence/last_given/k1"] == accuracy["m2"]  # last = m2
+    assert result.values["coherence/first_given/k2"] == accuracy["m0"]
+
+
+def test_coherence_of_shuffled_tuples_is_chance(patterns3, classifier_path, tmp_path):
+    _, test = patterns3
+    model = Oracle(test.modalities, OracleConfig(shuffle=True))
+    settings = _settings(classifier_path, n_conditional=None, batch_size=len(test), k_curves=False)
+    result = evaluate(model, test, ["coherence"], settings, tmp_path)
+    chance = float(np.sum((np.bincount(test.labels) / len(test)) ** 2))  # ≈ 0.1
+    # N = 500: the share's std is about 0.013; 0.05 is ~4 std
+    assert abs(result.values["coherence/loo/mean"] - chance) < 0.05
+
+
+def test_unconditional_coherence_of_real_tuples(patterns3, classifier_path, patterns_classifier, tmp_path):
+    _, test = patterns3
+    model = Oracle(test.modalities, OracleConfig(), data=test)
+    result = evaluate(model, test, ["unconditional_coherence"], _settings(classifier_path), tmp_path)
+    images, _ = test.batch(np.arange(100))
+    with torch.no_grad():
+        predicted = np.stack([patterns_classifier(images[m]).argmax(1).numpy() for m in test.modalities], 1)
+    all_agree = float(np.mean((predicted == predicted[:, :1]).all(axis=1)))
+    assert result.values["coherence/uncond/all_agree"] == pytest.approx(all_agree)
+    assert result.values["coherence/uncond/atleast_3"] == result.values["coherence/uncond/all_agree"]
+    assert result.values["coherence/uncond/atleast_2"] >= result.values["coherence/uncond/atleast_3"] > 0.9
+
+
+def test_explicit_subsets(patterns3, classifier_path, patterns_classifier, tmp_path):
+    _, test = patterns3
+    model = Oracle(test.modalities, OracleConfig())
+    settings = _settings(classifier_path, subsets=(("m0",), ("m2", "m1")), k_curves=False)
+    result = evaluate(model, test, ["coherence"], settings, tmp_path)
+    assert {"coherence/given/m0/m1", "coherence/given/m0/m2", "coherence/given/m1.m2/m0"} <= set(result.values)
+    assert set(result.values) == set(expected_keys("coherence", test.modalities, settings))
+    with pytest.raises(ValueError, match="proper subset"):
+        evaluate(model, test, ["coherence"], _settings(classifier_path, subsets=(("m0", "m9"),)), tmp_path)
+
+
+# --- FGSM, latent cosine, F1 --------------------------------------------------------------------------
+def test_fgsm_lowers_the_coherence_of_a_model_that_copies_its_input(patterns3, classifier_path, tmp_path):
+    _, test = patterns3
+    # the oracle copies the (attacked) input, and the substitute is the evaluation classifier: white box
+    model = Oracle(test.modalities, OracleConfig())
+    result = evaluate(model, test, ["fgsm"], _settings(classifier_path, fgsm_epsilon=0.1), tmp_path)
+    v = result.values
+    assert v["fgsm/coherence/adv/mean"] < v["fgsm/coherence/clean/mean"]
+    assert v["fgsm/coherence/drop_pct"] == pytest.approx(
+        100 * (v["fgsm/coherence/clean/mean"] - v["fgsm/coherence/adv/mean"]) / v["fgsm/coherence/clean/mean"]
+    )
+    assert v["fgsm/substitute_acc/adv"] < v["fgsm/substitute_acc/clean"]
+    assert v["fgsm/eval_acc/adv"] == pytest.approx(v["fgsm/coherence/adv/mean"])  # the copy is the attacked input
+    assert result.provenance["fgsm/epsilon"] == "0.1"
+
+
+def test_latent_cosine_of_a_model_that_infers_the_true_latent_is_one(patterns3, classifier_path, tmp_path):
+    _, test = patterns3
+    result = evaluate(Oracle(test.modalities, OracleConfig()), test, ["latent_cosine"], _settings(classifier_path), tmp_path)
+    assert result.values["latent_cosine/mean"] == pytest.approx(1.0)
+    dummy = evaluate(DummyModel(test.modalities, DummyConfig()), test, ["latent_cosine"], _settings(classifier_path), tmp_path)
+    assert abs(dummy.values["latent_cosine/mean"]) < 0.15  # random latents: ~0 (std 0.025 per modality)
+
+
+def _attribute_data(n: int = 120, seed: int = 0) -> MultimodalDataset:
+    """A synthetic multi-label dataset: a pattern image and 6 binary attributes (the label's bits + noise bits)."""
+    from mmbench.data.synthetic import make_patterns
+
+    images = make_patterns(1, n=n, seed=seed)
+    rng = np.random.default_rng(seed)
+    bits = (images.labels[:, None] >> np.arange(4)) & 1
+    attributes = np.concatenate([bits, rng.integers(0, 2, size=(n, 2))], axis=1).astype(np.uint8) * 255
+    data = MultimodalDataset(
+        {"img": images.images["m0"], "attrs": attributes[:, :, None, None]}, images.labels, "attrs6", f"attrs6-{seed}"
+    )
+    data.modality_kinds = {"img": "image", "attrs": "attributes"}
+    return data
+
+
+class AllOnes(Oracle):
+    def _sample_conditional_many(self, batch, queries):
+        return [{t: torch.ones_like(batch[t]) for t in targets} for _, targets in queries]
+
+
+def test_f1_on_synthetic_attribute_data(tmp_path):
+    data = _attribute_data()
+    kinds = {"img": "image", "attrs": "attributes"}
+    settings = EvalSettings(n_conditional=None, batch_size=64)
+    oracle = evaluate(Oracle(["img", "attrs"], OracleConfig()), data, ["f1"], settings, tmp_path / "a")
+    assert set(oracle.values) == set(expected_keys("f1", kinds, settings)) == {"f1/loo/attrs", "f1/loo/mean"}
+    truth = data.images["attrs"].reshape(len(data), -1) > 127
+    assert oracle.values["f1/loo/attrs"] == pytest.approx(truth.any(axis=1).mean())  # empty rows score 0
+    ones = evaluate(AllOnes(["img", "attrs"], OracleConfig()), data, ["f1"], settings, tmp_path / "b")
+    per_sample = 2 * truth.sum(1) / (truth.sum(1) + truth.shape[1])  # precision |T|/L, recall 1
+    assert ones.values["f1/loo/mean"] == pytest.approx(per_sample.mean())
+
+
+# --- the sample cache ---------------------------------------------------------------------------------
+def _forbid_sampling(model, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the sample cache should have answered")
+
+    for name in ("sample_conditional_many", "sample_unconditional", "infer_latent", "encode"):
+        monkeypatch.setattr(model, name, fail)
+
+
+def test_rerun_reuses_the_cache_and_same_seed_gives_same_samples(patterns3, classifier_path, tmp_path, monkeypatch):
+    _, test = patterns3
+    metrics = ["coherence", "unconditional_coherence", "latent_cosine", "mode_coverage"]
+    model = DummyModel(test.modalities, DummyConfig())
+    settings = _settings(classifier_path, n_conditional=40, n_unconditional=40)
+    first = evaluate(model, test, metrics, settings, tmp_path / "a")
+    fresh = evaluate(model, test, metrics, settings, tmp_path / "b")  # same seed, new workdir
+    assert fresh.values == first.values
+    other_seed = evaluate(model, test, metrics, EvalSettings(**{**settings.__dict__, "seed": 1}), tmp_path / "c")
+    assert other_seed.values != first.values
+    _forbid_sampling(model, monkeypatch)
+    again = evaluate(model, test, metrics, settings, tmp_path / "a")
+    assert again.values == first.values
+    assert all(float(again.provenance[f"seconds/samples/{g}"]) == 0.0 for g in ("loo", "uncond", "latents"))
+
+
+def test_cache_key_follows_the_model_state(patterns3, classifier_path, tmp_path):
+    _, test = patterns3
+    model = DummyModel(test.modalities, DummyConfig())
+    settings = _settings(classifier_path, n_conditional=40, n_unconditional=40)
+    before = evaluate(model, test, ["coherence"], settings, tmp_path)
+    with torch.no_grad():
+        model.anchor.add_(1.0)
+    after = evaluate(model, test, ["coherence"], settings, tmp_path)
+    assert after.provenance["eval/sample_cache/loo"] != before.provenance["eval/sample_cache/loo"]
+    assert float(after.provenance["seconds/samples/loo"]) > 0.0
+
+
+def test_sample_files_are_uint8(patterns3, classifier_path, tmp_path):
+    _, test = patterns3
+    settings = _settings(classifier_path, n_conditional=40, n_unconditional=40)
+    evaluate(DummyModel(test.modalities, DummyConfig()), test, ["coherence"], settings, tmp_path)
+    files = list((tmp_path / "samples").glob("loo-*/*.npy"))
+    assert len(files) == 3
+    assert all(np.load(f).dtype == np.uint8 and np.load(f).shape == (40, 3, 28, 28) for f in files)
+
+
+# --- skips, names, needs ------------------------------------------------------------------------------
+def test_metrics_a_model_cannot_serve_are_skipped_with_a_reason(patterns3, classifier_path, tmp_path):
+    _, test = patterns3
+    model = ConditionalOnly(test.modalities, OracleConfig())
+    unserved = ["unconditional_coherence", "unconditional_fid", "mode_coverage", "latent_cosine"]
+    result = evaluate(model, test, ["coherence", *unserved], _settings(classifier_path, n_conditional=40), tmp_path)
+    for name in unserved:
+        assert "lacks capabilities" in result.skipped[name] and name in result.skipped[name]
+    assert set(result.values) == set(expected_keys("coherence", test.modalities, _settings(classifier_path)))
+
+
+def test_metric_needs_and_unknown_names():
+    assert metric_needs("coherence") == frozenset({Capability.CONDITIONAL})
+    assert metric_needs("latent_cosine") == frozenset({Capability.ENCODE, Capability.LATENT_INFERENCE})
+    with pytest.raises(KeyError, match="Did you mean 'coherence'"):
+        metric_needs("coherense")
+
+
+def test_expected_keys_are_valid_and_directed():
+    settings = EvalSettings(subsets=(("m0", "m1"),))
+    names = [f"m{i}" for i in range(10)]
+    for name in metric_names():
+        for key in expected_keys(name, names, settings):
+            assert KEY_PATTERN.match(key), key
+            assert higher_is_better(key) is not None or "_acc/" in key, key
+    assert "coherence/uncond/atleast_5" in expected_keys("unconditional_coherence", names, settings)
+    assert "fgsm/coherence/drop_pct" in expected_keys("fgsm", names, settings)
+    assert higher_is_better("fid/loo/mean") is False and higher_is_better("coherence/loo/m3") is True
+    assert higher_is_better("fgsm/coherence/drop_pct") is False
+    assert higher_is_better("not/a/metric") is None
+    with pytest.raises(ValueError, match="metric key"):
+        expected_keys("coherence", ["a:b", "c"], settings)
+
+
+def test_check_resources_fails_early(tmp_path, monkeypatch):
+    from classifiers.store import ClassifierNotFoundError
+    from mmbench.metrics import check_resources
+    from mmbench.metrics.extractors import INCEPTION_ENV, InceptionWeightsError
+
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    with pytest.raises(ClassifierNotFoundError, match="mmbench classifier train"):
+        check_resources(["coherence"], EvalSettings(classifier=str(tmp_path / "none.pt")))
+    with pytest.raises(InceptionWeightsError):
+        check_resources(["fid"], EvalSettings(fid_extractor="inception-v3-compat"))
+    check_resources(["latent_cosine", "f1"], EvalSettings(classifier=str(tmp_path / "none.pt")))  # need nothing
+
+
+def test_loo_given_order():
+    assert loo_given(["a", "b", "c"], "b") == ("a", "c")

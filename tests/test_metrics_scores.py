@@ -1,0 +1,154 @@
+"""The metric functions against closed forms and independent computations (no model, no pipeline)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmbench.metrics.coherence import agreement_shares, coherence, largest_agreement
+from mmbench.metrics.coverage import coverage_stats
+from mmbench.metrics.f1 import binarise, f1_samples
+from mmbench.metrics.fgsm import drop_pct, fgsm_attack
+from mmbench.metrics.latent import cosine_rows
+
+
+# --- coherence ----------------------------------------------------------------------------------------
+def test_coherence_is_the_share_of_matches():
+    assert coherence(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 0])) == 0.5
+    with pytest.raises(ValueError, match="equal"):
+        coherence(np.array([1, 2]), np.array([1, 2, 3]))
+
+
+def test_agreement_matches_a_brute_force_count():
+    rng = np.random.default_rng(0)
+    predictions = rng.integers(0, 4, size=(300, 6))
+    brute = np.array([max(Counter(row.tolist()).values()) for row in predictions])
+    assert np.array_equal(largest_agreement(predictions), brute)
+    shares = agreement_shares(predictions)
+    assert list(shares) == [2, 3, 4, 5, 6]
+    for k, share in shares.items():
+        assert share == pytest.approx(np.mean(brute >= k))
+    assert all(shares[k] >= shares[k + 1] for k in range(2, 6))  # at least k is monotone in k
+
+
+def test_agreement_extremes():
+    same = np.tile(np.arange(10)[:, None], (1, 5))  # every modality agrees
+    assert agreement_shares(same) == {2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
+    distinct = np.tile(np.arange(5)[None, :], (10, 1))  # all different
+    assert agreement_shares(distinct) == {2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}
+
+
+# --- mode coverage ------------------------------------------------------------------------------------
+def test_coverage_of_a_uniform_label_set_is_maximal():
+    labels = np.repeat(np.arange(10), 100)
+    stats = coverage_stats(np.bincount(labels, minlength=10))
+    assert stats["entropy_norm"] == pytest.approx(1.0)
+    assert stats["kl_uniform"] == pytest.approx(0.0, abs=1e-12)
+    assert stats["classes_covered"] == 10
+
+
+def test_coverage_of_one_class_is_minimal():
+    stats = coverage_stats(np.bincount(np.full(1000, 3), minlength=10))
+    assert stats["entropy_norm"] == 0.0
+    assert stats["kl_uniform"] == pytest.approx(np.log(10))
+    assert stats["classes_covered"] == 1
+
+
+def test_coverage_matches_scipy_entropy():
+    from scipy.stats import entropy
+
+    counts = np.array([5, 0, 1, 30, 7, 7, 0, 2, 1, 9])
+    stats = coverage_stats(counts)
+    p = counts / counts.sum()
+    assert stats["entropy_norm"] == pytest.approx(entropy(p) / np.log(10))
+    assert stats["kl_uniform"] == pytest.approx(entropy(p, np.full(10, 0.1)))
+    assert stats["classes_covered"] == 8
+
+
+# --- FGSM ---------------------------------------------------------------------------------------------
+def test_fgsm_raises_the_substitute_loss_and_lowers_its_accuracy(patterns3, patterns_classifier):
+    _, test = patterns3
+    net = patterns_classifier.eval()
+    batch, labels = test.batch(np.arange(300), ["m0"])
+    x = batch["m0"]
+    adv = fgsm_attack(net, x, labels, epsilon=0.05)
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x).abs().max() <= 0.05 + 1e-6
+    with torch.no_grad():
+        clean_logits, adv_logits = net(x), net(adv)
+    assert F.cross_entropy(adv_logits, labels) > F.cross_entropy(clean_logits, labels)
+    clean_acc = (clean_logits.argmax(1) == labels).float().mean()
+    adv_acc = (adv_logits.argmax(1) == labels).float().mean()
+    assert clean_acc > 0.9 and adv_acc < clean_acc
+    assert net.training is False  # the attack restores the mode
+
+
+def test_fgsm_with_zero_epsilon_is_the_identity(patterns3, patterns_classifier):
+    _, test = patterns3
+    batch, labels = test.batch(np.arange(16), ["m1"])
+    assert torch.equal(fgsm_attack(patterns_classifier, batch["m1"], labels, 0.0), batch["m1"])
+
+
+def test_drop_pct():
+    assert drop_pct(0.8, 0.6) == pytest.approx(25.0)
+    assert drop_pct(0.5, 0.5) == 0.0
+
+
+# --- latent cosine ------------------------------------------------------------------------------------
+def test_cosine_of_identical_latents_is_one_and_of_opposite_minus_one():
+    z = np.random.default_rng(0).normal(size=(100, 64))
+    assert np.allclose(cosine_rows(z, z), 1.0)
+    assert np.allclose(cosine_rows(z, -3 * z), -1.0)
+
+
+def test_cosine_of_independent_latents_is_near_zero():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2000, 64)), rng.normal(size=(2000, 64))
+    # per-row cosine has std 1/sqrt(64); the mean of 2000 has std 0.0028
+    assert abs(cosine_rows(a, b).mean()) < 0.015
+
+
+def test_cosine_needs_equal_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        cosine_rows(np.ones((3, 4)), np.ones((3, 5)))
+
+
+# --- F1 -----------------------------------------------------------------------------------------------
+def _f1_by_hand(truth: np.ndarray, pred: np.ndarray) -> float:
+    scores = []
+    for t, p in zip(truth, pred, strict=True):
+        tp = int((t & p).sum())
+        denominator = int(t.sum() + p.sum())
+        scores.append(0.0 if denominator == 0 else 2 * tp / denominator)
+    return float(np.mean(scores))
+
+
+def test_f1_samples_matches_the_per_sample_definition():
+    rng = np.random.default_rng(2)
+    truth = rng.random((200, 12)) < 0.3
+    scores = np.clip(truth + rng.normal(0, 0.4, size=truth.shape), 0, 1)
+    expected = _f1_by_hand(truth.astype(int), (scores > 0.5).astype(int))
+    assert f1_samples(truth.astype(float), scores, "attributes") == pytest.approx(expected)
+    # a perfect prediction scores 1 on every sample with a positive label, 0 on empty ones (sklearn's default)
+    assert f1_samples(truth.astype(float), truth.astype(float)) == pytest.approx(truth.any(axis=1).mean())
+
+
+def test_f1_of_masks_rounds_and_flattens_per_sample():
+    truth = np.zeros((2, 1, 2, 2))
+    truth[0, 0, 0, 0] = truth[1, 0, 1, :] = 1.0
+    generated = np.zeros_like(truth)
+    generated[0, 0, 0, 0] = 0.7  # rounds to 1: sample 0 has F1 1
+    generated[1, 0, 1, 0] = 0.4  # rounds to 0: sample 1 has no positive prediction, F1 0
+    assert binarise(generated, "mask").tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]
+    assert f1_samples(truth, generated, "mask") == pytest.approx(0.5)
+
+
+def test_f1_rejects_images_and_shape_mismatch():
+    with pytest.raises(ValueError, match="attributes"):
+        f1_samples(np.ones((2, 3)), np.ones((2, 3)), "image")
+    with pytest.raises(ValueError, match="same"):
+        f1_samples(np.ones((2, 3)), np.ones((2, 4)))
