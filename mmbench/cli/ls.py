@@ -1,0 +1,57 @@
+"""``mmbench ls models | suites``: what can be run, without importing torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from mmbench.suites.spec import Budget
+
+
+@click.group()
+def ls() -> None:
+    """List registered models or the benchmark suites."""
+
+
+@ls.command()
+def models() -> None:
+    """One line per registered model: name, then what it is."""
+    from mmbench import registry
+
+    names = registry.names()
+    width = max(len(n) for n in names)
+    for name in names:
+        click.echo(f"{name:<{width}}  {registry.entry(name).summary}")
+
+
+@ls.command()
+@click.option("--verbose", "-v", is_flag=True, help="Also list each budget's sizes and notes.")
+def suites(verbose: bool) -> None:
+    """Each suite with its version, dataset, rows, metrics and budgets (and which budgets are unmeasured)."""
+    from mmbench.suites import get_suite, suite_names
+
+    for name in suite_names():
+        suite = get_suite(name)
+        click.echo(f"{suite.name}  v{suite.version}  {suite.description}")
+        click.echo(f"    dataset {suite.dataset.name} ({suite.dataset.num_modalities} modalities); "
+                   f"{len(suite.variants)} rows; metrics: {', '.join(suite.metrics)}")
+        for budget in suite.budgets:
+            default = " (default)" if budget.name == suite.default_budget else ""
+            click.echo(f"    {budget.name:<6}{default}: {budget.purpose} — {budget.status}; "
+                       f"seeds {','.join(map(str, budget.seeds))}")
+            if verbose:
+                click.echo(f"        data train/val/test {_n(budget.n_train)}/{_n(budget.n_val)}/{_n(budget.n_test)}; "
+                           f"scale {_scale(budget)}; eval {dict(budget.eval_overrides) or 'defaults'}")
+                if budget.note:
+                    click.echo(f"        {budget.note}")
+
+
+def _n(value: int | None) -> str:
+    return "all" if value is None else str(value)
+
+
+def _scale(budget: Budget) -> str:
+    fields = {k: v for k, v in vars(budget.scale).items() if v is not None}
+    return ", ".join(f"{k} {v}" for k, v in fields.items()) or "paper defaults"

@@ -1,0 +1,149 @@
+"""``mmbench report``: collect (store → tidy table) → aggregate (mean ± std, best) → render (tables, figures).
+
+Reads only the MLflow store (never imports torch) and writes to ``results/<suite>/<budget>/`` (or
+``--out``): ``report.md`` (every table, the figure list and the provenance block), ``tables/*.{md,csv,tex}``,
+``figures/*.{png,pdf}``, ``samples/<row>_{loo,uncond}.png`` and ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmbench import atomic, tracking
+from mmbench.report import figures as figs
+from mmbench.report import tables as tbl
+from mmbench.report.aggregate import Aggregate
+from mmbench.report.collect import Collected, collect
+from mmbench.report.provenance import provenance, provenance_markdown
+from mmbench.suites.spec import Budget, Suite
+
+Say = Callable[[str], None]
+SAMPLE_GRIDS = {"loo": "samples/samples_loo.png", "uncond": "samples/samples_uncond.png"}
+
+
+@dataclass
+class ReportFiles:
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # promised item -> why it is not there
+
+
+def default_folder(suite: str, budget: str) -> Path:
+    return Path.cwd() / "results" / suite / budget
+
+
+def build_report(suite: Suite, budget: Budget, tracking_uri: str | None = None, out: Path | None = None,
+                 formats: Sequence[str] = ("md", "csv", "tex"), say: Say = print) -> ReportFiles:
+    """Write every table and figure the suite promises; returns the files and what could not be made."""
+    collected = collect(suite, budget, tracking_uri)
+    agg = Aggregate(collected)
+    result = ReportFiles(Path(out) if out is not None else default_folder(suite.name, budget.name))
+    say(f"{suite.name} v{suite.version} budget {budget.name}: {len(collected.runs)} finished runs "
+        f"of {len(collected.variants)} rows from {collected.tracking_uri}")
+    if not budget.ranks:
+        say(f"note: budget {budget.name!r} checks the pipeline only; these numbers rank nothing")
+    rendered = _tables(suite, agg, formats, result)
+    _figures(suite, agg, collected, result)
+    prov = provenance(collected)
+    atomic.write_json(result.folder / "provenance.json", prov)
+    result.files.append(result.folder / "provenance.json")
+    index = result.folder / "report.md"
+    atomic.write_text(index, _index(collected, agg, rendered, result, provenance_markdown(prov)))
+    result.files.append(index)
+    for item, reason in result.missing.items():
+        say(f"not drawn: {item}: {reason}")
+    return result
+
+
+def _tables(suite: Suite, agg: Aggregate, formats: Sequence[str], result: ReportFiles) -> list[tbl.RenderedTable]:
+    rendered = []
+    folder = result.folder / "tables"
+    for name in suite.tables:
+        table = tbl.build_table(tbl.TABLES[name], agg)
+        rendered.append(table)
+        writers = {"md": lambda t=table: tbl.to_markdown(t, agg), "csv": lambda t=table: tbl.to_csv(t),
+                   "tex": lambda t=table: tbl.to_latex(t, agg)}
+        for fmt in formats:
+            path = folder / f"{name}.{fmt}"
+            atomic.write_text(path, writers[fmt]())
+            result.files.append(path)
+    return rendered
+
+
+def _figures(suite: Suite, agg: Aggregate, collected: Collected, result: ReportFiles) -> None:
+    folder = result.folder / "figures"
+    for name in suite.figures:
+        if name == "samples":
+            _samples(collected, result)
+            continue
+        if name == "fig20":
+            drawn = figs.draw_coverage(agg, _coverage(collected), folder)
+        else:
+            drawn = figs.draw(name, agg, folder)
+        result.files.extend(drawn.files)
+        if drawn.reason:
+            result.missing[name] = drawn.reason
+
+
+def _first_runs(collected: Collected) -> dict[str, tracking.RunRecord]:
+    """The lowest-seed run of every row (the one whose artifacts illustrate the row)."""
+    out: dict[str, tracking.RunRecord] = {}
+    for run in collected.runs:
+        out.setdefault(run.tags["variant"], run)
+    return out
+
+
+def _coverage(collected: Collected) -> dict[str, list[float]]:
+    store = tracking.Store(collected.tracking_uri)
+    shares: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant, run in _first_runs(collected).items():
+            if "tables/mode_coverage_counts.csv" not in store.artifact_names(run.run_id, "tables"):
+                continue
+            path = store.download(run.run_id, "tables/mode_coverage_counts.csv", Path(tmp) / run.run_id)
+            values = figs.coverage_shares(path.read_text())
+            if values:
+                shares[variant] = values
+    return shares
+
+
+def _samples(collected: Collected, result: ReportFiles) -> None:
+    store = tracking.Store(collected.tracking_uri)
+    folder = result.folder / "samples"
+    found = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant, run in _first_runs(collected).items():
+            names = set(store.artifact_names(run.run_id, "samples"))
+            for kind, artifact in SAMPLE_GRIDS.items():
+                if artifact in names:
+                    path = store.download(run.run_id, artifact, Path(tmp) / run.run_id)
+                    target = folder / f"{variant}_{kind}.png"
+                    atomic.write_bytes(target, path.read_bytes())
+                    result.files.append(target)
+                    found += 1
+    if not found:
+        result.missing["samples"] = "no run logged sample grids (EvalSettings.grid_size = 0?)"
+
+
+def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTable], result: ReportFiles,
+           prov_md: str) -> str:
+    suite, budget = collected.suite, collected.budget
+    lines = [f"# {suite.name} v{suite.version} — budget {budget.name}", "", suite.description, ""]
+    if not budget.ranks:
+        lines += [f"> **This budget checks that the pipeline runs; its numbers rank nothing.** {budget.note}", ""]
+    elif budget.sizing == "unmeasured":
+        lines += [f"> Budget sizes are unmeasured first values: {budget.note}", ""]
+    lines += ["## Tables", ""]
+    for table in rendered:
+        lines += [tbl.to_markdown(table, agg), ""]
+    lines += ["## Figures", ""]
+    for path in sorted(p for p in result.files if p.suffix == ".png"):
+        rel = path.relative_to(result.folder)
+        lines.append(f"![{rel.stem}]({rel.as_posix()})")
+    for item, reason in result.missing.items():
+        lines.append(f"- {item}: not drawn ({reason})")
+    lines += ["", "## Provenance", "", prov_md]
+    return "\n".join(lines).rstrip() + "\n"

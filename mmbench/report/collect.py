@@ -1,0 +1,131 @@
+"""Collect: the store's finished job runs of one suite and budget as a tidy table (HELM's summarise step).
+
+One row per (row label, seed, metric key): the latest FINISHED run of each (label, seed) of the suite's
+current version counts; older versions and unfinished attempts are counted, not used. Skip reasons,
+metric directions and provenance come from the same runs (tags and the ``skipped.json`` /
+``metric_keys.json`` artifacts). Torch is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from mmbench import tracking
+from mmbench.suites.spec import Budget, Suite
+
+TRAINING_PREFIXES = ("train/", "val/", "stage/")
+
+
+class NoRuns(RuntimeError):
+    """The store holds no finished runs for the suite and budget asked for."""
+
+
+@dataclass
+class Collected:
+    suite: Suite
+    budget: Budget
+    tracking_uri: str
+    runs: list[tracking.RunRecord]  # the runs used, in row then seed order
+    values: pd.DataFrame  # columns: variant, model, seed, num_modalities, run_id, key, value
+    skipped: dict[str, dict[str, str]]  # variant -> key -> reason (a reason from any seed)
+    directions: dict[str, bool | None]
+    ignored: dict[str, int] = field(default_factory=dict)  # why other runs were not used -> count
+
+    @property
+    def variants(self) -> list[str]:
+        """Row labels with at least one run, in the suite's order."""
+        present = set(self.values["variant"]) | set(self.skipped)
+        return [v.label for v in self.suite.variants if v.label in present]
+
+    def num_modalities(self, variant: str) -> int:
+        spec = self.suite.variant(variant)
+        return spec.num_modalities or self.suite.dataset.num_modalities
+
+    def model_of(self, variant: str) -> str:
+        return self.suite.variant(variant).model
+
+
+def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Collected:
+    store = tracking.Store(tracking_uri)
+    tracking.check_reachable(store.uri)
+    db = tracking.sqlite_path(store.uri)
+    if db is not None and not db.exists():
+        raise NoRuns(f"no MLflow store at {db}; run `mmbench run --suite {suite.name} --budget {budget.name}` first")
+    experiment = store.experiment_id(suite.name, create=False)
+    if experiment is None:
+        raise NoRuns(f"the store {store.uri} has no experiment for suite {suite.name!r}; run it first")
+    chosen, ignored = _choose(suite, store.job_runs(experiment, budget.name, tracking.FINISHED))
+    if not chosen:
+        others = store.budgets(experiment)
+        raise NoRuns(
+            f"no finished runs of suite {suite.name!r} v{suite.version} at budget {budget.name!r} in {store.uri}"
+            + (f"; finished budgets there: {', '.join(others)}" if others else "")
+        )
+    skipped, directions = _artifacts(store, chosen)
+    return Collected(suite, budget, store.uri, chosen, _tidy(chosen, suite), skipped, directions, ignored)
+
+
+def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking.RunRecord], dict[str, int]]:
+    """The latest finished run per (label, seed) of the current suite version and its rows."""
+    labels = [v.label for v in suite.variants]
+    ignored: dict[str, int] = {}
+    latest: dict[tuple[str, int], tracking.RunRecord] = {}
+    for run in sorted(runs, key=lambda r: r.start_time):
+        label, version = run.tags.get("variant", ""), run.tags.get("suite_version")
+        reason = None
+        if version != suite.version:
+            reason = f"suite version {version} (current: {suite.version})"
+        elif label not in labels:
+            reason = f"row {label!r} is not in the suite"
+        elif (label, _seed(run)) in latest:
+            reason = "superseded by a later run of the same row and seed"
+        if reason is not None:
+            ignored[reason] = ignored.get(reason, 0) + 1
+        if version == suite.version and label in labels:
+            latest[(label, _seed(run))] = run  # runs are in start order: the last one wins
+    order = {label: i for i, label in enumerate(labels)}
+    chosen = sorted(latest.values(), key=lambda r: (order[r.tags["variant"]], _seed(r)))
+    return chosen, ignored
+
+
+def _seed(run: tracking.RunRecord) -> int:
+    return int(run.tags.get("seed", "0"))
+
+
+def _tidy(runs: list[tracking.RunRecord], suite: Suite) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        variant = run.tags["variant"]
+        m = suite.variant(variant).num_modalities or suite.dataset.num_modalities
+        for key, value in run.metrics.items():
+            if key.startswith(TRAINING_PREFIXES):
+                continue
+            rows.append((variant, run.tags.get("model", ""), _seed(run), m, run.run_id, key, value))
+    return pd.DataFrame(rows, columns=["variant", "model", "seed", "num_modalities", "run_id", "key", "value"])
+
+
+def _artifacts(store: tracking.Store, runs: list[tracking.RunRecord]) -> tuple[dict[str, dict[str, str]], dict[str, bool | None]]:
+    skipped: dict[str, dict[str, str]] = {}
+    directions: dict[str, bool | None] = {}
+    for run in runs:
+        variant = run.tags["variant"]
+        reasons = _json_tag(run.tags.get("skipped", "{}"))
+        if reasons is None:  # the tag was truncated: the artifact holds all of it
+            reasons = store.read_json(run.run_id, "skipped.json")
+        for key, reason in reasons.items():
+            skipped.setdefault(variant, {}).setdefault(key, reason)
+    for run in {r.tags["variant"]: r for r in runs}.values():
+        directions.update(store.read_json(run.run_id, "metric_keys.json"))
+    return skipped, directions
+
+
+def _json_tag(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,52 @@
+"""The report's provenance block: code, suite, budget, data, classifiers, extractor and the run ids used."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from mmbench.report.collect import Collected
+
+SHARED_TAGS = (
+    "git_commit", "dataset", "dataset_hash", "classifier", "classifier_sha256", "substitute", "substitute_sha256",
+    "fid_extractor", "fid_weights", "provenance.fid/extractor_weights_sha256", "device",
+)
+
+
+def provenance(collected: Collected) -> dict[str, Any]:
+    """Everything a reader needs to trust (or reproduce) the numbers, as JSON-able data."""
+    shared: dict[str, list[str]] = defaultdict(list)
+    for run in collected.runs:
+        for tag in SHARED_TAGS:
+            value = run.tags.get(tag)
+            if value is not None and value not in shared[tag]:
+                shared[tag].append(value)
+    versions = {k[len("versions."):]: v for k, v in collected.runs[0].tags.items() if k.startswith("versions.")}
+    runs: dict[str, dict[str, str]] = defaultdict(dict)
+    for run in collected.runs:
+        runs[run.tags["variant"]][run.tags.get("seed", "0")] = run.run_id
+    budget = collected.budget
+    return {
+        "suite": collected.suite.name, "suite_version": collected.suite.version, "budget": budget.name,
+        "budget_status": budget.status, "ranks": budget.ranks, "tracking_uri": collected.tracking_uri,
+        "shared": {k: v for k, v in shared.items() if v}, "versions": versions, "runs": dict(runs),
+        "ignored_runs": collected.ignored,
+    }
+
+
+def provenance_markdown(prov: dict[str, Any]) -> str:
+    lines = [
+        f"- suite: {prov['suite']} v{prov['suite_version']}, budget {prov['budget']} ({prov['budget_status']})",
+        f"- store: {prov['tracking_uri']}",
+    ]
+    for tag, values in prov["shared"].items():
+        flag = "  **(differs between runs)**" if len(values) > 1 else ""
+        lines.append(f"- {tag}: {', '.join(values)}{flag}")
+    if prov["versions"]:
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items())))
+    lines.append("- runs (row: seed → MLflow run id):")
+    for variant, seeds in prov["runs"].items():
+        lines.append(f"  - {variant}: " + ", ".join(f"{s} → {r}" for s, r in sorted(seeds.items())))
+    for reason, count in prov["ignored_runs"].items():
+        lines.append(f"- ignored {count} run(s): {reason}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,184 @@
+"""Render: the report's tables (paper Table 5, the unconditional table, robustness, scaling) as md, csv, tex.
+
+Each cell is mean ± std over seeds; the best row per column (by the key's ``higher_is_better``) is
+bold; a missing value is "—" with a footnote giving the recorded reason, never a zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from mmbench.report.aggregate import Aggregate, Cell, format_cell
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str  # may contain {last}: the row's number of modalities minus one
+    digits: int = 3
+
+    def key_for(self, num_modalities: int) -> str:
+        return self.key.format(last=num_modalities - 1, all=num_modalities)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    columns: tuple[Column, ...]
+
+
+TABLES: dict[str, TableSpec] = {
+    "conditional": TableSpec(
+        "conditional",
+        "Conditional generation of each modality given all others, averaged over modalities (paper Table 5)",
+        (Column("Avg coherence", "coherence/loo/mean"), Column("Avg FID", "fid/loo/mean", 2)),
+    ),
+    "unconditional": TableSpec(
+        "unconditional",
+        "Unconditional generation: coherence (share of samples whose modalities agree), FID and mode coverage "
+        "(paper Fig. 5, A.5)",
+        (
+            Column("All agree", "coherence/uncond/all_agree"),
+            Column("≥ M−1 agree", "coherence/uncond/atleast_{last}"),
+            Column("Uncond. FID", "fid/uncond/mean", 2),
+            Column("Coverage entropy", "mode_coverage/mean/entropy_norm"),
+            Column("Classes covered", "mode_coverage/mean/classes_covered", 1),
+        ),
+    ),
+    "robustness": TableSpec(
+        "robustness",
+        "Black-box FGSM (ε from the eval settings) on the observed modalities, leave-one-out coherence "
+        "(paper §4.2.1), and latent cosine similarity (paper Table 7)",
+        (
+            Column("Coherence clean", "fgsm/coherence/clean/mean"),
+            Column("Coherence adv.", "fgsm/coherence/adv/mean"),
+            Column("Drop %", "fgsm/coherence/drop_pct", 1),
+            Column("Latent cosine", "latent_cosine/mean"),
+        ),
+    ),
+    "scaling": TableSpec(
+        "scaling",
+        "Trained on the first M modalities: unconditional FID, and FID and coherence of the first modality "
+        "given the rest (paper Figs. 6, 7)",
+        (
+            Column("Uncond. FID", "fid/uncond/mean", 2),
+            Column("FID m0 | rest", "fid/loo/m0", 2),
+            Column("Coherence m0 | rest", "coherence/loo/m0"),
+        ),
+    ),
+}
+
+
+@dataclass
+class RenderedTable:
+    spec: TableSpec
+    rows: list[str]
+    cells: dict[tuple[str, str], Cell]  # (row, column header) -> cell
+    keys: dict[tuple[str, str], str]
+    best: dict[str, set[str]]  # column header -> best rows
+    footnotes: dict[str, int]  # reason -> footnote number
+
+    @property
+    def empty(self) -> bool:
+        return not any(c.present for c in self.cells.values())
+
+
+def build_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
+    rows = agg.variants
+    cells, keys, best, notes = {}, {}, {}, {}
+    for col in spec.columns:
+        for row in rows:
+            key = col.key_for(agg.collected.num_modalities(row))
+            keys[(row, col.header)] = key
+            cell = agg.cell(row, key)
+            cells[(row, col.header)] = cell
+            if cell.reason and cell.reason not in notes:
+                notes[cell.reason] = len(notes) + 1
+        same_key = {keys[(r, col.header)] for r in rows}
+        best[col.header] = agg.best(next(iter(same_key)), rows) if len(same_key) == 1 else set()
+    return RenderedTable(spec, rows, cells, keys, best, notes)
+
+
+def _arrow(agg: Aggregate, table: RenderedTable, header: str, tex: bool = False) -> str:
+    directions = {agg.direction(table.keys[(r, header)]) for r in table.rows}
+    if directions == {True}:
+        return r" $\uparrow$" if tex else " ↑"
+    if directions == {False}:
+        return r" $\downarrow$" if tex else " ↓"
+    return ""
+
+
+def to_markdown(table: RenderedTable, agg: Aggregate) -> str:
+    headers = [c.header for c in table.spec.columns]
+    lines = [f"**{table.spec.title}**", ""]
+    lines.append("| Model | " + " | ".join(h + _arrow(agg, table, h) for h in headers) + " |")
+    lines.append("|---|" + "---:|" * len(headers))
+    for row in table.rows:
+        parts = []
+        for header in headers:
+            cell = table.cells[(row, header)]
+            text = format_cell(cell, _digits(table, header))
+            if cell.reason:
+                text += f" [{table.footnotes[cell.reason]}]"
+            elif row in table.best[header]:
+                text = f"**{text}**"
+            parts.append(text)
+        lines.append(f"| {row} | " + " | ".join(parts) + " |")
+    lines.append("")
+    lines += [f"[{n}] {reason}" for reason, n in table.footnotes.items()]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_csv(table: RenderedTable) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "column", "key", "mean", "std", "n_seeds", "best", "missing_reason"])
+    for row in table.rows:
+        for col in table.spec.columns:
+            cell = table.cells[(row, col.header)]
+            writer.writerow([
+                row, col.header, table.keys[(row, col.header)], "" if cell.mean is None else repr(cell.mean),
+                "" if cell.std is None else repr(cell.std), cell.n, int(row in table.best[col.header]),
+                cell.reason or "",
+            ])
+    return buffer.getvalue()
+
+
+def to_latex(table: RenderedTable, agg: Aggregate) -> str:
+    headers = [c.header for c in table.spec.columns]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    lines = [
+        "% " + table.spec.title,
+        r"\begin{tabular}{l" + "r" * len(headers) + "}",
+        r"\toprule",
+        "Model & " + " & ".join(_tex_escape(h) + _arrow(agg, table, h, tex=True) for h in headers) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.rows:
+        parts = []
+        for header in headers:
+            cell = table.cells[(row, header)]
+            text = format_cell(cell, _digits(table, header)).replace("±", r"$\pm$").replace("—", "---")
+            if cell.reason:
+                text += f"$^{{{letters[(table.footnotes[cell.reason] - 1) % 26]}}}$"
+            elif row in table.best[header]:
+                text = rf"\textbf{{{text}}}"
+            parts.append(text)
+        lines.append(_tex_escape(row) + " & " + " & ".join(parts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {letters[(n - 1) % 26]}: {reason}" for reason, n in table.footnotes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _digits(table: RenderedTable, header: str) -> int:
+    return next(c.digits for c in table.spec.columns if c.header == header)
+
+
+def _tex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                          ("≥", r"$\geq$"), ("−", "-"), ("|", r"$|$")):
+        text = text.replace(char, escaped)
+    return text

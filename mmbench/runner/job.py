@@ -1,0 +1,265 @@
+"""One job in a worker: build the model, train its stages, evaluate it, log everything to its child run.
+
+Runs in the parent process, a loky process or a dask worker thread alike: it installs no signal
+handlers (PITFALLS.md, dask) and stops between training steps when ``stop_file`` appears or the
+in-process ``should_stop`` hook says so; the trainer then keeps a checkpoint and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmbench import tracking
+from mmbench.config import flatten
+from mmbench.runner.plan import Job
+
+StopHook = Callable[[], bool]
+_STOP_HOOKS: dict[str, StopHook] = {}  # in-process hooks by invocation id (sequential backend only)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What all jobs of one invocation share (plain, picklable)."""
+
+    invocation: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    device: str
+    quiet: bool
+    threads: int | None  # torch CPU threads per job (None: torch's default)
+    stop_file: str
+    tags: tuple[tuple[str, str], ...]  # provenance shared by every job (git commit, versions, classifiers)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: str
+    title: str
+    run_id: str
+    status: str  # FINISHED | FAILED | KILLED
+    seconds: float
+    error: str = ""
+
+
+def register_stop_hook(invocation: str, hook: StopHook | None) -> None:
+    if hook is None:
+        _STOP_HOOKS.pop(invocation, None)
+    else:
+        _STOP_HOOKS[invocation] = hook
+
+
+def _should_stop(ctx: JobContext) -> Callable[[], bool]:
+    hook = _STOP_HOOKS.get(ctx.invocation)
+    stop_file = Path(ctx.stop_file)
+    return lambda: stop_file.exists() or (hook is not None and hook())
+
+
+def execute_job(job: Job, ctx: JobContext, previous_run: str | None = None) -> JobOutcome:
+    """Open the job's child run, run the job end to end, close the run.
+
+    Never raises for the job's own failure: it is recorded in its run (FAILED, or KILLED when stopped).
+    ``previous_run``: the job's last unfinished attempt, recorded as ``resumed_from``.
+    """
+    from mmbench.training.trainer import TrainingStopped
+
+    store = tracking.Store(ctx.tracking_uri)
+    start = time.perf_counter()
+    run_id = open_child(store, ctx, job, previous_run)
+    try:
+        _run(job, ctx, store, run_id)
+    except TrainingStopped as exc:
+        return _fail(store, run_id, job, start, tracking.KILLED, f"stopped: {exc}")
+    except KeyboardInterrupt:
+        _fail(store, run_id, job, start, tracking.KILLED, "interrupted (KeyboardInterrupt)")
+        raise
+    except Exception as exc:  # noqa: BLE001 (a failing job is recorded, the others go on)
+        _log_traceback(store, run_id)
+        return _fail(store, run_id, job, start, tracking.FAILED, f"{type(exc).__name__}: {exc}")
+    store.mark(run_id, tracking.FINISHED)
+    return JobOutcome(job.job_id, job.title, run_id, tracking.FINISHED, time.perf_counter() - start)
+
+
+def open_child(store: tracking.Store, ctx: JobContext, job: Job, previous_run: str | None) -> str:
+    """The job's child run (RUNNING, linked to the parent by id): tags, params and ``config.json``."""
+    tags = {**job_tags(job, dict(ctx.tags)), "requested_device": ctx.device}
+    if previous_run:
+        tags["resumed_from"] = previous_run
+    run_id = store.create_run(ctx.experiment_id, job.title.replace(" ", "-"), tags, parent_run_id=ctx.parent_run_id)
+    params = flatten({"model": job.config, "eval": dict(job.eval_settings), "data": dataclasses.asdict(job.data)})
+    params.update({"seed": job.seed, "model_name": job.model, "variant": job.label, "budget": job.budget})
+    store.log_params(run_id, params)
+    store.log_json(run_id, job.describe(), "config.json")
+    return run_id
+
+
+def job_tags(job: Job, shared: dict[str, str]) -> dict[str, Any]:
+    """Tags of a job's run: who it is, what it ran on, and the invocation's shared provenance."""
+    settings = dict(job.eval_settings)
+    return {
+        "kind": tracking.JOB_KIND, "suite": job.suite, "suite_version": job.suite_version, "budget": job.budget,
+        "model": job.model, "variant": job.label, "seed": str(job.seed), "job_id": job.job_id,
+        "config_hash": job.config_hash, "data_id": job.data.data_id, "num_modalities": str(len(job.data.modalities)),
+        "ranks": str(job.ranks).lower(), "fid_extractor": settings.get("fid_extractor", ""),
+        **shared,
+    }
+
+
+def _fail(store: tracking.Store, run_id: str, job: Job, start: float, status: str, error: str) -> JobOutcome:
+    store.set_tags(run_id, {"error": error})
+    store.mark(run_id, status)
+    return JobOutcome(job.job_id, job.title, run_id, status, time.perf_counter() - start, error)
+
+
+def _log_traceback(store: tracking.Store, run_id: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "traceback.txt"
+        path.write_text(traceback.format_exc())
+        store.log_artifact(run_id, path)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` inside (None: unchanged); restored after, for in-process jobs."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None and n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> None:
+    with cpu_threads(ctx.threads):
+        _run_job(job, ctx, store, run_id)
+
+
+def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> None:
+    from mmbench.runner.data import load_splits
+    from mmbench.seeding import seed_everything
+    from mmbench.training.device import resolve_device
+
+    device = resolve_device(ctx.device)
+    store.set_tags(run_id, {"device": str(device)})
+    seed_everything(job.seed)
+    train, val, test = load_splits(job.data)
+    model = _build(job)
+    _train(job, ctx, store, run_id, model, train, val, device)
+    _evaluate(job, ctx, store, run_id, model, test, device)
+
+
+def _build(job: Job) -> Any:
+    from mmbench import registry
+    from mmbench.config import to_dict
+    from mmbench.hashing import config_hash
+
+    model = registry.build(job.model, job.data.modalities, dict(job.overrides))
+    got = config_hash(to_dict(model.config))
+    if got != job.config_hash:
+        raise RuntimeError(
+            f"{job.model} builds to config {got} here but was planned as {job.config_hash}: the model's "
+            "Config changed between planning and running (mixed code versions on the workers?)"
+        )
+    return model
+
+
+def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model: Any, train: Any, val: Any,
+           device: Any) -> None:
+    from mmbench import paths
+    from mmbench.persist import save_model
+    from mmbench.training.artifacts import ArtifactStore
+    from mmbench.training.trainer import TrainerOptions, train_model
+
+    buffer = tracking.MetricBuffer(store, run_id)
+    options = TrainerOptions(
+        workdir=Path(job.workdir), config_hash=job.job_id, seed=job.seed, device=device, quiet=ctx.quiet,
+        callback=lambda stage, step, values: buffer.add(curve_keys(stage, values), step),
+        artifacts=ArtifactStore(paths.artifacts_dir()), should_stop=_should_stop(ctx), model_name=job.label,
+    )
+    try:
+        reports = train_model(model, train, val, options)
+    finally:
+        buffer.flush()
+    stage_values: dict[str, float] = {}
+    for r in reports:
+        stage_values[f"stage/{r.name}/seconds"] = r.seconds
+        stage_values[f"stage/{r.name}/reused"] = float(r.reused)
+        if r.samples_per_second is not None:
+            stage_values[f"stage/{r.name}/samples_per_second"] = r.samples_per_second
+    store.log_metrics(run_id, [(k, v, 0) for k, v in stage_values.items()], _now_ms())
+    save_model(model, Path(job.workdir) / "model.pt", job.model, {"job_id": job.job_id, "seed": job.seed})
+
+
+def curve_keys(stage: str, values: dict[str, float]) -> dict[str, float]:
+    """Trainer keys ``train/loss`` of stage ``unimodal/m0`` become ``train/unimodal/m0/loss``."""
+    out = {}
+    for key, value in values.items():
+        split, _, rest = key.partition("/")
+        out[f"{split}/{stage}/{rest}" if rest else f"{stage}/{key}"] = value
+    return out
+
+
+def _evaluate(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model: Any, test: Any,
+              device: Any) -> None:
+    from mmbench.metrics.pipeline import evaluate
+    from mmbench.metrics.settings import EvalSettings
+
+    settings = EvalSettings(**dict(job.eval_settings), device=str(device))
+    workdir = Path(job.workdir) / "eval"
+    result = evaluate(model, test, job.metrics, settings, workdir, progress=not ctx.quiet)
+    skipped = missing_keys(job, settings, result.values, result.skipped)
+    store.log_metrics(run_id, [(k, v, 0) for k, v in sorted(result.values.items())], _now_ms())
+    store.set_tags(run_id, {f"provenance.{k}": v for k, v in result.provenance.items()})
+    store.set_tags(run_id, {"skipped": json.dumps(skipped, sort_keys=True) if skipped else "{}"})
+    store.log_json(run_id, skipped, "skipped.json")
+    store.log_json(run_id, directions(list(result.values) + list(skipped)), "metric_keys.json")
+    for path in sorted(Path(p) for p in result.artifacts.values()):
+        if path.exists():
+            store.log_artifact(run_id, path, _artifact_folder(path))
+
+
+def missing_keys(job: Job, settings: Any, values: dict[str, float], skipped: dict[str, str]) -> dict[str, str]:
+    """Every expected key without a value, with its reason (a skipped metric's reason covers its keys).
+
+    Runs of different models then carry the same key set: a value, or a reason it is missing; never 0.
+    """
+    from mmbench.runner.catalog import expected_keys
+
+    out: dict[str, str] = {}
+    for metric in job.metrics:
+        for key in expected_keys(metric, job.data.modalities, settings):
+            if key in values:
+                continue
+            out[key] = skipped.get(key) or skipped.get(metric) or "the metric produced no value for this key"
+    for key, reason in skipped.items():
+        if key not in job.metrics and key not in values:
+            out.setdefault(key, reason)
+    return out
+
+
+def directions(keys: list[str]) -> dict[str, bool | None]:
+    from mmbench.runner.catalog import higher_is_better
+
+    return {k: higher_is_better(k) for k in sorted(set(keys))}
+
+
+def _artifact_folder(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return {".png": "samples", ".pdf": "samples", ".csv": "tables", ".json": "eval"}.get(suffix, "eval")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,91 @@
+"""Executing independent jobs: in process, through joblib's ``loky`` processes, or on a dask cluster.
+
+joblib (``Parallel(batch_size=1, return_as="generator_unordered")``) hands back outcomes as jobs end,
+so the parent prints one line per job as it finishes. The dask backend uses joblib's ``dask`` backend
+on a ``dask.distributed`` client: an existing scheduler (``--scheduler ADDRESS``) or a LocalCluster of
+``n_jobs`` single-threaded worker processes. Workers log to MLflow themselves, with the parent run id
+passed explicitly (the active-run stack is per thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+from mmbench.runner.job import JobContext, JobOutcome, execute_job
+from mmbench.runner.plan import Job
+
+BACKENDS = ("loky", "dask")
+Task = tuple[Job, str | None]  # (job, the run id of its last unfinished attempt)
+
+
+def threads_per_job(n_jobs: int) -> int:
+    """CPU threads for torch in each worker, so that ``n_jobs`` workers do not oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, n_jobs))
+
+
+def execute(
+    tasks: Sequence[Task], ctx: JobContext, backend: str, n_jobs: int, scheduler: str | None,
+    on_start: Callable[[Job], None], on_done: Callable[[JobOutcome], None],
+) -> list[JobOutcome]:
+    """Run every task and return the outcomes (in completion order)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if not tasks:
+        return []
+    if backend == "loky" and (n_jobs == 1 or len(tasks) == 1):
+        return _sequential(tasks, ctx, on_start, on_done)
+    stream = _loky(tasks, ctx, n_jobs) if backend == "loky" else _dask(tasks, ctx, n_jobs, scheduler)
+    outcomes = []
+    with stream as results:
+        for outcome in results:
+            on_done(outcome)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def _sequential(tasks: Sequence[Task], ctx: JobContext, on_start: Callable[[Job], None],
+                on_done: Callable[[JobOutcome], None]) -> list[JobOutcome]:
+    outcomes = []
+    for job, previous in tasks:
+        on_start(job)
+        outcome = execute_job(job, ctx, previous)
+        on_done(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+@contextlib.contextmanager
+def _loky(tasks: Sequence[Task], ctx: JobContext, n_jobs: int) -> Iterator[Iterator[JobOutcome]]:
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=n_jobs, backend="loky", batch_size=1, return_as="generator_unordered")
+    yield parallel(delayed(execute_job)(job, ctx, previous) for job, previous in tasks)
+
+
+@contextlib.contextmanager
+def _dask(tasks: Sequence[Task], ctx: JobContext, n_jobs: int, scheduler: str | None) -> Iterator[Iterator[JobOutcome]]:
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise RuntimeError("the dask backend needs dask.distributed: pip install 'mmbench[dask]'") from None
+    from joblib import Parallel, delayed, parallel_config
+
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            stack.enter_context(Client(scheduler, timeout="30s"))
+        else:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=max(1, n_jobs), threads_per_worker=1, processes=True, dashboard_address=None,
+            ))
+            stack.enter_context(Client(cluster))
+        stack.enter_context(parallel_config(backend="dask", wait_for_workers_timeout=60))
+        parallel = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")
+        yield parallel(delayed(execute_job)(job, ctx, previous) for job, previous in tasks)
+
+
+def describe_backend(backend: str, n_jobs: int, scheduler: str | None) -> str:
+    if backend == "dask":
+        return f"dask on {scheduler}" if scheduler else f"dask LocalCluster ({n_jobs} single-threaded workers)"
+    return "in process" if n_jobs == 1 else f"loky ({n_jobs} processes)"

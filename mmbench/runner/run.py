@@ -1,0 +1,246 @@
+"""``mmbench run``: validate → store → data and classifiers → plan → skip finished → run the rest → summary.
+
+The parent creates the suite's experiment (and a fresh SQLite store's tables) before any worker
+starts, opens one parent run per invocation and one child run per job (linked by ``parent_run_id``),
+and prints one line per job with its state and an ETA.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmbench import paths, tracking
+from mmbench.runner import data as data_mod
+from mmbench.runner.job import JobContext, JobOutcome, StopHook, cpu_threads, register_stop_hook
+from mmbench.runner.parallel import describe_backend, execute, threads_per_job
+from mmbench.runner.plan import Job, plan_jobs
+from mmbench.runner.provenance import git_commit, package_versions
+from mmbench.runner.validate import require_valid
+from mmbench.suites import get_suite
+from mmbench.suites.spec import Budget, Suite
+
+Say = Callable[[str], None]
+SMOKE_NOTICE = (
+    "budget {budget!r} checks the pipeline and ranks nothing: tiny sizes, models far from trained, "
+    "numbers meaningless for comparison."
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    budget: str | None = None  # None: the suite's default budget
+    models: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    device: str = "auto"
+    n_jobs: int = 1
+    backend: str = "loky"
+    scheduler: str | None = None
+    tracking_uri: str | None = None
+    quiet: bool = False
+    threads: int | None = None  # torch CPU threads per job [torch's default for one job, cores / n_jobs for several]
+
+
+@dataclass
+class RunSummary:
+    suite: str
+    budget: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    planned: list[Job]
+    skipped: dict[str, str]  # job id -> run id of its finished run
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[JobOutcome]:
+        return [o for o in self.outcomes if o.status != tracking.FINISHED]
+
+
+def resolve(suite_name: str, options: RunOptions) -> tuple[Suite, Budget]:
+    suite = get_suite(suite_name)
+    return suite, suite.budget(options.budget or suite.default_budget)
+
+
+def stop_file(suite: str) -> Path:
+    """Touch this file to stop every running job of the suite at its next step (checkpointed)."""
+    return paths.runs_dir() / suite / "STOP"
+
+
+def run_suite(suite_name: str, options: RunOptions, say: Say = print, should_stop: StopHook | None = None) -> RunSummary:
+    """Run a suite at a budget: every job not already FINISHED in the store; returns the summary."""
+    suite, budget = resolve(suite_name, options)
+    require_valid(suite, [budget.name], options.models)
+    store = tracking.Store(options.tracking_uri)
+    store.check()
+    experiment_id = store.experiment_id(suite.name)
+    assert experiment_id is not None
+    if not budget.ranks:
+        say(SMOKE_NOTICE.format(budget=budget.name))
+    with cpu_threads(options.threads):
+        data_mod.ensure_dataset(suite.dataset, say)
+        jobs, classifier_tags = _plan_with_classifiers(suite, budget, options, say)
+    finished = store.finished_jobs(experiment_id, budget.name)
+    todo = [j for j in jobs if j.job_id not in finished]
+    skipped = {j.job_id: finished[j.job_id] for j in jobs if j.job_id in finished}
+    say(f"{suite.name} v{suite.version} budget {budget.name}: {len(jobs)} jobs, {len(skipped)} already finished, "
+        f"{len(todo)} to run ({describe_backend(options.backend, options.n_jobs, options.scheduler)}); "
+        f"store {store.uri}")
+    parent = _open_parent(store, experiment_id, suite, budget, options, classifier_tags, jobs)
+    summary = RunSummary(suite.name, budget.name, store.uri, experiment_id, parent, jobs, skipped)
+    summary.outcomes = _run_jobs(store, experiment_id, parent, todo, options, classifier_tags, say, should_stop)
+    _close_parent(store, parent, summary)
+    _say_summary(summary, budget, say)
+    return summary
+
+
+def _plan_with_classifiers(suite: Suite, budget: Budget, options: RunOptions, say: Say) -> tuple[list[Job], dict[str, str]]:
+    first = data_mod.data_ref(suite.dataset, budget, suite.dataset.modalities)
+    plan = data_mod.classifier_plan(suite, budget, first.dataset_hash)
+    hashes = data_mod.ensure_classifiers(suite, budget, plan, say, _classifier_device(options.device))
+    jobs = plan_jobs(suite, budget, plan, options.models, options.seeds)
+    _check_resources(jobs)
+    tags = {
+        "dataset": suite.dataset.name, "dataset_hash": first.dataset_hash,
+        "classifier": plan.eval_name, "classifier_sha256": hashes["eval"],
+        "substitute": plan.substitute_name, "substitute_sha256": hashes["substitute"],
+    }
+    tags["fid_weights"] = _fid_weights(dict(jobs[0].eval_settings), tags) if jobs else ""
+    return jobs, tags
+
+
+def _fid_weights(settings: dict[str, Any], tags: dict[str, str]) -> str:
+    """Which weights the FID extractor uses: the eval classifier's, or the local Inception file's sha256."""
+    from mmbench.hashing import sha256_file
+    from mmbench.metrics.extractors import INCEPTION, resolve_inception_weights
+
+    if settings.get("fid_extractor") == INCEPTION:
+        path = resolve_inception_weights(settings.get("inception_weights"))
+        return f"{path.name} sha256 {sha256_file(path)}"
+    return f"{tags['classifier']} sha256 {tags['classifier_sha256']}"
+
+
+def _check_resources(jobs: list[Job]) -> None:
+    """Fail before training when a classifier or FID weights file the metrics need is missing."""
+    from mmbench.metrics.pipeline import check_resources
+    from mmbench.metrics.settings import EvalSettings
+
+    for settings in {j.eval_settings for j in jobs}:
+        check_resources(jobs[0].metrics, EvalSettings(**dict(settings)))
+
+
+def _classifier_device(device: str) -> str:
+    from mmbench.training.device import resolve_device
+
+    return str(resolve_device(device))
+
+
+def _open_parent(store: tracking.Store, experiment_id: str, suite: Suite, budget: Budget, options: RunOptions,
+                 classifier_tags: dict[str, str], jobs: list[Job]) -> str:
+    tags = {
+        "kind": tracking.PARENT_KIND, "suite": suite.name, "suite_version": suite.version, "budget": budget.name,
+        "ranks": str(budget.ranks).lower(), "git_commit": git_commit(), "device": options.device,
+        "backend": describe_backend(options.backend, options.n_jobs, options.scheduler),
+        **classifier_tags, **{f"versions.{k}": v for k, v in package_versions().items()},
+    }
+    name = f"{suite.name}-{budget.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = store.create_run(experiment_id, name, tags)
+    store.log_json(run_id, [j.describe() for j in jobs], "plan.json")
+    return run_id
+
+
+def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list[Job], options: RunOptions,
+              shared: dict[str, str], say: Say, should_stop: StopHook | None) -> list[JobOutcome]:
+    if not todo:
+        return []
+    stop = stop_file(todo[0].suite)
+    if stop.exists():
+        say(f"removing a stale stop file {stop}")
+        stop.unlink()
+    shared = {**shared, "git_commit": git_commit(), **{f"versions.{k}": v for k, v in package_versions().items()}}
+    previous = store.unfinished_attempts(experiment_id, todo[0].budget)
+    tasks = [(job, previous.get(job.job_id)) for job in todo]
+    invocation = uuid.uuid4().hex
+    ctx = JobContext(
+        invocation=invocation, tracking_uri=store.uri, experiment_id=experiment_id, parent_run_id=parent,
+        device=options.device, quiet=options.quiet,
+        threads=options.threads or _default_threads(options),
+        stop_file=str(stop), tags=tuple(sorted(shared.items())),
+    )
+    progress = Progress(len(tasks), options.n_jobs, say)
+    register_stop_hook(invocation, should_stop)
+    try:
+        outcomes = execute(tasks, ctx, options.backend, options.n_jobs, options.scheduler, progress.start, progress.done)
+    except BaseException:
+        _abandon(store, experiment_id, parent)
+        store.mark(parent, tracking.KILLED)
+        raise
+    finally:
+        register_stop_hook(invocation, None)
+    return outcomes
+
+
+def _default_threads(options: RunOptions) -> int | None:
+    return None if options.n_jobs == 1 and options.backend == "loky" else threads_per_job(options.n_jobs)
+
+
+def _abandon(store: tracking.Store, experiment_id: str, parent: str) -> None:
+    """Mark this invocation's child runs that are still RUNNING as KILLED (their checkpoints stay)."""
+    for run in store.runs(experiment_id, f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"):
+        store.set_tags(run.run_id, {"error": "the invocation was interrupted"})
+        store.mark(run.run_id, tracking.KILLED)
+
+
+class Progress:
+    """One line per job: ``[3/12] sbm-vae seed 0  FINISHED  4m12s  (ETA 20m)``."""
+
+    def __init__(self, total: int, n_jobs: int, say: Say) -> None:
+        self.total, self.n_jobs, self.say = total, max(1, n_jobs), say
+        self.count, self.seconds = 0, 0.0
+
+    def start(self, job: Job) -> None:
+        self.say(f"[{self.count + 1}/{self.total}] {job.title}  started  (job {job.job_id})")
+
+    def done(self, outcome: JobOutcome) -> None:
+        self.count += 1
+        self.seconds += outcome.seconds
+        left = self.total - self.count
+        eta = f"  (ETA {format_seconds(self.seconds / self.count * left / self.n_jobs)})" if left else ""
+        error = f"  {outcome.error}" if outcome.error else ""
+        self.say(f"[{self.count}/{self.total}] {outcome.title}  {outcome.status}  {format_seconds(outcome.seconds)}"
+                 f"{eta}{error}")
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def _close_parent(store: tracking.Store, parent: str, summary: RunSummary) -> None:
+    counts = {
+        "jobs/planned": len(summary.planned), "jobs/skipped": len(summary.skipped),
+        "jobs/finished": sum(o.status == tracking.FINISHED for o in summary.outcomes),
+        "jobs/failed": len(summary.failed),
+    }
+    store.log_metrics(parent, [(k, float(v), 0) for k, v in counts.items()], int(time.time() * 1000))
+    store.mark(parent, tracking.FAILED if summary.failed else tracking.FINISHED)
+
+
+def _say_summary(summary: RunSummary, budget: Budget, say: Say) -> None:
+    ok = sum(o.status == tracking.FINISHED for o in summary.outcomes)
+    say(f"done: {ok} finished, {len(summary.failed)} failed or stopped, {len(summary.skipped)} skipped "
+        f"(already finished); parent run {summary.parent_run_id}")
+    for outcome in summary.failed:
+        say(f"  {outcome.status}: {outcome.title} (run {outcome.run_id}): {outcome.error}")
+    if not budget.ranks:
+        say(SMOKE_NOTICE.format(budget=budget.name))
+    say(f"next: mmbench report --suite {summary.suite} --budget {summary.budget}"
+        + (f" --tracking-uri {summary.tracking_uri}" if summary.tracking_uri != tracking.resolve_uri(None) else ""))

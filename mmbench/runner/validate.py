@@ -1,0 +1,205 @@
+"""``mmbench validate``: resolve every name of a suite and check it against the code, training nothing.
+
+Checks: every row's model is registered; every metric is known and produces keys for the row's
+modalities; every metric's needs are met by every row's model capabilities (metrics the suite marks
+optional may be skipped, and are listed); every budget's config overrides are fields of each model's
+Config (with their types); every eval override is an ``EvalSettings`` field; sizes and seeds are sane.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mmbench.config import ConfigError, did_you_mean
+from mmbench.suites.spec import Budget, Suite, Variant
+
+POLYMNIST_MODALITIES = (2, 10)
+
+
+@dataclass
+class ValidationReport:
+    """Errors (the suite cannot run as written) and notes (what will be skipped, and why)."""
+
+    suite: str
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class SuiteInvalid(ValueError):
+    """A suite failed validation; the message lists every problem."""
+
+
+def validate_suite(
+    suite: Suite, budgets: Sequence[str] | None = None, models: Sequence[str] | None = None
+) -> ValidationReport:
+    """Check a suite against the registry, the metrics and the configs.
+
+    ``budgets``: only these budgets (default all); ``models``: only the rows these names select (a run
+    of some rows needs only those rows to be valid).
+    """
+    report = ValidationReport(suite.name)
+    _check_structure(suite, report)
+    chosen = [suite.budget(b) for b in budgets] if budgets else list(suite.budgets)
+    rows = suite.select(tuple(models) if models else None)
+    valid_rows = [v for v in rows if _check_model(v, report)]
+    _check_metrics(suite, valid_rows, report)
+    for budget in chosen:
+        _check_budget(suite, budget, valid_rows, report)
+    return report
+
+
+def require_valid(
+    suite: Suite, budgets: Sequence[str] | None = None, models: Sequence[str] | None = None
+) -> ValidationReport:
+    report = validate_suite(suite, budgets, models)
+    if not report.ok:
+        raise SuiteInvalid(f"suite {suite.name!r} is invalid:\n  " + "\n  ".join(report.errors))
+    return report
+
+
+def _check_structure(suite: Suite, report: ValidationReport) -> None:
+    if not suite.version:
+        report.errors.append("the suite has no version")
+    for what, names in (("row label", [v.label for v in suite.variants]), ("budget", [b.name for b in suite.budgets])):
+        for name, count in Counter(names).items():
+            if count > 1:
+                report.errors.append(f"{what} {name!r} appears {count} times")
+    if not suite.variants:
+        report.errors.append("the suite has no rows (models)")
+    spec = suite.dataset
+    if spec.kind not in ("polymnist", "synthetic"):
+        report.errors.append(f"dataset kind {spec.kind!r} is unknown; use polymnist or synthetic")
+    low, high = POLYMNIST_MODALITIES
+    if spec.kind == "polymnist" and not low <= spec.num_modalities <= high:
+        report.errors.append(f"PolyMNIST has {low}..{high} modalities, the suite asks for {spec.num_modalities}")
+    for v in suite.variants:
+        if v.num_modalities is not None and not 2 <= v.num_modalities <= spec.num_modalities:
+            report.errors.append(
+                f"row {v.label!r}: num_modalities {v.num_modalities} is outside 2..{spec.num_modalities}"
+            )
+    unknown_optional = suite.optional_metrics - set(suite.metrics)
+    if unknown_optional:
+        report.errors.append(f"optional metrics {sorted(unknown_optional)} are not among the suite's metrics")
+    if suite.default_budget not in {b.name for b in suite.budgets}:
+        report.errors.append(f"default budget {suite.default_budget!r} is not one of the suite's budgets")
+    _check_report_items(suite, report)
+
+
+def _check_report_items(suite: Suite, report: ValidationReport) -> None:
+    from mmbench.report.figures import FIGURES
+    from mmbench.report.tables import TABLES
+
+    figures = {*FIGURES, "fig20", "samples"}
+    for name in suite.figures:
+        if name not in figures:
+            report.errors.append(f"figure {name!r} is unknown to the report.{did_you_mean(name, figures)}")
+    for name in suite.tables:
+        if name not in TABLES:
+            report.errors.append(f"table {name!r} is unknown to the report.{did_you_mean(name, TABLES)}")
+
+
+def _check_model(variant: Variant, report: ValidationReport) -> bool:
+    from mmbench.runner.models import model_class
+
+    try:
+        model_class(variant.model)
+    except KeyError as exc:
+        report.errors.append(f"row {variant.label!r}: {exc.args[0]}")
+        return False
+    except (ImportError, AttributeError) as exc:
+        report.errors.append(f"row {variant.label!r}: model {variant.model!r} cannot be imported ({exc})")
+        return False
+    return True
+
+
+def _check_metrics(suite: Suite, rows: Sequence[Variant], report: ValidationReport) -> None:
+    from mmbench.metrics.settings import EvalSettings
+    from mmbench.runner.catalog import metric_spec
+    from mmbench.runner.models import model_class
+    from mmbench.runner.plan import modalities_of
+
+    for name in suite.metrics:
+        try:
+            spec = metric_spec(name)
+        except KeyError as exc:
+            report.errors.append(exc.args[0])
+            continue
+        for v in rows:
+            has = {c.value for c in model_class(v.model).capabilities}
+            unmet = sorted(spec.needs - has)
+            if unmet and name in suite.optional_metrics:
+                report.notes.append(f"{name} will be skipped for {v.label} (needs {', '.join(unmet)})")
+            elif unmet:
+                report.errors.append(
+                    f"metric {name!r} needs {', '.join(unmet)}, which model {v.model!r} (row {v.label!r}) lacks; "
+                    "drop the row or the metric, or mark the metric optional in the suite"
+                )
+            kinds = {m: "image" for m in modalities_of(suite, v)}
+            if not unmet and not spec.keys(kinds, EvalSettings()):
+                report.errors.append(f"metric {name!r} produces no keys for row {v.label!r}'s image modalities")
+
+
+def _check_budget(suite: Suite, budget: Budget, rows: Sequence[Variant], report: ValidationReport) -> None:
+    where = f"budget {budget.name!r}"
+    if not budget.seeds:
+        report.errors.append(f"{where}: no seeds")
+    for size_name in ("n_train", "n_val", "n_test"):
+        size = getattr(budget, size_name)
+        if size is not None and size < 2:
+            report.errors.append(f"{where}: {size_name} must be at least 2 (or None for the whole split), got {size}")
+    models_in_suite = {v.model for v in suite.variants}
+    for model, _ in budget.model_overrides:
+        if model not in models_in_suite:
+            report.errors.append(
+                f"{where}: overrides for {model!r}, which no row uses.{did_you_mean(model, models_in_suite)}"
+            )
+    for v in rows:
+        _check_overrides(budget, v, report)
+    _check_eval(budget, report)
+
+
+def _check_overrides(budget: Budget, variant: Variant, report: ValidationReport) -> None:
+    from mmbench.runner.models import model_class, model_config
+    from mmbench.runner.plan import model_overrides
+
+    try:
+        overrides = model_overrides(budget, variant, "0" * 16, 0, model_class(variant.model).Config)
+    except KeyError as exc:
+        report.errors.append(f"budget {budget.name!r}, row {variant.label!r}: {exc.args[0]}")
+        return
+    try:
+        config = model_config(variant.model, overrides)
+    except (ConfigError, TypeError, ValueError) as exc:
+        report.errors.append(f"budget {budget.name!r}, row {variant.label!r}: {exc}")
+        return
+    check = getattr(config, "check", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as exc:
+            report.errors.append(f"budget {budget.name!r}, row {variant.label!r}: {exc}")
+
+
+def _check_eval(budget: Budget, report: ValidationReport) -> None:
+    from mmbench.metrics.settings import EvalSettings
+
+    names = [f.name for f in dataclasses.fields(EvalSettings)]
+    known = {}
+    for key, value in budget.eval_overrides:
+        if key not in names:
+            report.errors.append(f"budget {budget.name!r}: unknown eval setting {key!r}.{did_you_mean(key, names)}")
+        elif key == "device":
+            report.errors.append(f"budget {budget.name!r}: the device is chosen at run time (--device), not by a budget")
+        else:
+            known[key] = value
+    try:
+        EvalSettings(**known)
+    except (TypeError, ValueError) as exc:
+        report.errors.append(f"budget {budget.name!r}: eval settings: {exc}")

@@ -1,0 +1,146 @@
+"""The PolyMNIST suites of Wesego & Rooshenas 2024 (TMLR; ``rooshenasgroup/sbmae``): Table 5, Figs. 5–15, 20.
+
+- ``polymnist10``: all twelve models, every PolyMNIST metric (Table 5, Figs. 3–5, 8, 9, 13–15, 20);
+- ``polymnist10-scaling``: every model trained on the first k = 2..10 modalities (Figs. 6, 7);
+- ``polymnist10-ablation``: sampler steps 100 vs 1000, guidance on/off, VAE β 0.1/0.5/1 (Fig. 11, Table 6);
+- ``polymnist5``: the five-modality PolyMNIST of MoPoE and MultiVae.
+
+Budgets: ``smoke`` checks the pipeline on tiny sizes (CI); ``quick`` is meant to be the cheapest budget
+at which every model's leave-one-out coherence on polymnist10 reaches 0.5 — its values are first
+guesses (unmeasured, to be sized: PITFALLS.md says a width-0.25 unimodal VAE needs >1000 steps before
+its reconstructions carry the digit); ``paper`` uses the paper's sizes and epochs (GPUs).
+"""
+
+from __future__ import annotations
+
+from mmbench.suites import register_suite
+from mmbench.suites.scales import ALL_MODELS
+from mmbench.suites.spec import Budget, DatasetSpec, Scale, Suite, Variant, overrides
+
+VERSION = "1"
+# Every PolyMNIST metric (F1 needs attribute/mask modalities: CelebAMask-HQ only).
+POLYMNIST_METRICS = (
+    "coherence", "unconditional_coherence", "fid", "unconditional_fid", "mode_coverage", "fgsm", "latent_cosine",
+)
+# Latent cosine similarity needs latent inference (Table 7 compares the SBM models only).
+OPTIONAL = frozenset({"latent_cosine"})
+MAIN_FIGURES = ("fig5", "fig8", "fig9", "fig13", "fig14", "fig15", "fig20", "samples")
+
+
+def smoke(classifier_steps: int = 150, **extra_eval: object) -> Budget:
+    """Tiny sizes: minutes on a laptop CPU; proves the pipeline runs end to end, ranks nothing."""
+    return Budget(
+        name="smoke",
+        purpose="the whole pipeline on tiny sizes, for CI",
+        seeds=(0,),
+        n_train=512, n_val=64, n_test=64,
+        scale=Scale(width=0.125, steps=4, batch_size=32, sampler_steps=4, score_width=16),
+        eval_overrides=overrides(
+            n_conditional=32, n_unconditional=64, batch_size=64, grid_size=4, **{"kid": False, **extra_eval},
+        ),
+        classifier_steps=classifier_steps,
+        ranks=False,
+        sizing="pipeline",
+        note="checks that every stage and metric runs; the models are untrained, so the numbers rank nothing",
+    )
+
+
+def quick(**extra_eval: object) -> Budget:
+    """Reduced widths, steps and eval sizes: first values, to be sized by measuring coherence."""
+    return Budget(
+        name="quick",
+        purpose="every model and metric at reduced sizes; target: leave-one-out coherence >= 0.5 for every model",
+        seeds=(0,),
+        n_train=None, n_val=2000, n_test=2000,
+        scale=Scale(width=0.25, steps=3000, batch_size=256, sampler_steps=100, score_width=64),
+        eval_overrides=overrides(n_conditional=1000, n_unconditional=2000, kid_subset_size=500, **extra_eval),
+        sizing="unmeasured",
+        note=(
+            "unmeasured, to be sized: 3000 steps at width 0.25 is a first guess from PITFALLS.md (a width-0.25 "
+            "unimodal VAE's reconstructions carry the digit in 47% of cases after 1200 steps, still rising); "
+            "raise steps until every model's coherence/loo/mean reaches 0.5 on polymnist10"
+        ),
+    )
+
+
+def paper(**extra_eval: object) -> Budget:
+    """The paper's sizes: full splits, paper widths and epochs, 10,000 samples, Inception FID, 3 seeds."""
+    return Budget(
+        name="paper",
+        purpose="the paper's sizes and epochs (GPU)",
+        seeds=(0, 1, 2),
+        eval_overrides=overrides(n_conditional=None, n_unconditional=10_000, fid_extractor="inception-v3-compat",
+                                 **extra_eval),
+        sizing="paper",
+        note="full splits, the models' paper defaults, FID on Inception-v3 with 10,000 samples, seeds 0, 1, 2",
+    )
+
+
+def _rows(models: tuple[str, ...] = ALL_MODELS) -> tuple[Variant, ...]:
+    return tuple(Variant(label=m, model=m) for m in models)
+
+
+POLYMNIST10 = register_suite(Suite(
+    name="polymnist10",
+    version=VERSION,
+    description="Extended PolyMNIST (10 modalities): all twelve models, every metric (paper Table 5, Figs. 3-5, 8, 9, 13-15, 20)",
+    dataset=DatasetSpec("polymnist", "polymnist10", 10),
+    variants=_rows(),
+    metrics=POLYMNIST_METRICS,
+    optional_metrics=OPTIONAL,
+    budgets=(smoke(), quick(), paper()),
+    figures=MAIN_FIGURES,
+    tables=("conditional", "unconditional", "robustness"),
+))
+
+POLYMNIST5 = register_suite(Suite(
+    name="polymnist5",
+    version=VERSION,
+    description="PolyMNIST (5 modalities, as MoPoE and MultiVae): all twelve models, every metric",
+    dataset=DatasetSpec("polymnist", "polymnist5", 5),
+    variants=_rows(),
+    metrics=POLYMNIST_METRICS,
+    optional_metrics=OPTIONAL,
+    budgets=(smoke(), quick(), paper()),
+    figures=MAIN_FIGURES,
+    tables=("conditional", "unconditional", "robustness"),
+))
+
+# Figs. 6-7: unconditional FID, and conditional FID and coherence of the first modality given the rest,
+# as the number of trained modalities grows. Each k is a dataset of polymnist10's first k modalities.
+SCALING_METRICS = ("fid", "unconditional_fid", "coherence")
+POLYMNIST10_SCALING = register_suite(Suite(
+    name="polymnist10-scaling",
+    version=VERSION,
+    description="every model trained on the first k = 2..10 modalities of polymnist10 (paper Figs. 6, 7)",
+    dataset=DatasetSpec("polymnist", "polymnist10", 10),
+    variants=tuple(Variant(label=f"{m}-m{k}", model=m, num_modalities=k) for m in ALL_MODELS for k in range(2, 11)),
+    metrics=SCALING_METRICS,
+    budgets=(smoke(k_curves=False), quick(k_curves=False, kid=False), paper(k_curves=False, kid=False)),
+    figures=("fig6", "fig7"),
+    tables=("scaling",),
+))
+
+# Fig. 11 (10 modalities): energy guidance on/off and 100 vs 1000 sampler steps; Table 6 (2 modalities): VAE β.
+# The rows of one model share their trained stages (the sampler steps are not part of any reuse key).
+N1K = overrides(sampler_steps=1000)
+N1K_SMOKE = (("smoke", overrides(sampler_steps=8)),)  # still more steps than the other rows' 4, but cheap
+ABLATION_ROWS = tuple(
+    row
+    for model in ("sbm-vae", "sbm-vae-c", "sbm-rae", "sbm-rae-c")
+    for row in (Variant(model, model), Variant(f"{model}-N1k", model, N1K, N1K_SMOKE))
+) + tuple(
+    Variant(f"sbm-vae-beta{beta:g}-m2", "sbm-vae", overrides(vae_beta=beta), num_modalities=2) for beta in (0.1, 0.5, 1.0)
+)
+POLYMNIST10_ABLATION = register_suite(Suite(
+    name="polymnist10-ablation",
+    version=VERSION,
+    description="sampler steps 100 vs 1000 and energy guidance on/off (paper Fig. 11); VAE beta 0.1/0.5/1 on two "
+                "modalities (paper Table 6)",
+    dataset=DatasetSpec("polymnist", "polymnist10", 10),
+    variants=ABLATION_ROWS,
+    metrics=("coherence", "fid"),
+    budgets=(smoke(), quick(kid=False), paper(kid=False)),
+    figures=("fig11", "fig9", "fig8"),
+    tables=("conditional",),
+))

@@ -1,0 +1,190 @@
+"""Frozen, versioned suite specifications (in the spirit of HELM's run specs and lm-eval's versioned tasks).
+
+A :class:`Suite` names a dataset, the rows to train (:class:`Variant`: a registered model, optional config
+changes, optional first-k modalities), the metrics to compute and its :class:`Budget` s. A budget fixes
+every size that costs time: training data, per-model config overrides (widths, steps per stage), eval
+sizes (``EvalSettings`` fields) and seeds. Everything here is plain data: no torch, no registry lookups
+(``mmbench.runner.validate`` resolves and checks the names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mmbench.config import did_you_mean
+
+Overrides = tuple[tuple[str, Any], ...]
+DatasetKind = Literal["polymnist", "synthetic"]
+Sizing = Literal["pipeline", "unmeasured", "measured", "paper"]
+SIZING_STATUS = {
+    "pipeline": "checks the pipeline only, ranks nothing",
+    "unmeasured": "unmeasured, to be sized",
+    "measured": "sized by measurement",
+    "paper": "the paper's sizes",
+}
+
+
+def overrides(mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> Overrides:
+    """A frozen, sorted tuple of ``(field, value)`` pairs from a mapping and/or keyword arguments."""
+    merged = {**dict(mapping or {}), **kwargs}
+    for key, value in merged.items():
+        if isinstance(value, list | dict | set):
+            raise TypeError(f"override {key!r}: use a tuple or a scalar so suites stay frozen, got {value!r}")
+    return tuple(sorted(merged.items()))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a suite's data comes from.
+
+    ``polymnist``: the stored dataset ``name`` (built by ``mmbench data prepare`` when missing).
+    ``synthetic``: :func:`mmbench.data.synthetic.make_patterns` with ``num_modalities`` modalities;
+    its splits are generated in memory from fixed seeds (train 0, val 1, test 2).
+    """
+
+    kind: DatasetKind
+    name: str
+    num_modalities: int
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(f"m{i}" for i in range(self.num_modalities))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a suite: a registered model, optionally with config changes, on the first k modalities.
+
+    ``overrides`` apply on top of the budget's overrides for ``model`` at every budget;
+    ``budget_overrides`` add per-budget changes (e.g. fewer sampler steps at the smoke budget).
+    """
+
+    label: str
+    model: str
+    overrides: Overrides = ()
+    budget_overrides: tuple[tuple[str, Overrides], ...] = ()
+    num_modalities: int | None = None  # None: every modality of the dataset
+
+    def overrides_at(self, budget: str) -> dict[str, Any]:
+        out = dict(self.overrides)
+        out.update(dict(dict(self.budget_overrides).get(budget, ())))
+        return out
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What a budget shrinks, model-independently; ``mmbench.suites.scales`` maps it to each model's fields.
+
+    None keeps the model's paper default.
+    """
+
+    width: float | None = None  # channel multiplier of the image encoders/decoders
+    steps: int | None = None  # optimiser steps of each training stage
+    batch_size: int | None = None
+    latent_per_modality: int | None = None
+    sampler_steps: int | None = None  # reverse-SDE steps of the score-based samplers
+    score_width: int | None = None  # base channels of a latent score network
+
+    @property
+    def empty(self) -> bool:
+        return all(v is None for v in (self.width, self.steps, self.batch_size, self.latent_per_modality,
+                                       self.sampler_steps, self.score_width))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The sizes of one way of running a suite.
+
+    ``n_train``/``n_val``/``n_test``: tuples taken from each split (stratified first-n; None = all).
+    ``scale``: what the budget shrinks for every model (mapped to each model's own Config fields by
+    ``mmbench.suites.scales``); ``model_overrides``: further per-model config overrides.
+    ``eval_overrides``: ``EvalSettings`` fields (sizes of generated sets, FID extractor, ...).
+    ``classifier_steps``: train the suite's classifiers for this many steps when they are missing
+    (None = the classifier recipe's full length); a non-default length gets its own checkpoint name.
+    ``ranks``: False when the budget only checks that the pipeline runs (its numbers rank nothing).
+    ``sizing``: where the values come from: ``"pipeline"`` (tiny, for CI), ``"unmeasured"`` (first
+    values, to be sized by measuring coherence), ``"measured"`` (sized by measurement), ``"paper"``.
+    """
+
+    name: str
+    purpose: str
+    seeds: tuple[int, ...]
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    scale: Scale = Scale()
+    model_overrides: tuple[tuple[str, Overrides], ...] = ()
+    eval_overrides: Overrides = ()
+    classifier_steps: int | None = None
+    ranks: bool = True
+    sizing: Sizing = "unmeasured"
+    note: str = ""
+
+    def overrides_for(self, model: str) -> dict[str, Any]:
+        """The scale's overrides for ``model``, then the budget's explicit ones."""
+        from mmbench.suites.scales import scaled
+
+        return {**scaled(self.scale, model), **dict(dict(self.model_overrides).get(model, ()))}
+
+    @property
+    def status(self) -> str:
+        """A short phrase for listings: what the budget's numbers can be used for."""
+        return SIZING_STATUS[self.sizing] if self.ranks else SIZING_STATUS["pipeline"]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A frozen, versioned benchmark: dataset, rows, metrics and budgets.
+
+    ``optional_metrics`` may be skipped for rows whose model lacks a capability the metric needs (the
+    store records the skip with its reason); every other metric must be computable for every row.
+    ``figures`` lists the report's figures this suite has the data for.
+    """
+
+    name: str
+    version: str
+    description: str
+    dataset: DatasetSpec
+    variants: tuple[Variant, ...]
+    metrics: tuple[str, ...]
+    budgets: tuple[Budget, ...]
+    optional_metrics: frozenset[str] = frozenset()
+    figures: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ("conditional", "unconditional")
+    default_budget: str = "quick"
+
+    def budget(self, name: str) -> Budget:
+        for budget in self.budgets:
+            if budget.name == name:
+                return budget
+        names = [b.name for b in self.budgets]
+        raise KeyError(
+            f"suite {self.name!r} has no budget {name!r}.{did_you_mean(name, names)} Budgets: {', '.join(names)}."
+        )
+
+    def variant(self, label: str) -> Variant:
+        for variant in self.variants:
+            if variant.label == label:
+                return variant
+        labels = [v.label for v in self.variants]
+        raise KeyError(f"suite {self.name!r} has no model {label!r}.{did_you_mean(label, labels)} Rows: {', '.join(labels)}.")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The distinct registered model names used by the rows, in row order."""
+        return tuple(dict.fromkeys(v.model for v in self.variants))
+
+    def select(self, names: tuple[str, ...] | None) -> tuple[Variant, ...]:
+        """Rows whose label or model name is in ``names`` (all rows for None); unknown names raise."""
+        if not names:
+            return self.variants
+        known = {v.label for v in self.variants} | {v.model for v in self.variants}
+        for name in names:
+            if name not in known:
+                raise KeyError(
+                    f"suite {self.name!r} has no model {name!r}.{did_you_mean(name, known)} "
+                    f"Rows: {', '.join(v.label for v in self.variants)}."
+                )
+        return tuple(v for v in self.variants if v.label in names or v.model in names)

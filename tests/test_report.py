@@ -1,0 +1,183 @@
+"""mmbench.report without a store: choosing runs, mean ± std, best per column, missing cells, renderers, figures.
+
+Runs are built by hand (``RunRecord``), so every expected number is computed independently here.
+The end-to-end report from a real store is in ``tests/test_cli.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmbench.report import figures as figs
+from mmbench.report import tables as tbl
+from mmbench.report.aggregate import NO_VALUE, Aggregate, format_cell
+from mmbench.report.collect import Collected, _choose, _tidy
+from mmbench.suites import get_suite
+from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant
+from mmbench.tracking import RunRecord
+
+SUITE = Suite(
+    name="r-test", version="2", description="report test", dataset=DatasetSpec("synthetic", "patterns3", 3),
+    variants=(Variant("alpha", "mvae"), Variant("beta_model", "mmvae"), Variant("gamma", "dummy")),
+    metrics=("coherence", "fid"), budgets=(Budget("quick", "test", seeds=(0, 1, 2)),),
+)
+RNG = np.random.default_rng(0)
+VALUES = {  # variant -> seed -> metrics
+    "alpha": {s: {"coherence/loo/mean": 0.5 + 0.1 * s, "fid/loo/mean": 90.0 + s, "coherence/loo/m0": 0.4}
+              for s in (0, 1, 2)},
+    "beta_model": {s: {"coherence/loo/mean": 0.8 - 0.05 * s, "fid/loo/mean": 70.0 + 2 * s} for s in (0, 1)},
+    "gamma": {0: {"coherence/loo/mean": 0.1}},
+}
+SKIPPED = {"gamma": {"fid/loo/mean": "Dummy cannot do FID here (test reason)"}}
+DIRECTIONS = {"coherence/loo/mean": True, "fid/loo/mean": False, "coherence/loo/m0": True}
+
+
+def _run(variant: str, seed: int, metrics: dict[str, float], start: int = 0, version: str = "2",
+         suite: Suite = SUITE) -> RunRecord:
+    tags = {"variant": variant, "seed": str(seed), "suite_version": version, "model": suite.variant(variant).model}
+    return RunRecord(f"{variant}-{seed}-{start}", "FINISHED", start, None, {}, dict(metrics), tags, "")
+
+
+def _collected(suite: Suite = SUITE, values=VALUES, skipped=SKIPPED, directions=DIRECTIONS) -> Collected:
+    runs = [_run(v, s, m, version=suite.version, suite=suite) for v, seeds in values.items() for s, m in seeds.items()]
+    return Collected(suite, suite.budgets[0], "sqlite:///x.db", runs, _tidy(runs, suite), skipped, directions)
+
+
+def test_choose_keeps_the_latest_run_per_row_and_seed_of_the_current_version():
+    old = _run("alpha", 0, {"x": 1.0}, start=1)
+    new = _run("alpha", 0, {"x": 2.0}, start=5)
+    other_version = _run("alpha", 1, {"x": 3.0}, start=9, version="1")
+    stranger = _run("alpha", 2, {"x": 4.0}, start=3)
+    stranger.tags["variant"] = "not-a-row"
+    chosen, ignored = _choose(SUITE, [new, old, other_version, stranger])
+    assert chosen == [new]
+    assert ignored == {"suite version 1 (current: 2)": 1, "superseded by a later run of the same row and seed": 1,
+                       "row 'not-a-row' is not in the suite": 1}
+
+
+def test_mean_and_std_over_seeds_match_numpy():
+    agg = Aggregate(_collected())
+    for variant, seeds in VALUES.items():
+        for key in ("coherence/loo/mean", "fid/loo/mean"):
+            values = [m[key] for m in seeds.values() if key in m]
+            cell = agg.cell(variant, key)
+            if not values:
+                assert not cell.present
+                continue
+            assert cell.mean == pytest.approx(np.mean(values)) and cell.n == len(values)
+            if len(values) > 1:
+                assert cell.std == pytest.approx(np.std(values, ddof=1))
+            else:
+                assert cell.std is None  # undefined with one seed: omitted, not 0
+
+
+def test_best_follows_each_keys_direction():
+    agg = Aggregate(_collected())
+    assert agg.best("coherence/loo/mean") == {"beta_model"}  # 0.775 > 0.6 > 0.1
+    assert agg.best("fid/loo/mean") == {"beta_model"}  # 71 < 91; gamma has none
+    assert agg.best("coherence/loo/m0") == set()  # only one row has it
+    directionless = Aggregate(_collected(directions={}))
+    assert directionless.best("coherence/loo/mean") == set()
+    # ties up to float rounding are all best: 0.1 + 0.2 is 0.30000000000000004
+    tied = {"alpha": {0: {"coherence/loo/mean": 0.1 + 0.2}}, "beta_model": {0: {"coherence/loo/mean": 0.3}}}
+    assert Aggregate(_collected(values=tied, skipped={})).best("coherence/loo/mean") == {"alpha", "beta_model"}
+
+
+def test_missing_cells_carry_reasons_never_zero():
+    agg = Aggregate(_collected())
+    assert agg.cell("gamma", "fid/loo/mean").reason == "Dummy cannot do FID here (test reason)"
+    assert agg.cell("beta_model", "coherence/loo/m0").reason == NO_VALUE
+    assert format_cell(agg.cell("gamma", "fid/loo/mean"), 3) == "—"
+
+
+def test_markdown_bolds_the_best_and_footnotes_the_missing():
+    agg = Aggregate(_collected())
+    md = tbl.to_markdown(tbl.build_table(tbl.TABLES["conditional"], agg), agg)
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ") and "Model" not in line}
+    mean, std = np.mean([0.8, 0.75]), np.std([0.8, 0.75], ddof=1)
+    assert f"**{mean:.3f} ± {std:.3f}**" in rows["beta_model"]
+    assert "**" not in rows["alpha"]
+    assert "| — [1] |" in rows["gamma"] and "0.000" not in rows["gamma"]
+    assert "[1] Dummy cannot do FID here (test reason)" in md
+    assert "Avg coherence ↑" in md and "Avg FID ↓" in md
+
+
+def test_latex_and_csv_renderings():
+    agg = Aggregate(_collected())
+    table = tbl.build_table(tbl.TABLES["conditional"], agg)
+    tex = tbl.to_latex(table, agg)
+    assert r"beta\_model & \textbf{" in tex and "---$^{a}$" in tex and r"\toprule" in tex
+    assert "% a: Dummy cannot do FID here" in tex
+    rows = list(csv.DictReader(io.StringIO(tbl.to_csv(table))))
+    alpha = next(r for r in rows if r["model"] == "alpha" and r["key"] == "fid/loo/mean")
+    assert float(alpha["mean"]) == pytest.approx(91.0) and alpha["n_seeds"] == "3" and alpha["best"] == "0"
+    gamma = next(r for r in rows if r["model"] == "gamma" and r["key"] == "fid/loo/mean")
+    assert gamma["mean"] == "" and gamma["missing_reason"].startswith("Dummy")
+
+
+def test_column_keys_follow_each_rows_modality_count():
+    column = tbl.Column("≥ M−1 agree", "coherence/uncond/atleast_{last}")
+    assert column.key_for(10) == "coherence/uncond/atleast_9" and column.key_for(3) == "coherence/uncond/atleast_2"
+
+
+def _curves_collected() -> Collected:
+    values = {
+        v: {s: {**{f"coherence/last_given/k{k}": 0.1 * k + 0.01 * s for k in (1, 2)},
+                **{f"fid/last_given/k{k}": 50.0 - k for k in (1, 2)},
+                **{f"coherence/first_given/k{k}": 0.2 * k for k in (1, 2)},
+                **{f"coherence/uncond/atleast_{k}": 1.0 / k for k in (2, 3)},
+                **{f"coherence/loo/m{i}": 0.3 + 0.1 * i for i in range(3)},
+                **{f"fid/loo/m{i}": 60.0 + i for i in range(3)}}
+            for s in (0, 1)}
+        for v in ("alpha", "beta_model")
+    }
+    return _collected(values=values, skipped={}, directions={})
+
+
+@pytest.mark.parametrize("name", ["fig5", "fig8", "fig9", "fig11", "fig13", "fig14", "fig15"])
+def test_curve_and_bar_figures_are_drawn(name, tmp_path):
+    result = figs.draw(name, Aggregate(_curves_collected()), tmp_path)
+    assert result.reason is None
+    assert [p.name for p in result.files] == [f"{name}.png", f"{name}.pdf"]
+    assert result.files[0].read_bytes()[:4] == b"\x89PNG" and result.files[1].read_bytes()[:4] == b"%PDF"
+
+
+def test_curve_points_are_the_aggregated_means():
+    x, y, err = figs._curve(Aggregate(_curves_collected()), "alpha", r"coherence/last_given/k(\d+)")
+    assert x == [1, 2]
+    assert y == pytest.approx([0.105, 0.205]) and err == pytest.approx([np.std([0.1, 0.11], ddof=1)] * 2)
+
+
+def test_a_figure_without_data_says_why(tmp_path):
+    result = figs.draw("fig6", Aggregate(_collected()), tmp_path)
+    assert result.files == [] and "no values" in result.reason
+
+
+def test_scaling_figures_group_rows_by_model_and_modality_count(tmp_path):
+    suite = get_suite("polymnist10-scaling")
+    values = {f"{m}-m{k}": {0: {"fid/uncond/mean": 100.0 - k, "fid/loo/m0": 80.0 + k, "coherence/loo/m0": k / 10}}
+              for m in ("mvae", "sbm-vae") for k in (2, 3, 5)}
+    agg = Aggregate(_collected(suite=suite, values=values, skipped={}, directions={}))
+    series = figs._by_modalities(agg, "fid/uncond/mean")
+    assert series["mvae"][0] == [2, 3, 5] and series["mvae"][1] == [98.0, 97.0, 95.0]
+    for name in ("fig6", "fig7"):
+        assert figs.draw(name, agg, tmp_path).reason is None
+
+
+def test_mode_coverage_shares_pool_modalities(tmp_path):
+    text = "modality,class_0,class_1,class_2\nm0,2,2,0\nm1,0,4,0\n"
+    assert figs.coverage_shares(text) == pytest.approx([0.25, 0.75, 0.0])
+    drawn = figs.draw_coverage(Aggregate(_collected()), {"alpha": [0.25, 0.75, 0.0]}, tmp_path)
+    assert drawn.reason is None and (tmp_path / "fig20.png").exists()
+    assert figs.draw_coverage(Aggregate(_collected()), {}, tmp_path).reason
+
+
+def test_tidy_drops_training_curves():
+    runs = [_run("alpha", 0, {"train/ae/m0/loss": 1.0, "stage/ae/seconds": 2.0, "coherence/loo/mean": 0.5})]
+    frame = _tidy(runs, SUITE)
+    assert isinstance(frame, pd.DataFrame) and list(frame["key"]) == ["coherence/loo/mean"]
