@@ -24,7 +24,7 @@ Batch = Mapping[str, Tensor]
 Subset = frozenset[str]
 
 
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     """What a model can do; metrics declare which of these they need."""
 
     CONDITIONAL = "conditional"  # sample_conditional for any non-empty given subset
