@@ -1,0 +1,79 @@
+"""MMVAE: Shi et al. 2019, "Variational Mixture-of-Experts Autoencoders for Multi-Modal Deep Generative
+Models" (NeurIPS; reference repo ``iffsid/mmvae``).
+
+Joint posterior: the uniform mixture of the unimodal experts. Objective (stratified ELBO, K = 1): each
+expert's sample z_m ~ q(z | x_m) reconstructs every modality, and the KL to the prior is estimated by
+log q_mix(z_m) − log p(z_m) with the mixture density log (1/M) Σ_m' q(z_m | x_m'):
+(1/M) Σ_m [Σ_d −log p(x_d | z_m) + β (log q_mix(z_m) − log p(z_m))].
+That is M² decodes per tuple; each decoder runs once on the M expert samples stacked.
+Conditional generation: one mixture component per sample, uniform among the given modalities [paper §4.1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from baselines.common import (
+    Expert,
+    SharedLatentVAE,
+    VAEConfig,
+    decode_rows,
+    gaussian_log_density,
+    repeated_nll,
+    stack_experts,
+    standard_normal_log_density,
+)
+from mmbench.config import src
+from mmbench.contract import Subset
+from mmbench.distributions import reparameterize
+
+
+@dataclass(frozen=True)
+class MMVAEConfig(VAEConfig):
+    beta: float = src(2.5, "paper A.2: β chosen on validation, MMVAE 2.5")
+
+
+def mixture_log_density(z: Tensor, mus: Tensor, logvars: Tensor) -> Tensor:
+    """log (1/E) Σ_e N(z; mu_e, var_e) for ``z`` ``(..., B, D)`` and experts ``(E, B, D)``; returns ``(..., B)``."""
+    per_expert = torch.stack([gaussian_log_density(z, mus[e], logvars[e]) for e in range(len(mus))])
+    return torch.logsumexp(per_expert, dim=0) - math.log(len(mus))
+
+
+def choose_components(mus: Tensor, logvars: Tensor) -> Expert:
+    """Per sample, the parameters of one expert chosen uniformly among the ``E`` given ones ``(E, B, D)``."""
+    e, b = mus.shape[:2]
+    pick = torch.randint(e, (b,), device=mus.device)
+    rows = torch.arange(b, device=mus.device)
+    return mus[pick, rows], logvars[pick, rows]
+
+
+class MMVAE(SharedLatentVAE):
+    """Uniform mixture of unimodal Gaussian experts, stratified ELBO."""
+
+    Config = MMVAEConfig
+    paper = (
+        "Shi et al. 2019, Variational Mixture-of-Experts Autoencoders for Multi-Modal Deep Generative Models "
+        "(NeurIPS)"
+    )
+
+    def posterior_mean(self, experts: Mapping[str, Expert], given: Subset) -> Tensor:
+        """The mean of the uniform mixture of the given experts (the average of their means)."""
+        return stack_experts(experts, sorted(given))[0].mean(0)
+
+    def posterior_sample(self, experts: Mapping[str, Expert], given: Subset) -> Tensor:
+        return reparameterize(*choose_components(*stack_experts(experts, sorted(given))))
+
+    def loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        experts = self.experts(batch, self.modalities)
+        mus, logvars = stack_experts(experts, self.modalities)  # (M, B, D)
+        z = reparameterize(mus, logvars)  # z[m] ~ q(z | x_m)
+        scale = self.config.likelihood_scale
+        rec = sum(repeated_nll(batch[d], decode_rows(self.decoders[d], z), scale) for d in self.modalities)
+        kl = mixture_log_density(z, mus, logvars) - standard_normal_log_density(z)  # (M, B)
+        loss = rec + self.config.beta * kl  # type: ignore[operator]
+        return {"loss": loss.mean(), "rec": rec.mean(0).mean(), "kl": kl.mean()}  # type: ignore[union-attr]

@@ -1,0 +1,231 @@
+"""MMVAE+: Palumbo et al. 2023, "MMVAE+: Enhancing the Generative Quality of Multimodal VAEs without
+Compromises" (ICLR; reference repo ``epalu/mmvaeplus``, ``src/objectives.py``, ``src/models/mmvae.py``).
+
+Each modality m has an encoder for a shared latent z (32) and a modality-specific latent w (32), Laplace
+posteriors, and a decoder p(x_m | w, z) with a Laplace likelihood of fixed scale 0.75. Prior: Laplace(0, 1)
+on (w, z). Objective (the reference's ``m_iwae``, a mixture of experts over the unimodal z posteriors):
+for each modality r, u_r = (w_r, z_r) ~ q(· | x_r) (K samples) and
+
+  log w = Σ_d log p(x_d | w_d, z_r) + β [log p(w_r, z_r) − log (1/M) Σ_m q(z_r | x_m) − log q(w_r | x_r)]
+
+where w_d = w_r for d = r and w_d ~ r_d(w) = Laplace(0, learnable scale) for d ≠ r (the auxiliary prior
+of the cross reconstructions); the loss is −mean_r log-mean-exp_K(log w). ``estimator = "dreg"`` gives the
+DReG gradient (Tucker et al. 2019): posterior densities with stopped parameters and the reparameterised
+samples' gradient weighted by the normalised importance weights. (The reference's ``_m_dreg`` builds its
+densities from the non-detached parameters; we detach them, as DReG prescribes.)
+
+Generation: cross-modal = shared z from a source modality, the target's w from the prior Laplace(0, 1)
+(reference ``reconstruct_and_cross_reconstruct_forw``); unconditional = z and every w from the prior.
+The *latent* of this model (``encode``, ``decode``, ``infer_latent``) is the shared z only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Laplace
+
+from baselines.common import PAPER_STEPS, image_nll, laplace_log_density, to_images
+from baselines.mmvaeplus.nets import Decoder, Encoder
+from mmbench.config import src
+from mmbench.contract import Batch, Capability, MultimodalModel, Stage, StageHParams, Subset
+
+
+@dataclass(frozen=True)
+class MMVAEPlusConfig:
+    shared_dim: int = src(32, "PROTOCOL §2 / paper A.2: shared z of 32")
+    private_dim: int = src(32, "PROTOCOL §2 / paper A.2: modality-specific w of 32")
+    beta: float = src(5.0, "paper A.2: β chosen on validation, MMVAE+ 5")
+    likelihood: str = src("laplace", "paper A.2 / vae_polymnist.py: Laplace; 'gaussian' = the other baselines' choice")
+    likelihood_scale: float = src(0.75, "epalu/mmvaeplus vae_polymnist.py Dec: Laplace scale 0.75")
+    k: int = src(1, "paper A.2: IWAE estimator with K = 1")
+    estimator: str = src("iwae", "paper A.2: IWAE; 'dreg' = DReG (the reference's default objective)")
+    width: float = src(1.0, "channel multiplier of MMVAE+'s ResNet; 1.0 = the reference's nf = 64")
+    lr: float = src(1e-3, "epalu/mmvaeplus main_polymnist.py: Adam lr 1e-3, amsgrad")
+    amsgrad: bool = src(True, "epalu/mmvaeplus main_polymnist.py: Adam(amsgrad=True)")
+    batch_size: int = src(256, "Decision: 256, as the other baselines (PROTOCOL §2 SBM batch)")
+    steps: int = src(PAPER_STEPS, "Decision: 300 epochs of 50k tuples at batch 256 (the paper trains 200–300)")
+
+    def check(self) -> None:
+        if min(self.shared_dim, self.private_dim, self.k, self.steps, self.batch_size) < 1:
+            raise ValueError(f"MMVAE+ dims, k, steps and batch_size must be positive: {self}")
+        if self.likelihood not in ("laplace", "gaussian"):
+            raise ValueError(f"MMVAE+ likelihood must be 'laplace' or 'gaussian', got {self.likelihood!r}")
+        if self.estimator not in ("iwae", "dreg"):
+            raise ValueError(f"MMVAE+ estimator must be 'iwae' or 'dreg', got {self.estimator!r}")
+        if self.width <= 0 or self.likelihood_scale <= 0:
+            raise ValueError(f"width and likelihood_scale must be positive, got {self.width}, {self.likelihood_scale}")
+
+
+@dataclass
+class Posterior:
+    """Laplace posterior parameters of one modality: private w and shared z, each ``(B, dim)``."""
+
+    w_loc: Tensor
+    w_scale: Tensor
+    z_loc: Tensor
+    z_scale: Tensor
+
+    def detached(self) -> Posterior:
+        return Posterior(*(t.detach() for t in (self.w_loc, self.w_scale, self.z_loc, self.z_scale)))
+
+
+def log_mean_exp(x: Tensor, dim: int) -> Tensor:
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+class MMVAEPlus(MultimodalModel):
+    """Shared + modality-specific Laplace latents, mixture of experts on the shared part, IWAE/DReG."""
+
+    Config = MMVAEPlusConfig
+    capabilities = frozenset(
+        {Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE}
+    )
+    paper = (
+        "Palumbo et al. 2023, MMVAE+: Enhancing the Generative Quality of Multimodal VAEs without Compromises (ICLR)"
+    )
+
+    def __init__(self, modalities: Sequence[str], config: MMVAEPlusConfig) -> None:
+        super().__init__(modalities, config)
+        config.check()
+        self.latent_dim = config.shared_dim
+        self.encoders = nn.ModuleDict({m: Encoder(config.private_dim, config.shared_dim, config.width) for m in self.modalities})
+        self.decoders = nn.ModuleDict({m: Decoder(config.private_dim + config.shared_dim, config.width) for m in self.modalities})
+        # the auxiliary prior r_m(w) of the cross reconstructions: location 0, scale softmax(logits)·dim
+        self.aux_w_logits = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, config.private_dim)) for m in self.modalities})
+
+    # --- pieces -------------------------------------------------------------------------------------------
+    def posteriors(self, batch: Batch, modalities: Sequence[str]) -> dict[str, Posterior]:
+        missing = [m for m in modalities if m not in batch]
+        if missing:
+            raise KeyError(f"the batch lacks modalities {missing}; it has {sorted(batch)}")
+        return {m: Posterior(*self.encoders[m](batch[m])) for m in modalities}
+
+    def aux_w_scale(self, modality: str) -> Tensor:
+        logits = self.aux_w_logits[modality]
+        return F.softmax(logits, dim=-1) * logits.shape[-1]
+
+    def prior_sample(self, shape: tuple[int, ...]) -> Tensor:
+        """Laplace(0, 1) draws."""
+        zero = torch.zeros(shape, device=self.device)
+        return Laplace(zero, torch.ones_like(zero)).sample()
+
+    def decode_means(self, modality: str, w: Tensor, z: Tensor) -> Tensor:
+        return self.decoders[modality](torch.cat([w, z], dim=-1))
+
+    # --- training -----------------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        c = self.config
+        hp = StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, amsgrad=c.amsgrad)
+        return [Stage("joint", self, self.loss, hp)]
+
+    def loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        mods, k = self.modalities, self.config.k
+        post = self.posteriors(batch, mods)
+        dens = {m: p.detached() for m, p in post.items()} if self.config.estimator == "dreg" else post
+        w = {m: Laplace(post[m].w_loc, post[m].w_scale).rsample((k,)) for m in mods}  # (K, B, Dw)
+        z = {m: Laplace(post[m].z_loc, post[m].z_scale).rsample((k,)) for m in mods}  # (K, B, Dz)
+        lpx = self._cross_log_likelihood(batch, w, z)  # (M, K, B)
+        lpu = torch.stack([laplace_log_density(w[r], 0.0, 1.0).sum(-1) + laplace_log_density(z[r], 0.0, 1.0).sum(-1) for r in mods])
+        lqz = torch.stack([self._mixture_log_density(z[r], dens) for r in mods])
+        lqw = torch.stack([laplace_log_density(w[r], dens[r].w_loc, dens[r].w_scale).sum(-1) for r in mods])
+        regulariser = lpu - lqz - lqw
+        lw = lpx + self.config.beta * regulariser  # (M, K, B)
+        if self.config.estimator == "dreg":
+            objective = self._dreg_objective(lw, w, z)
+        else:
+            objective = log_mean_exp(lw, dim=1).mean()
+        return {"loss": -objective, "log_likelihood": lpx.mean(), "regulariser": regulariser.mean()}
+
+    def _mixture_log_density(self, z: Tensor, dens: dict[str, Posterior]) -> Tensor:
+        """log (1/M) Σ_m q(z | x_m) for ``z`` ``(K, B, Dz)``; returns ``(K, B)``."""
+        per = torch.stack([laplace_log_density(z, p.z_loc, p.z_scale).sum(-1) for p in dens.values()])
+        return log_mean_exp(per, dim=0)
+
+    def _cross_log_likelihood(self, batch: Batch, w: dict[str, Tensor], z: dict[str, Tensor]) -> Tensor:
+        """Σ_d log p(x_d | w_d, z_r) for every source r, each decoder run once on all sources ``(M, K, B)``."""
+        mods = self.modalities
+        total = 0.0
+        for d in mods:
+            inputs = []
+            for r in mods:
+                w_d = w[r] if r == d else Laplace(torch.zeros_like(w[r]), self.aux_w_scale(d).expand_as(w[r])).rsample()
+                inputs.append(torch.cat([w_d, z[r]], dim=-1))
+            u = torch.stack(inputs)  # (M, K, B, Dw + Dz)
+            means = self.decoders[d](u.flatten(0, 2))
+            x = batch[d].unsqueeze(0).unsqueeze(0).expand(*u.shape[:3], *batch[d].shape[1:])
+            ll = self.image_log_likelihood(x.flatten(0, 2), means)
+            total = total + ll.view(u.shape[:3])
+        return total  # type: ignore[return-value]
+
+    def image_log_likelihood(self, x: Tensor, means: Tensor) -> Tensor:
+        """log p(x | means) summed over pixels, per sample: Laplace (default) or Gaussian, fixed scale."""
+        scale = self.config.likelihood_scale
+        if self.config.likelihood == "gaussian":
+            return -image_nll(x, means, scale)
+        return laplace_log_density(x, means, scale).flatten(1).sum(-1)
+
+    @staticmethod
+    def _dreg_objective(lw: Tensor, w: dict[str, Tensor], z: dict[str, Tensor]) -> Tensor:
+        """DReG surrogate (Tucker et al. 2019): Σ_k sg(ŵ_k) log w_k, with each sample's gradient × ŵ_k."""
+        with torch.no_grad():
+            weights = torch.softmax(lw, dim=1)  # (M, K, B) normalised over K
+        for r, key in enumerate(w):
+            for t in (w[key], z[key]):
+                if t.requires_grad:
+                    t.register_hook(lambda grad, wt=weights[r]: grad * wt.unsqueeze(-1))
+        return (weights * lw).sum(1).mean()
+
+    # --- the contract -------------------------------------------------------------------------------------
+    def _shared_mean(self, batch: Batch, given: Subset) -> Tensor:
+        """The mean of the uniform mixture of the given modalities' z posteriors (Laplace mean = location)."""
+        post = self.posteriors(batch, sorted(given))
+        return torch.stack([p.z_loc for p in post.values()]).mean(0)
+
+    def _encode(self, batch: Batch, given: Subset) -> Tensor:
+        return self._shared_mean(batch, given)
+
+    def _decode(self, latent: Tensor, targets: Subset) -> dict[str, Tensor]:
+        """Images of ``targets`` from a shared z, each target's w drawn from the prior (as in cross-generation)."""
+        if latent.dim() != 2 or latent.shape[1] != self.latent_dim:
+            raise ValueError(f"expected a shared latent of shape (B, {self.latent_dim}), got {tuple(latent.shape)}")
+        n, dw = latent.shape[0], self.config.private_dim
+        return {m: to_images(self.decode_means(m, self.prior_sample((n, dw)), latent)) for m in sorted(targets)}
+
+    def _sample_conditional(self, batch: Batch, given: Subset, targets: Subset) -> dict[str, Tensor]:
+        return self._generate(self.posteriors(batch, sorted(given)), given, targets)
+
+    def _sample_conditional_many(self, batch: Batch, queries: Sequence[tuple[Subset, Subset]]) -> list[dict[str, Tensor]]:
+        needed = sorted(frozenset().union(*(g for g, _ in queries))) if queries else []
+        post = self.posteriors(batch, needed)
+        return [self._generate({m: post[m] for m in sorted(g)}, g, t) for g, t in queries]
+
+    def _generate(self, post: dict[str, Posterior], given: Subset, targets: Subset) -> dict[str, Tensor]:
+        """z from one given modality per sample (uniform); w of a given target from its own posterior, of an
+        unobserved target from the prior."""
+        locs = torch.stack([post[m].z_loc for m in sorted(given)])
+        scales = torch.stack([post[m].z_scale for m in sorted(given)])
+        b = locs.shape[1]
+        pick, rows = torch.randint(len(locs), (b,), device=locs.device), torch.arange(b, device=locs.device)
+        z = Laplace(locs[pick, rows], scales[pick, rows]).sample()
+        out = {}
+        for m in sorted(targets):
+            if m in given:
+                w = Laplace(post[m].w_loc, post[m].w_scale).sample()
+            else:
+                w = self.prior_sample((b, self.config.private_dim))
+            out[m] = to_images(self.decode_means(m, w, z))
+        return out
+
+    def _sample_unconditional(self, n: int) -> dict[str, Tensor]:
+        z = self.prior_sample((n, self.config.shared_dim))
+        return self._decode(z, frozenset(self.modalities))
+
+    def _infer_latent(self, batch: Batch, given: Subset, target: str) -> Tensor:
+        """The shared z the target is generated from: the mixture mean of the given modalities' z."""
+        return self._shared_mean(batch, given)

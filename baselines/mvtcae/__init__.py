@@ -1,0 +1,1 @@
+"""MVTCAE (Hwang et al. 2021): multi-view total-correlation auto-encoder."""

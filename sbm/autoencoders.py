@@ -1,0 +1,160 @@
+"""Unimodal autoencoders of stage 1: a β-VAE or an RAE per modality, and their training stage.
+
+Sources: Wesego & Rooshenas 2024, §2 and A.1–A.2 (VAE β = 0.1 with Gaussian prior, posterior and
+likelihood; RAE = MSE + 1e-5·‖z‖² with N(0, 0.01) noise added to z before the decoder, Ghosh et al.
+2020); networks: ``mmbench.nets.residual`` (sbmae ``h_vae_model_copy.py``, Soft-IntroVAE style).
+
+**Likelihood (decision).** The VAE's reconstruction term is the per-image sum of squared errors,
+i.e. a Gaussian likelihood with fixed variance ½ up to a constant (Soft-IntroVAE's ``mse`` loss with
+``reduction="sum"``), plus β·KL. The RAE's term is the per-pixel *mean* squared error ("MSE" as in
+A.2), so that 1e-5·‖z‖² is not negligible next to it and the latent scale stays near 1.
+
+Sharing: :func:`autoencoder_stage` gives each modality's autoencoder a ``reuse_key`` that hashes
+only what determines its trained state (the family's own fields, the modality name, the data
+identity and the seed), so SBM-VAE/-C/-T share VAEs and SBM-RAE/-C/-T and MLD share RAEs through the
+harness's artifact store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmbench.contract import Stage, StageHParams
+from mmbench.distributions import kl_normal_standard, reparameterize
+from mmbench.hashing import config_hash
+from mmbench.nets.residual import ResDecoder, ResEncoder
+from mmbench.seeding import derive_seed
+
+FAMILIES = ("vae", "rae")
+STAGE_VERSION = "sbm.autoencoders/1"  # bump when the training recipe changes: old artifacts stop matching
+
+
+@dataclass(frozen=True)
+class AESpec:
+    """Everything that determines one unimodal autoencoder's trained state, except data and seed."""
+
+    family: str
+    latent_dim: int
+    width: float
+    vae_beta: float
+    rae_l2: float
+    rae_noise_var: float
+    steps: int
+    lr: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown autoencoder family {self.family!r}; use one of {FAMILIES}")
+        if self.latent_dim < 1 or self.width <= 0:
+            raise ValueError(f"latent_dim and width must be positive, got {self.latent_dim}, {self.width}")
+
+    @classmethod
+    def from_config(cls, config: Any, family: str) -> AESpec:
+        """Read the shared field names (``width``, ``latent_dim``, ``vae_beta``, ``rae_*``, ``ae_*``)."""
+        return cls(
+            family=family, latent_dim=config.latent_dim, width=config.width,
+            vae_beta=getattr(config, "vae_beta", 0.1), rae_l2=getattr(config, "rae_l2", 1e-5),
+            rae_noise_var=getattr(config, "rae_noise_var", 0.01),
+            steps=config.ae_steps, lr=config.ae_lr, batch_size=config.ae_batch_size,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that matter for this family (a VAE's key ignores the RAE's fields and back)."""
+        fields = asdict(self)
+        unused = ("rae_l2", "rae_noise_var") if self.family == "vae" else ("vae_beta",)
+        return {k: v for k, v in fields.items() if k not in unused}
+
+
+class UnimodalAE(nn.Module):
+    """A residual encoder/decoder pair trained as a β-VAE or an RAE."""
+
+    def __init__(self, spec: AESpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = ResEncoder(spec.latent_dim, spec.width)
+        self.decoder = ResDecoder(spec.latent_dim, spec.width)
+
+    @property
+    def variational(self) -> bool:
+        return self.spec.family == "vae"
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(mu, logvar) for a VAE; (code, None) for an RAE."""
+        mu, logvar = self.encoder(x)
+        return (mu, logvar) if self.variational else (mu, None)
+
+    def latent(self, x: Tensor) -> Tensor:
+        """The inference latent: the posterior mean (VAE) or the code (RAE) [paper A.2]."""
+        return self.posterior(x)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images in [0, 1] (the decoder's Gaussian mean, clamped)."""
+        return self.decoder(z).clamp(0.0, 1.0)
+
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        return self._vae_loss(x) if self.variational else self._rae_loss(x)
+
+    def _vae_loss(self, x: Tensor) -> dict[str, Tensor]:
+        mu, logvar = self.encoder(x)
+        recon = self.decoder(reparameterize(mu, logvar))
+        rec = (recon - x).square().flatten(1).sum(1).mean()
+        kl = kl_normal_standard(mu, logvar).mean()
+        return {"loss": rec + self.spec.vae_beta * kl, "rec": rec, "kl": kl}
+
+    def _rae_loss(self, x: Tensor) -> dict[str, Tensor]:
+        z, _ = self.encoder(x)
+        noisy = z + torch.randn_like(z) * self.spec.rae_noise_var**0.5
+        rec = F.mse_loss(self.decoder(noisy), x)
+        reg = z.square().sum(1).mean()
+        return {"loss": rec + self.spec.rae_l2 * reg, "rec": rec, "z_norm2": reg}
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block under a fixed seed without disturbing the caller's RNG streams."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def reset_parameters(module: nn.Module, seed: int) -> None:
+    """Re-initialise every submodule from ``seed`` (so a trained state depends on the seed, not on
+    how much of the global RNG stream was used before the stage started)."""
+    device = next(module.parameters()).device
+    with seeded(seed, device):
+        for sub in module.modules():
+            if sub is not module and hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+
+
+def reuse_key(spec: AESpec, modality: str, data_id: str, seed: int) -> str | None:
+    """The artifact key of one modality's autoencoder; None (no sharing) when the data is unnamed."""
+    if not data_id:
+        return None
+    return config_hash({"stage": STAGE_VERSION, **spec.identity(), "modality": modality, "data_id": data_id, "seed": seed}, length=32)
+
+
+def autoencoder_stage(ae: UnimodalAE, modality: str, data_id: str, seed: int) -> Stage:
+    """The training stage ``ae/<modality>`` of one autoencoder (reusable across models)."""
+
+    def loss(batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        return ae.loss(batch[modality])
+
+    def prepare(_batches: Any) -> None:
+        reset_parameters(ae, derive_seed(seed, "ae", modality))
+
+    spec = ae.spec
+    return Stage(
+        name=f"ae/{modality}", module=ae, loss=loss,
+        hparams=StageHParams(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr),
+        modalities=(modality,), reuse_key=reuse_key(spec, modality, data_id, seed), prepare=prepare,
+    )

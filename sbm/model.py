@@ -1,0 +1,275 @@
+"""SBM-VAE / SBM-RAE with optional energy (-C) or contrastive (-T) guidance.
+
+Source: Wesego & Rooshenas 2024, "Score-Based Multimodal Autoencoder" (TMLR; ``rooshenasgroup/sbmae``):
+§2 (two-stage training), §2.1 (conditional sampling by fixing observed latents), §2.2 (guidance),
+A.1–A.3 and Table 4 (hyperparameters), A.10.1 (training with missing modalities).
+
+Stages, in order: ``ae/<m>`` per modality (shared across models through ``reuse_key``), ``aux``
+(-T: contrastive encoders), ``score`` (the latent score model), ``energy`` (-C).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmbench.config import src
+from mmbench.contract import Batch, Stage, StageHParams, Subset
+from mmbench.hashing import config_hash
+from sbm.autoencoders import FAMILIES
+from sbm.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
+from sbm.contrastive import AuxEncoders, clip_loss, condition_from, random_given
+from sbm.energy import PairEnergy, nce_loss
+from sbm.guidance import EnergyGuidance, WithCondition
+from sbm.losses import WEIGHTINGS, dsm_loss
+from sbm.sampling import REIMPOSE_MODES, Known, get_sampler
+from sbm.sde import VPSDE, ScoreFn
+from sbm.unet import UNet
+
+GUIDANCES = ("none", "energy", "contrastive")
+EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
+
+
+@dataclass(frozen=True)
+class SBMConfig:
+    # what the registry names set
+    family: str = src("vae", "registry: sbm-vae* = vae, sbm-rae* = rae [paper §2, A.1]")
+    guidance: str = src("none", "registry: -C = energy [§2.2.1], -T = contrastive [§2.2.2]")
+    # harness-provided identity (see docs/sbm.md, 'Reuse')
+    data_id: str = src("", "mmbench: identity of the train data (the harness sets MultimodalDataset.data_hash); '' = never reuse")
+    seed: int = src(0, "mmbench: the job's seed; part of every reuse key")
+    # stage 1: unimodal autoencoders
+    latent_dim: int = src(64, "paper A.2: latent size 64, reshaped to 8x8")
+    width: float = src(1.0, "mmbench.nets.residual width multiplier (1.0 = the paper's 64/128/256 channels)")
+    vae_beta: float = src(0.1, "paper A.2 and Table 6 (sbmae's script uses 0.5)")
+    rae_l2: float = src(1e-5, "paper A.2: RAE ||z||^2 weight")
+    rae_noise_var: float = src(0.01, "paper A.2: variance of the Gaussian noise added to z before the decoder")
+    ae_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (the paper gives no epoch count for stage 1)")
+    ae_lr: float = src(1e-3, "paper A.2: unimodal VAEs lr 0.001")
+    ae_batch_size: int = src(256, "paper Table 4 batch size")
+    # stage 2: the score model
+    dim: int = src(0, "sbmae UNet dim: 128 for more than 5 modalities, else 64 (0 = that rule)")
+    dim_mults: tuple[int, ...] = src((1, 2, 2, 2), "sbmae: annotated-diffusion UNet dim_mults")
+    attn_heads: int = src(4, "annotated-diffusion UNet attention heads")
+    attn_dim_head: int = src(32, "annotated-diffusion UNet attention head size")
+    time_scale: float = src(1.0, "sbmae: sinusoidal embedding of the raw t in [eps, 1]")
+    beta_min: float | None = src(None, "Table 4: 0.1 for 10 modalities, 1 for fewer (None = that rule)")
+    beta_max: float = src(5.0, "Table 4")
+    sde_eps: float = src(1e-5, "score_sde / paper §2: t ~ U(eps, 1)")
+    loss_weighting: str = src("sigma2", "score_sde likelihood_weighting=False (lambda = sigma^2); 'unit' = literal lambda = 1 (docs/sbm.md)")
+    score_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (the paper gives no epoch count)")
+    score_lr: float = src(2e-4, "paper A.2: Adam lr 0.0002")
+    score_batch_size: int = src(256, "paper Table 4")
+    missing_rate: float = src(0.0, "paper A.10.1 used 0.2 on CelebAMask-HQ; 0 = complete tuples")
+    # sampling
+    sampler: str = src("pc", "paper §2.1 / A.2: predictor-corrector")
+    sampler_steps: int = src(100, "Table 4: N = 100")
+    corrector_steps: int = src(1, "Table 4: LD per step = 1")
+    snr: float = src(0.16, "score_sde default Langevin snr (sbmae)")
+    t_end: float = src(1e-3, "score_sde: sampling ends at t = 1e-3")
+    reimpose: str = src("fresh", "PROTOCOL.md §2 decision: fresh noise; 'sbmae' = alpha*z + sigma*z as the reference code")
+    # -C: energy-based coherence guidance
+    energy_gamma: float = src(1000.0, "Table 4: EBM-scale 1000")
+    energy_width: int = src(128, "sbmae: 128-wide MLP")
+    energy_layers: int = src(6, "sbmae: six layers, skip from the input at layer 5")
+    energy_steps: int = src(50 * EPOCH, "mmbench: 50 epochs (the paper gives none)")
+    energy_lr: float = src(2e-4, "mmbench: the score model's lr (the paper gives none)")
+    energy_batch_size: int = src(256, "Table 4 batch size")
+    # -T: contrastive guidance
+    aux_width: float = src(1.0, "paper A.9: encoders like the VAE encoders")
+    aux_proj_dim: int = src(512, "paper A.9: projection head to 512")
+    aux_steps: int = src(50 * EPOCH, "mmbench: 50 epochs (the paper gives none)")
+    aux_lr: float = src(1e-3, "mmbench: the encoders' lr of A.2")
+    aux_batch_size: int = src(256, "Table 4 batch size")
+    cond_null_prob: float = src(0.1, "mmbench: share of score-training tuples given nothing (the null condition)")
+
+
+def resolve_dim(config: SBMConfig, num_modalities: int) -> int:
+    return config.dim or (128 if num_modalities > 5 else 64)
+
+
+def resolve_beta_min(config: SBMConfig, num_modalities: int) -> float:
+    return config.beta_min if config.beta_min is not None else (0.1 if num_modalities >= 10 else 1.0)
+
+
+def _check(config: SBMConfig) -> None:
+    choices = {"family": (config.family, FAMILIES), "guidance": (config.guidance, GUIDANCES),
+               "loss_weighting": (config.loss_weighting, WEIGHTINGS), "reimpose": (config.reimpose, REIMPOSE_MODES)}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"SBMConfig.{name} = {value!r}; use one of {allowed}")
+    get_sampler(config.sampler)
+    side = math.isqrt(config.latent_dim)
+    if side * side != config.latent_dim:
+        raise ValueError(f"latent_dim {config.latent_dim} must be a perfect square (it is reshaped to side x side)")
+    if side % 2 ** (len(config.dim_mults) - 1):
+        raise ValueError(
+            f"a {side}x{side} latent cannot be halved {len(config.dim_mults) - 1} times; shorten dim_mults {config.dim_mults}"
+        )
+
+
+class SBM(LatentGenerativeModel):
+    """Score-based multimodal autoencoder: unimodal VAEs/RAEs tied by a latent score model."""
+
+    Config = SBMConfig
+    paper = "Wesego & Rooshenas 2024, Score-Based Multimodal Autoencoder (TMLR); rooshenasgroup/sbmae"
+
+    def __init__(self, modalities: Sequence[str], config: SBMConfig) -> None:
+        _check(config)
+        super().__init__(modalities, config, config.family)
+        m = self.num_modalities
+        self.side = math.isqrt(config.latent_dim)
+        self.sde = VPSDE(resolve_beta_min(config, m), config.beta_max)
+        contrastive = config.guidance == "contrastive"
+        self.aux = AuxEncoders(m, config.aux_width, proj_dim=config.aux_proj_dim) if contrastive else None
+        self.score_net = UNet(
+            m, resolve_dim(config, m), config.dim_mults, cond_dim=config.aux_proj_dim if contrastive else 0,
+            time_scale=config.time_scale, heads=config.attn_heads, dim_head=config.attn_dim_head,
+        )
+        self.energy = PairEnergy(config.latent_dim, m, config.energy_width, config.energy_layers) if config.guidance == "energy" else None
+
+    # --- training stages --------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        stages = self.ae_stages()
+        if self.aux is not None:
+            stages.append(self._aux_stage())
+        stages.append(self._score_stage())
+        if self.energy is not None:
+            stages.append(self._energy_stage())
+        stages[-1].finalize = self.release_cache
+        return stages
+
+    def _score_stage(self) -> Stage:
+        cfg = self.config
+        return Stage(
+            name="score", module=self.score_net, loss=self._score_loss,
+            hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr),
+            prepare=self._prepare_cache,
+        )
+
+    def _energy_stage(self) -> Stage:
+        cfg = self.config
+        return Stage(
+            name="energy", module=self.energy, loss=self._energy_loss,
+            hparams=StageHParams(steps=cfg.energy_steps, batch_size=cfg.energy_batch_size, lr=cfg.energy_lr),
+            prepare=self._prepare_cache,
+        )
+
+    def _aux_stage(self) -> Stage:
+        cfg = self.config
+        key = None
+        if cfg.data_id:
+            key = config_hash({"stage": "sbm.contrastive/1", "width": cfg.aux_width, "proj": cfg.aux_proj_dim,
+                               "steps": cfg.aux_steps, "lr": cfg.aux_lr, "batch": cfg.aux_batch_size,
+                               "missing_rate": cfg.missing_rate, "modalities": list(self.modalities),
+                               "data_id": cfg.data_id, "seed": cfg.seed}, length=32)
+        return Stage(
+            name="aux", module=self.aux, loss=self._aux_loss,
+            hparams=StageHParams(steps=cfg.aux_steps, batch_size=cfg.aux_batch_size, lr=cfg.aux_lr),
+            reuse_key=key,
+        )
+
+    def _prepare_cache(self, batches: TrainBatches) -> None:
+        cache = self.ensure_cache(batches)
+        if self.aux is not None and cache.features is None:
+            cache.features = self._aux_features(batches)
+
+    def _aux_features(self, batches: TrainBatches) -> Tensor:
+        out = []
+        with torch.no_grad():
+            for batch, _ in batches():
+                out.append(torch.stack([self.aux.trunks[i](batch[m])[0] for i, m in enumerate(self.modalities)], 1))
+        return torch.cat(out)
+
+    # --- losses -----------------------------------------------------------------------------------
+    def _score_loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        """DSM on cached latents while training; on the batch's own images in eval mode (validation)."""
+        z, present, features = self._training_latents(batch, self.score_net.training, self.config.score_batch_size)
+        cond = None
+        if self.aux is not None:
+            embeddings = self._project(features)
+            cond = condition_from(embeddings, random_given(present, self.config.cond_null_prob))
+        x0 = torch.where(present[:, :, None], z, torch.randn_like(z))  # missing modalities: noise [A.10.1]
+        mask = present[:, :, None, None].expand(-1, -1, self.side, self.side)
+        losses = dsm_loss(self._net_score, self.sde, self._to_image(x0), eps=self.config.sde_eps,
+                          weighting=self.config.loss_weighting, loss_mask=mask, cond=cond)
+        return {"loss": losses.mean()}
+
+    def _energy_loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        z, present, _ = self._training_latents(batch, self.energy.training, self.config.energy_batch_size)
+        return nce_loss(self.energy, self.sde, z, present, eps=self.config.sde_eps)
+
+    def _aux_loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        n = self.batch_size_of(batch)
+        present = batch.get(PRESENCE_KEY)
+        if present is None:
+            present = torch.rand(n, self.num_modalities, device=self.device) >= self.config.missing_rate
+        embeddings = self.aux.embed_all([batch[m] for m in self.modalities])
+        loss = clip_loss(embeddings, present.bool(), self.aux.logit_scale)
+        return {"loss": loss, "temperature": 1.0 / self.aux.logit_scale.exp()}
+
+    def _training_latents(
+        self, batch: dict[str, Tensor], training: bool, batch_size: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(latents (B, M, D), presence (B, M), aux features or None): a random cached minibatch while
+        training (VAE: a fresh posterior sample), else the batch's own images encoded."""
+        if training:
+            cache: LatentCache = self.require_cache()
+            idx = cache.draw(batch_size)
+            features = cache.features[idx] if cache.features is not None else None
+            return cache.latents(idx, sample=True), cache.presence[idx], features
+        z = torch.stack([self._posterior_sample(i, batch[m]) for i, m in enumerate(self.modalities)], 1)
+        present = batch.get(PRESENCE_KEY, torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)).bool()
+        features = None
+        if self.aux is not None:
+            features = torch.stack([self.aux.trunks[i](batch[m])[0] for i, m in enumerate(self.modalities)], 1)
+        return z, present, features
+
+    def _posterior_sample(self, index: int, x: Tensor) -> Tensor:
+        mu, logvar = self.autoencoders[index].posterior(x)
+        return mu if logvar is None else mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+
+    def _project(self, features: Tensor) -> Tensor:
+        heads = self.aux.heads
+        return torch.nn.functional.normalize(torch.stack([heads[i](features[:, i]) for i in range(self.num_modalities)], 1), dim=-1)
+
+    # --- the score function -------------------------------------------------------------------------
+    def _to_image(self, z: Tensor) -> Tensor:
+        return z.reshape(z.shape[0], self.num_modalities, self.side, self.side)
+
+    def _net_score(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """s_θ(x, t) = −ε_θ(x, t) / σ_t (the UNet predicts the noise; Song et al. 2021's parameterisation)."""
+        _, sigma = self.sde.alpha_sigma(t)
+        return -self.score_net(x, t, cond) / sigma[:, None, None, None]
+
+    def score_fn(self, observed: Tensor, cond: Tensor | None) -> ScoreFn:
+        """The sampler's score: the net (with its condition), wrapped in energy guidance for -C."""
+        fn: ScoreFn = WithCondition(self._net_score, cond) if cond is not None else self._net_score
+        if self.energy is not None:
+            fn = EnergyGuidance(fn, self.energy, observed, self.config.energy_gamma)
+        return fn
+
+    # --- sampling ---------------------------------------------------------------------------------
+    def _context(self, batch: Batch, given: Subset) -> Tensor | None:
+        if self.aux is None:
+            return None
+        return self.aux.embed_all([batch[m].to(self.device) if m in given else None for m in self.modalities])
+
+    def _generate(self, known: Tensor, observed: Tensor, context: Tensor | None) -> Tensor:
+        cfg, n = self.config, known.shape[0]
+        cond = None
+        if self.aux is not None:
+            cond = condition_from(context, observed) if context is not None else known.new_zeros(n, cfg.aux_proj_dim)
+        mask = observed[:, :, None, None].expand(-1, -1, self.side, self.side)
+        spec = Known(mask, self._to_image(known), cfg.reimpose) if observed.any() else None
+        x_init = self.sde.prior_sample((n, self.num_modalities, self.side, self.side), self.device)
+        result = get_sampler(cfg.sampler)(
+            self.score_fn(observed, cond), self.sde, x_init, known=spec, steps=cfg.sampler_steps,
+            corrector_steps=cfg.corrector_steps, snr=cfg.snr, t_end=cfg.t_end,
+        )
+        self.last_nfe = result.nfe
+        return result.x.reshape(n, self.num_modalities, -1)

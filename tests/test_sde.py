@@ -1,0 +1,274 @@
+"""The SDE machinery against closed forms: VP-SDE moments, DSM loss, PC/Euler/ODE samplers on Gaussians
+(unconditional and with per-sample fixed coordinates), and a score net trained on a 2-D Gaussian."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from sbm.losses import dsm_loss
+from sbm.sampling import Known, SampleResult, euler_sampler, get_sampler, nfe_of, ode_sampler, pc_sampler
+from sbm.sde import VPSDE
+
+# A correlated 4-D Gaussian N(MU, SIGMA).
+_A = torch.tensor([[1.0, 0, 0, 0], [0.8, 0.6, 0, 0], [0.3, -0.5, 0.7, 0], [0.2, 0.4, 0.1, 0.5]])
+SIGMA = _A @ _A.T
+MU = torch.tensor([1.0, -0.5, 0.3, 2.0])
+
+
+class GaussianScore:
+    """The exact score of N(mu, Sigma) perturbed by a VP-SDE: −(α²Σ + σ²I)⁻¹ (x − α mu)."""
+
+    def __init__(self, sde: VPSDE, mu: Tensor, sigma: Tensor) -> None:
+        self.sde, self.mu, self.sigma = sde, mu, sigma
+
+    def cov(self, t: float) -> Tensor:
+        alpha, s = self.sde.alpha_sigma(torch.tensor([t]))
+        return alpha**2 * self.sigma + s**2 * torch.eye(len(self.mu))
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        assert torch.all(t == t[0]), "samplers pass one time for the whole batch"
+        alpha, _ = self.sde.alpha_sigma(t[:1])
+        return -(x - alpha * self.mu) @ torch.linalg.inv(self.cov(float(t[0])))
+
+    def sample_prior(self, n: int) -> Tensor:
+        """Exact draws of p_T (so samplers are tested apart from the prior mismatch of a short SDE)."""
+        alpha, _ = self.sde.alpha_sigma(torch.tensor([self.sde.T]))
+        return alpha * self.mu + torch.randn(n, len(self.mu)) @ torch.linalg.cholesky(self.cov(self.sde.T)).T
+
+
+def conditional(mu: Tensor, sigma: Tensor, observed: list[int], values: Tensor) -> tuple[Tensor, Tensor]:
+    free = [i for i in range(len(mu)) if i not in observed]
+    s_fo, s_oo = sigma[free][:, observed], sigma[observed][:, observed]
+    mean = mu[free] + s_fo @ torch.linalg.solve(s_oo, values[observed] - mu[observed])
+    cov = sigma[free][:, free] - s_fo @ torch.linalg.solve(s_oo, s_fo.T)
+    return mean, cov
+
+
+# --- the SDE ------------------------------------------------------------------------------------------
+def test_marginal_matches_integrated_moment_odes():
+    """Mean and variance of x_t from the closed form equal a fine Euler integration of
+    dm/dt = −½β m and dv/dt = −β v + β (the linear SDE's moment equations)."""
+    sde = VPSDE(0.1, 5.0)
+    steps, m, v = 20000, 1.0, 0.0
+    for i in range(steps):
+        t = (i + 0.5) / steps
+        beta = 0.1 + t * 4.9
+        m, v = m - 0.5 * beta * m / steps, v + (beta - beta * v) / steps
+    mean, std = sde.marginal(torch.ones(1, 3), torch.tensor([1.0]))
+    assert mean[0, 0].item() == pytest.approx(m, rel=1e-4)
+    assert std.squeeze().item() ** 2 == pytest.approx(v, rel=1e-4)
+
+
+def test_closed_form_values_and_prior():
+    sde = VPSDE(1.0, 5.0)
+    t = torch.tensor([0.0, 0.5, 1.0])
+    alpha, sigma = sde.alpha_sigma(t)
+    expected = torch.exp(-0.25 * t**2 * 4.0 - 0.5 * t * 1.0)
+    torch.testing.assert_close(alpha, expected)
+    torch.testing.assert_close(alpha**2 + sigma**2, torch.ones(3))
+    assert sigma[0] == 0
+    wide = VPSDE(0.1, 20.0)  # score_sde's default: p_T is N(0, I) to within 1e-2
+    a1, s1 = wide.alpha_sigma(torch.tensor([1.0]))
+    assert a1.item() < 7e-3 and s1.item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_forward_euler_maruyama_reaches_the_marginal():
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    x = torch.full((20000, 1), 2.0)
+    steps = 200
+    for i in range(steps):
+        t = torch.full((len(x),), i / steps)
+        f_dt, g_sqrt_dt = sde.discretize(x, t, 1.0 / steps)
+        x = x + f_dt + g_sqrt_dt * torch.randn_like(x)
+    mean, std = sde.marginal(torch.full((1, 1), 2.0), torch.tensor([1.0]))
+    assert x.mean().item() == pytest.approx(mean.item(), abs=0.03)
+    assert x.std().item() == pytest.approx(std.item(), abs=0.03)
+
+
+def test_reverse_sde_and_probability_flow_drifts():
+    sde = VPSDE(1.0, 5.0)
+    x, t = torch.randn(5, 3), torch.full((5,), 0.3)
+    score = GaussianScore(VPSDE(1.0, 5.0), torch.zeros(3), torch.eye(3))
+    f, g = sde.sde(x, t)
+    drift, diffusion = sde.reverse(score).sde(x, t)
+    torch.testing.assert_close(drift, f - g**2 * score(x, t))
+    torch.testing.assert_close(diffusion, g.expand_as(diffusion))
+    ode_drift, ode_diffusion = sde.reverse(score, probability_flow=True).sde(x, t)
+    torch.testing.assert_close(ode_drift, f - 0.5 * g**2 * score(x, t))
+    assert torch.all(ode_diffusion == 0)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="beta_min"):
+        VPSDE(5.0, 1.0)
+    with pytest.raises(ValueError, match="one time per sample"):
+        VPSDE().marginal(torch.zeros(4, 2), torch.zeros(3))
+    with pytest.raises(KeyError, match="Did you mean 'pc'"):
+        get_sampler("pcc")
+    with pytest.raises(ValueError, match="re-imposition"):
+        Known(torch.zeros(2, dtype=torch.bool), torch.zeros(2), mode="noisy")
+
+
+# --- denoising score matching ---------------------------------------------------------------------
+def test_dsm_loss_formulas_and_mask():
+    sde = VPSDE(1.0, 5.0)
+    x0, t, z = torch.randn(6, 4), torch.rand(6) * 0.9 + 0.05, torch.randn(6, 4)
+    alpha, sigma = sde.alpha_sigma(t)
+
+    def linear(x: Tensor, tt: Tensor) -> Tensor:
+        return -2.0 * x
+
+    xt = alpha[:, None] * x0 + sigma[:, None] * z
+    expected_sigma2 = ((-2.0 * xt) * sigma[:, None] + z).square().sum(1)
+    expected_unit = ((-2.0 * xt) + z / sigma[:, None]).square().sum(1)
+    torch.testing.assert_close(dsm_loss(linear, sde, x0, t=t, noise=z), expected_sigma2)
+    torch.testing.assert_close(dsm_loss(linear, sde, x0, t=t, noise=z, weighting="unit"), expected_unit)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    masked = ((-2.0 * xt) * sigma[:, None] + z).square()[:, [0, 2]].sum(1)
+    torch.testing.assert_close(dsm_loss(linear, sde, x0, t=t, noise=z, loss_mask=mask), masked)
+
+
+def test_dsm_loss_is_smallest_at_the_true_score():
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    true = GaussianScore(sde, MU, SIGMA)
+    x0 = MU + torch.randn(4000, 4) @ _A.T
+    t = torch.full((4000,), 0.4)
+    z = torch.randn_like(x0)
+    best = dsm_loss(true, sde, x0, t=t, noise=z).mean()
+    for scale in (0.8, 1.2):
+        assert dsm_loss(lambda x, tt, k=scale: k * true(x, tt), sde, x0, t=t, noise=z).mean() > best
+
+
+# --- samplers with the exact score --------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["pc", "ode"])
+def test_unconditional_samples_match_the_gaussian(name):
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    result = get_sampler(name)(score, sde, score.sample_prior(6000), steps=60)
+    assert isinstance(result, SampleResult)
+    assert result.nfe == nfe_of(name, 60, 1)
+    torch.testing.assert_close(result.x.mean(0), MU, atol=0.06, rtol=0)
+    torch.testing.assert_close(torch.cov(result.x.T), SIGMA, atol=0.08, rtol=0)
+
+
+def _two_query_known(n: int) -> tuple[Known, Tensor, list[list[int]]]:
+    values = torch.tensor([0.5, 1.0, -0.2, 2.5])
+    observed = torch.zeros(n, 4, dtype=torch.bool)
+    observed[: n // 2, [1, 3]] = True  # first half: coordinates 1 and 3 observed
+    observed[n // 2 :, 0] = True  # second half: coordinate 0 observed
+    return Known(observed, values.expand(n, 4).clone()), values, [[1, 3], [0]]
+
+
+def test_conditional_pc_samples_match_the_analytic_conditional():
+    """THE check of conditional sampling: per-sample masks, two different observed sets in one batch."""
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    n = 6000
+    known, values, groups = _two_query_known(n)
+    result = pc_sampler(score, sde, score.sample_prior(n), known=known, steps=100, corrector_steps=5)
+    assert result.nfe == 600
+    for half, observed in zip((slice(0, n // 2), slice(n // 2, n)), groups, strict=True):
+        x = result.x[half]
+        assert torch.all(x[:, observed] == values[observed]), "observed coordinates come back exactly"
+        free = [i for i in range(4) if i not in observed]
+        mean, cov = conditional(MU, SIGMA, observed, values)
+        torch.testing.assert_close(x[:, free].mean(0), mean, atol=0.08, rtol=0)
+        torch.testing.assert_close(torch.cov(x[:, free].T), cov, atol=0.06, rtol=0)
+
+
+def test_replacement_bias_shrinks_with_more_correction():
+    """At the paper's settings (1 corrector step) re-imposing noisy observations leaves a bias in the
+    conditional mean (the replacement method is approximate); Langevin correction removes it."""
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    n = 3000
+    known, values, groups = _two_query_known(n)
+    mean, _ = conditional(MU, SIGMA, groups[0], values)
+    errors = []
+    for corrector in (0, 5):
+        x = pc_sampler(score, sde, score.sample_prior(n), known=known, steps=100, corrector_steps=corrector).x
+        errors.append((x[: n // 2, [0, 2]].mean(0) - mean).abs().max().item())
+    assert errors[1] < 0.6 * errors[0]
+    assert errors[1] < 0.08
+
+
+def test_euler_is_pc_without_corrector():
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    x_init = score.sample_prior(50)
+    torch.manual_seed(3)
+    a = euler_sampler(score, sde, x_init, steps=20)
+    torch.manual_seed(3)
+    b = pc_sampler(score, sde, x_init, steps=20, corrector_steps=0)
+    assert a.nfe == 20
+    torch.testing.assert_close(a.x, b.x)
+
+
+def test_one_batched_pass_equals_separate_passes():
+    """Queries stacked in one batch do not interact: with a deterministic sampler (probability-flow ODE,
+    noise-free re-imposition) the batched result equals the separate ones; with PC the per-query
+    Langevin step sizes are the ones separate passes use."""
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    torch.manual_seed(0)
+    n = 40
+    known, _, _ = _two_query_known(2 * n)
+    known = Known(known.mask, known.values, "sbmae")
+    x_init = score.sample_prior(2 * n)
+    joint = ode_sampler(score, sde, x_init, known=known, steps=30)
+    parts = [
+        ode_sampler(score, sde, x_init[s], known=Known(known.mask[s], known.values[s], "sbmae"), steps=30)
+        for s in (slice(0, n), slice(n, 2 * n))
+    ]
+    torch.testing.assert_close(joint.x, torch.cat([p.x for p in parts]))
+    assert joint.nfe == parts[0].nfe == 60
+
+
+def test_ode_is_deterministic_given_its_start():
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    x_init = score.sample_prior(10)
+    torch.testing.assert_close(ode_sampler(score, sde, x_init, steps=10).x, ode_sampler(score, sde, x_init, steps=10).x)
+
+
+# --- a learnt score ----------------------------------------------------------------------------------
+class _MLPScore(nn.Module):
+    """ε-prediction MLP on (x, log σ_t); score = −ε̂ / σ_t."""
+
+    def __init__(self, sde: VPSDE) -> None:
+        super().__init__()
+        self.sde = sde
+        self.net = nn.Sequential(nn.Linear(3, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 2))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        _, sigma = self.sde.alpha_sigma(t)
+        return -self.net(torch.cat([x, sigma.log()[:, None]], 1)) / sigma[:, None]
+
+
+def test_a_score_net_trained_on_a_correlated_gaussian_recovers_its_correlation():
+    torch.manual_seed(0)
+    sde = VPSDE(0.1, 20.0)
+    rho = 0.8
+    chol = torch.tensor([[1.0, 0.0], [rho, math.sqrt(1 - rho**2)]])
+    model = _MLPScore(sde)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(1000):
+        x0 = torch.randn(256, 2) @ chol.T
+        loss = dsm_loss(model, sde, x0).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        x = pc_sampler(model, sde, torch.randn(3000, 2), steps=100).x
+    corr = torch.corrcoef(x.T)[0, 1].item()
+    assert corr == pytest.approx(rho, abs=0.07)
+    assert x.std(0).tolist() == pytest.approx([1.0, 1.0], abs=0.1)

@@ -1,0 +1,224 @@
+"""The stage-aware trainer (``mmbench.training.trainer``) on a tiny two-stage model defined here.
+
+Resume after a stop is bit-identical to an uninterrupted run; checkpoints of another config are refused;
+a NaN loss raises ``TrainingDivergedError`` naming model, stage and step and keeps the last good
+checkpoint; a stage with a ``reuse_key`` is trained once and loaded by the next model; the callback sees
+train/val metrics; the cosine schedule and warm-up follow their formulas; only the current stage trains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmbench.contract import MultimodalModel, Stage, StageHParams
+from mmbench.data.synthetic import make_patterns
+from mmbench.seeding import seed_everything
+from mmbench.training import checkpoint as ckpt
+from mmbench.training.artifacts import ArtifactStore
+from mmbench.training.trainer import (
+    TrainerOptions,
+    TrainingDivergedError,
+    TrainingStopped,
+    _make_scheduler,
+    _only_stage_trainable,
+    train_model,
+)
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    steps: int = 6
+    head_steps: int = 5
+    batch_size: int = 8
+    lr: float = 1e-2
+    checkpoint_every: int = 2
+    nan_at: int = -1  # the training step (of stage "recon") whose loss is NaN; -1 = never
+    reuse_key: str | None = None
+
+
+class Tiny(MultimodalModel):
+    """A noisy linear autoencoder per modality (stage "recon"), then a label head on its codes ("head")."""
+
+    Config = TinyConfig
+
+    def __init__(self, modalities, config: TinyConfig) -> None:
+        super().__init__(modalities, config)
+        self.ae = nn.ModuleDict(
+            {m: nn.Sequential(nn.Flatten(), nn.Linear(147, 4), nn.BatchNorm1d(4), nn.Linear(4, 147)) for m in modalities}
+        )
+        self.head = nn.Linear(4 * len(modalities), 10)
+        self.recon_calls: list[float] = []
+        self.head_calls = 0
+        self.snapshot: dict[str, torch.Tensor] = {}
+
+    def _small(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 4)  # 3×7×7 = 147
+
+    def recon_loss(self, batch, labels):
+        total = 0.0
+        for m, net in self.ae.items():
+            x = self._small(batch[m])
+            code = net[:3](x)
+            code = code + 0.1 * torch.randn_like(code)  # uses the global RNG, so resume must restore it
+            total = total + F.mse_loss(net[3](code), x.flatten(1))
+        if self.ae.training and len(self.recon_calls) == self.config.nan_at:
+            total = total * float("nan")
+        if self.ae.training:  # the trainer puts only the stage's module in train mode
+            self.recon_calls.append(float(total))
+        return {"loss": total, "mse": total.detach() / len(self.ae)}
+
+    def head_loss(self, batch, labels):
+        self.head_calls += 1
+        codes = torch.cat([net[:3](self._small(batch[m])) for m, net in self.ae.items()], dim=1)
+        return {"loss": F.cross_entropy(self.head(codes), labels)}
+
+    def _snapshot(self) -> None:
+        self.snapshot = {k: v.clone() for k, v in self.ae.state_dict().items()}
+
+    def stages(self):
+        c = self.config
+        hp = StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every)
+        head_hp = StageHParams(steps=c.head_steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every)
+        return [
+            Stage("recon", self.ae, self.recon_loss, hp, reuse_key=c.reuse_key, finalize=self._snapshot),
+            Stage("head", self.head, self.head_loss, head_hp),
+        ]
+
+
+MODS = ("m0", "m1")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_patterns(2, n=32, seed=0)  # 4 batches of 8 per epoch
+
+
+def build(seed: int = 0, **overrides) -> Tiny:
+    seed_everything(seed)
+    return Tiny(MODS, TinyConfig(**overrides))
+
+
+def options(workdir, **kw) -> TrainerOptions:
+    kw.setdefault("config_hash", "h1")
+    return TrainerOptions(workdir=workdir, seed=0, quiet=True, model_name="tiny-model", **kw)
+
+
+def stop_after(n_checks: int):
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > n_checks
+
+    return should_stop
+
+
+def assert_same_state(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("steps_before_stop", [3, 8])  # inside stage "recon"; inside stage "head"
+def test_resume_after_stop_is_bit_identical(data, tmp_path, steps_before_stop):
+    reference = build()
+    train_model(reference, data, None, options(tmp_path / "a"))
+    interrupted = build()
+    with pytest.raises(TrainingStopped):
+        train_model(interrupted, data, None, options(tmp_path / "b", should_stop=stop_after(steps_before_stop)))
+    resumed = build()  # a fresh process builds the same model; the trained state comes from the checkpoint
+    train_model(resumed, data, None, options(tmp_path / "b"))
+    assert_same_state(resumed, reference)
+
+
+def test_checkpoint_of_another_config_is_refused(data, tmp_path):
+    with pytest.raises(TrainingStopped):
+        train_model(build(), data, None, options(tmp_path, config_hash="aaaa", should_stop=stop_after(3)))
+    with pytest.raises(ckpt.CheckpointMismatchError, match="aaaa.*bbbb.*Delete"):
+        train_model(build(), data, None, options(tmp_path, config_hash="bbbb"))
+
+
+def test_nan_loss_raises_with_model_stage_and_step_and_keeps_last_good_checkpoint(data, tmp_path):
+    model = build(nan_at=5)
+    with pytest.raises(TrainingDivergedError, match=r"tiny-model.*'recon'.*step 5"):
+        train_model(model, data, None, options(tmp_path))
+    state = ckpt.load(tmp_path / "checkpoints" / "recon.pt", "h1")
+    assert state.step == 4 and not state.done
+    assert all(torch.isfinite(v).all() for v in state.module.values() if v.is_floating_point())
+
+
+def test_stage_with_reuse_key_is_trained_once_then_loaded(data, tmp_path):
+    store = ArtifactStore(tmp_path / "artifacts")
+    first = build(reuse_key="shared-recon")
+    reports = train_model(first, data, None, options(tmp_path / "one", artifacts=store))
+    assert not reports[0].reused and store.has("shared-recon")
+    second = build(seed=7, reuse_key="shared-recon")
+    reports = train_model(second, data, None, options(tmp_path / "two", artifacts=store))
+    assert reports[0].reused and not reports[1].reused
+    assert second.recon_calls == []  # stage "recon" was loaded, not trained
+    assert_same_state(second.ae, first.ae)
+    assert second.snapshot.keys() == first.snapshot.keys()  # finalize ran after loading
+
+
+def test_callback_receives_train_and_val_metrics(data, tmp_path):
+    seen: list[tuple[str, int, dict[str, float]]] = []
+    model = build()
+    val = make_patterns(2, n=16, seed=1)
+    train_model(model, data, val, options(tmp_path, log_every=2, callback=lambda s, i, v: seen.append((s, i, v))))
+    recon = [(i, v) for s, i, v in seen if s == "recon"]
+    train_logs = [(i, v) for i, v in recon if "train/loss" in v]
+    assert [i for i, _ in train_logs] == [2, 4, 6]
+    assert all(set(v) == {"train/loss", "train/mse"} for _, v in train_logs)
+    for i, v in train_logs:  # the mean of the losses since the previous log
+        assert v["train/loss"] == pytest.approx(sum(model.recon_calls[i - 2 : i]) / 2, rel=1e-6)
+    val_logs = [i for i, v in recon if "val/loss" in v]
+    assert val_logs == [4]  # once per epoch (4 batches of 8)
+    assert any("val/loss" in v for s, _, v in seen if s == "head")
+
+
+def _stage_with(hparams: StageHParams) -> tuple[Stage, torch.optim.Optimizer]:
+    module = nn.Linear(2, 2)
+    stage = Stage("s", module, lambda b, y: {}, hparams)
+    return stage, torch.optim.Adam(module.parameters(), lr=hparams.lr)
+
+
+def test_cosine_schedule_and_warmup_follow_their_formulas():
+    stage, opt = _stage_with(StageHParams(steps=10, lr=0.1, lr_schedule="cosine"))
+    sched = _make_scheduler(stage, opt)
+    for t in range(12):
+        expected = 0.1 * 0.5 * (1 + math.cos(math.pi * min(1.0, t / 10)))
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12)
+        opt.step()
+        sched.step()
+    stage, opt = _stage_with(StageHParams(steps=10, lr=0.1, warmup_steps=4))
+    sched = _make_scheduler(stage, opt)
+    for t in range(6):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * min(1.0, (t + 1) / 4))
+        opt.step()
+        sched.step()
+    stage, opt = _stage_with(StageHParams(steps=10, lr_schedule="linear"))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _make_scheduler(stage, opt)
+
+
+def test_only_the_current_stage_trains(data, tmp_path):
+    model = build()
+    head_stage = model.stages()[1]
+    model.train()
+    with _only_stage_trainable(model, head_stage):
+        assert not any(p.requires_grad for p in model.ae.parameters())
+        assert all(p.requires_grad for p in model.head.parameters())
+        assert not any(m.training for m in model.ae.modules()) and model.head.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in model.modules())
+    train_model(model, data, None, options(tmp_path))
+    assert model.head_calls == 5
+    after = model.ae.state_dict()  # the head stage left the autoencoder (incl. batch-norm stats) alone
+    assert all(torch.equal(after[k], v) for k, v in model.snapshot.items())
