@@ -32,9 +32,19 @@ class AuxEncoders(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / CLIP_INIT_TEMPERATURE)))
         self.proj_dim = proj_dim
 
-    def embed(self, index: int, x: Tensor) -> Tensor:
-        features, _ = self.trunks[index](x)
+    def features(self, index: int, x: Tensor) -> Tensor:
+        """The trunk's output for modality ``index`` (what the score stage caches), ``(B, feature_dim)``."""
+        return self.trunks[index](x)[0]
+
+    def project(self, index: int, features: Tensor) -> Tensor:
         return F.normalize(self.heads[index](features), dim=-1)
+
+    def project_all(self, features: Tensor) -> Tensor:
+        """Unit-norm embeddings ``(B, M, proj_dim)`` of trunk features ``(B, M, feature_dim)``."""
+        return torch.stack([self.project(i, features[:, i]) for i in range(features.shape[1])], 1)
+
+    def embed(self, index: int, x: Tensor) -> Tensor:
+        return self.project(index, self.features(index, x))
 
     def embed_all(self, images: list[Tensor | None]) -> Tensor:
         """Embeddings ``(B, M, proj_dim)`` of the given images in modality order (zeros where ``None``)."""

@@ -179,11 +179,11 @@ class SBM(LatentGenerativeModel):
             cache.features = self._aux_features(batches)
 
     def _aux_features(self, batches: TrainBatches) -> Tensor:
-        out = []
         with torch.no_grad():
-            for batch, _ in batches():
-                out.append(torch.stack([self.aux.trunks[i](batch[m])[0] for i, m in enumerate(self.modalities)], 1))
-        return torch.cat(out)
+            return torch.cat([self._trunk_features(batch) for batch, _ in batches()])
+
+    def _trunk_features(self, batch: Batch) -> Tensor:
+        return torch.stack([self.aux.features(i, batch[m]) for i, m in enumerate(self.modalities)], 1)
 
     # --- losses -----------------------------------------------------------------------------------
     def _score_loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
@@ -191,7 +191,7 @@ class SBM(LatentGenerativeModel):
         z, present, features = self._training_latents(batch, self.score_net.training, self.config.score_batch_size)
         cond = None
         if self.aux is not None:
-            embeddings = self._project(features)
+            embeddings = self.aux.project_all(features)
             cond = condition_from(embeddings, random_given(present, self.config.cond_null_prob))
         x0 = torch.where(present[:, :, None], z, torch.randn_like(z))  # missing modalities: noise [A.10.1]
         mask = present[:, :, None, None].expand(-1, -1, self.side, self.side)
@@ -224,18 +224,11 @@ class SBM(LatentGenerativeModel):
             return cache.latents(idx, sample=True), cache.presence[idx], features
         z = torch.stack([self._posterior_sample(i, batch[m]) for i, m in enumerate(self.modalities)], 1)
         present = batch.get(PRESENCE_KEY, torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)).bool()
-        features = None
-        if self.aux is not None:
-            features = torch.stack([self.aux.trunks[i](batch[m])[0] for i, m in enumerate(self.modalities)], 1)
-        return z, present, features
+        return z, present, self._trunk_features(batch) if self.aux is not None else None
 
     def _posterior_sample(self, index: int, x: Tensor) -> Tensor:
         mu, logvar = self.autoencoders[index].posterior(x)
         return mu if logvar is None else mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-
-    def _project(self, features: Tensor) -> Tensor:
-        heads = self.aux.heads
-        return torch.nn.functional.normalize(torch.stack([heads[i](features[:, i]) for i in range(self.num_modalities)], 1), dim=-1)
 
     # --- the score function -------------------------------------------------------------------------
     def _to_image(self, z: Tensor) -> Tensor:
