@@ -45,6 +45,7 @@ class VAEConfig:
     lr: float = src(1e-3, "paper A.2: VAEs lr 1e-3, Adam")
     batch_size: int = src(256, "Decision: 256, the batch of the SBM stages (PROTOCOL §2); the paper is silent")
     steps: int = src(PAPER_STEPS, "Decision: 300 epochs of 50k tuples at batch 256 (the paper trains 200–300)")
+    lr_schedule: str = src("constant", "paper A.2 gives a learning rate and no schedule; 'cosine' decays it to 0")
 
     def check(self) -> None:
         if self.latent_per_modality < 1:
@@ -55,6 +56,8 @@ class VAEConfig:
             raise ValueError(f"likelihood_scale must be positive, got {self.likelihood_scale}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
 
 # --- likelihoods and densities -------------------------------------------------------------------------
@@ -179,7 +182,7 @@ class SharedLatentVAE(MultimodalModel):
     # --- training -----------------------------------------------------------------------------------
     def stage_hparams(self) -> StageHParams:
         c = self.config
-        return StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr)
+        return StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, lr_schedule=c.lr_schedule)
 
     def stages(self) -> list[Stage]:
         return [Stage("joint", self, self.loss, self.stage_hparams())]

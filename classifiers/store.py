@@ -44,6 +44,10 @@ class ClassifierRecord:
     path: Path
     meta: dict[str, Any] = field(hash=False, repr=False)
 
+    def matches_dataset(self, data_hash: str) -> bool:
+        """Whether it was trained on the dataset with ``data_hash`` (a subset's ``hash[:n]`` counts too)."""
+        return self.meta.get("data_hash") == data_hash.split("[", 1)[0]
+
 
 def default_name(dataset: str, role: str = "eval") -> str:
     """The default checkpoint name of a dataset's classifier, e.g. ``polymnist10-eval``.

@@ -125,12 +125,20 @@ def test_checkpoint_round_trip(trained, tmp_path):
     assert json.loads((tmp_path / "patterns3-eval.json").read_text())["sha256"] == loaded.sha256
     assert loaded.arch == "pmclf" and loaded.meta["accuracy"] == {"m0": 1.0}
     assert "weights_sha256" in loaded.meta
+    assert not loaded.matches_dataset("abc")
     x = torch.rand(4, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), trained(x))
     # by path, with the right expected hash
     _, by_path = load_classifier(tmp_path / "patterns3-eval.pt", expected_sha256=record.sha256)
     assert by_path.sha256 == record.sha256
+
+
+def test_record_matches_its_dataset(trained, train_set, tmp_path):
+    record = save_classifier(trained, "c", {"data_hash": train_set.data_hash}, tmp_path)
+    assert record.matches_dataset(train_set.data_hash)
+    assert record.matches_dataset(train_set.subset(50).data_hash)
+    assert not record.matches_dataset(make_patterns(3, 50, seed=9).data_hash)
 
 
 def test_wrong_expected_hash_is_an_error(trained, tmp_path):

@@ -50,6 +50,7 @@ class MMVAEPlusConfig:
     amsgrad: bool = src(True, "epalu/mmvaeplus main_polymnist.py: Adam(amsgrad=True)")
     batch_size: int = src(256, "Decision: 256, as the other baselines (PROTOCOL §2 SBM batch)")
     steps: int = src(PAPER_STEPS, "Decision: 300 epochs of 50k tuples at batch 256 (the paper trains 200–300)")
+    lr_schedule: str = src("constant", "epalu/mmvaeplus main_polymnist.py: no schedule; 'cosine' decays it to 0")
 
     def check(self) -> None:
         if min(self.shared_dim, self.private_dim, self.k, self.steps, self.batch_size) < 1:
@@ -58,6 +59,8 @@ class MMVAEPlusConfig:
             raise ValueError(f"MMVAE+ likelihood must be 'laplace' or 'gaussian', got {self.likelihood!r}")
         if self.estimator not in ("iwae", "dreg"):
             raise ValueError(f"MMVAE+ estimator must be 'iwae' or 'dreg', got {self.estimator!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.width <= 0 or self.likelihood_scale <= 0:
             raise ValueError(f"width and likelihood_scale must be positive, got {self.width}, {self.likelihood_scale}")
 
@@ -121,7 +124,7 @@ class MMVAEPlus(MultimodalModel):
     # --- training -----------------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
         c = self.config
-        hp = StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, amsgrad=c.amsgrad)
+        hp = StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, amsgrad=c.amsgrad, lr_schedule=c.lr_schedule)
         return [Stage("joint", self, self.loss, hp)]
 
     def loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
