@@ -352,30 +352,45 @@ def test_mopoe_mixture_conditional_samples_subsets_of_the_given_modalities(small
 
 # --- learning -----------------------------------------------------------------------------------------------
 
-# The smallest budgets (steps at batch 8, width 0.125, lr 5e-3) that pass with the seed below. The paper's
-# β (1–5) with the paper's likelihood scale needs thousands of steps before the class (here: the
-# square's position) enters the latent; these checks are about the objective and the generation path
-# learning at all, so the likelihood is sharpened (σ = 0.25) and β lowered where the prior would win
-# first. MMVAE+ uses a Gaussian likelihood here: with its Laplace likelihood the per-pixel median of the
-# small, rare square is the background, and the posterior collapsed completely within 800 steps.
+# Budgets (width 0.125, batch 4, lr 5e-3, constant) found by measuring: with seed 0 each model passes
+# with a margin ≥ 0.1 (measured minima: MVAE 0.75, MMVAE 0.72, MoPoE 0.78, MVTCAE 0.76, MMVAE+ 0.87);
+# at 600 steps seed 1 also passes (≥ 0.79), which the slow test checks for two more seeds. The paper's β
+# (1–5) with the paper's likelihood scale needs thousands of steps before the class (here: the square's
+# position) enters the latent, so the likelihood is sharpened (σ = 0.25) and β chosen for speed (MVTCAE's
+# larger β aligns its unimodal experts sooner). MMVAE+ uses a Gaussian likelihood here: with its Laplace
+# likelihood the per-pixel median of the small, rare square is the background, and the posterior
+# collapsed completely within 800 steps (z scale 1.0, location spread 0.004).
+LEARN_COMMON = {"width": 0.125, "batch_size": 4, "lr": 5e-3, "likelihood_scale": 0.25}
 LEARN = {
-    "mvae": {"steps": 350, "beta": 0.1, "likelihood_scale": 0.25},
-    "mmvae": {"steps": 350, "beta": 0.1, "likelihood_scale": 0.25},
-    "mopoe": {"steps": 450, "beta": 0.1, "likelihood_scale": 0.25},
-    "mvtcae": {"steps": 300, "likelihood_scale": 0.25},
-    "mmvaeplus": {"steps": 300, "beta": 0.5, "likelihood_scale": 0.25, "likelihood": "gaussian"},
+    "mvae": {"beta": 0.25, "steps": 400},
+    "mmvae": {"beta": 0.1, "steps": 400},
+    "mopoe": {"beta": 0.1, "steps": 400},
+    "mvtcae": {"beta": 1.0, "steps": 400},
+    "mmvaeplus": {"beta": 0.5, "likelihood": "gaussian", "steps": 250},
 }
+
+
+def learned_coherence(name: str, seed: int, steps: int, data, classifier, workdir) -> dict[str, float]:
+    """Leave-one-out coherence on 200 test tuples after training ``name`` through the trainer."""
+    from mmbench.training.trainer import TrainerOptions, train_model
+
+    train, test = data
+    seed_everything(seed)
+    model = registry.build(name, train.modalities, {**LEARN_COMMON, **LEARN[name], "steps": steps})
+    train_model(model, train, None, TrainerOptions(workdir=workdir, config_hash=name, seed=seed, quiet=True))
+    seed_everything(1)
+    return leave_one_out_coherence(model, test.subset(200), classifier)
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_learns_cross_modal_generation(name, patterns3, patterns_classifier, tmp_path):
-    from mmbench.training.trainer import TrainerOptions, train_model
+    coherence = learned_coherence(name, 0, LEARN[name]["steps"], patterns3, patterns_classifier, tmp_path)
+    assert min(coherence.values()) >= 0.6, coherence
 
-    train, test = patterns3
-    overrides = {"width": 0.125, "batch_size": 8, "lr": 5e-3, **LEARN[name]}
-    seed_everything(0)
-    model = registry.build(name, train.modalities, overrides)
-    train_model(model, train, None, TrainerOptions(workdir=tmp_path, config_hash=name, seed=0, quiet=True))
-    seed_everything(1)
-    coherence = leave_one_out_coherence(model, test.subset(200), patterns_classifier)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_learns_with_other_seeds(name, seed, patterns3, patterns_classifier, tmp_path):
+    coherence = learned_coherence(name, seed, 600, patterns3, patterns_classifier, tmp_path)
     assert min(coherence.values()) >= 0.6, coherence

@@ -127,7 +127,7 @@ def test_energy_prefers_positive_pairs_and_guidance_lowers_it():
     sde = VPSDE(1.0, 5.0)
     energy = PairEnergy(4, 3, width=64)
     optimizer = torch.optim.Adam(energy.parameters(), lr=2e-3)
-    for _ in range(400):
+    for _ in range(300):
         z, present = _paired_latents(128)
         loss = nce_loss(energy, sde, z, present)["loss"]
         optimizer.zero_grad()
@@ -323,8 +323,8 @@ LEARN_SBM = {
     "score_lr": 1e-3, "sampler_steps": 50, "energy_steps": 200, "energy_batch_size": 64, "energy_lr": 1e-3,
     "energy_width": 64, "energy_gamma": 1.0, "aux_steps": 150, "aux_batch_size": 64, "aux_width": 0.125, "aux_proj_dim": 64,
 }
-LEARN_MLD = {"dim": 64, "time_dim": 64, "groups": 8, "score_steps": 300, "score_batch_size": 64, "score_lr": 1e-3,
-             "sampler_steps": 50}
+LEARN_MLD = {"dim": 128, "time_dim": 128, "groups": 8, "score_steps": 1000, "score_batch_size": 64,
+             "score_lr": 1e-3, "sampler_steps": 50}
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +346,6 @@ def test_model_learns_the_pattern_data(name, patterns3, patterns_classifier, sha
     assert model.cache is None, "the latent cache is released after training"
     torch.manual_seed(1)
     coherence = leave_one_out_coherence(model, test.subset(150), patterns_classifier, batch_size=150)
-    print(name, coherence)
     assert min(coherence.values()) >= 0.6, coherence
 
 

@@ -254,22 +254,25 @@ class _MLPScore(nn.Module):
         return -self.net(torch.cat([x, sigma.log()[:, None]], 1)) / sigma[:, None]
 
 
-@pytest.mark.slow  # KNOWN FAILING at 1000 steps (corr 0.65 vs 0.8; 2000 steps gives 0.75): needs a longer schedule
 def test_a_score_net_trained_on_a_correlated_gaussian_recovers_its_correlation():
+    # At a constant learning rate the net's last-iterate noise bent the correlation (0.60-0.75 over 1000-2000
+    # steps); with a cosine decay and batch 1024, seeds 0-3 gave 0.780-0.787 in ~10 s on one CPU thread.
     torch.manual_seed(0)
     sde = VPSDE(0.1, 20.0)
     rho = 0.8
     chol = torch.tensor([[1.0, 0.0], [rho, math.sqrt(1 - rho**2)]])
     model = _MLPScore(sde)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 1000)
     for _ in range(1000):
-        x0 = torch.randn(256, 2) @ chol.T
+        x0 = torch.randn(1024, 2) @ chol.T
         loss = dsm_loss(model, sde, x0).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
     with torch.no_grad():
         x = pc_sampler(model, sde, torch.randn(3000, 2), steps=100).x
     corr = torch.corrcoef(x.T)[0, 1].item()
-    assert corr == pytest.approx(rho, abs=0.07)
+    assert corr == pytest.approx(rho, abs=0.05)
     assert x.std(0).tolist() == pytest.approx([1.0, 1.0], abs=0.1)
