@@ -18,6 +18,19 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_cpu_thread")``): on a
+    shared 2-core machine two threads per process spin against each other (measured here: a small
+    training step 10× slower with 2 threads than with 1 under load)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def patterns3():
     """(train, test) of the easy 3-modality pattern dataset."""

@@ -33,15 +33,7 @@ from mmbench.distributions import kl_normal_normal, kl_normal_standard, product_
 from mmbench.seeding import seed_everything
 from mmbench.testing import leave_one_out_coherence
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """One torch thread: on a shared 2-core machine two threads per process spin against each other
-    (measured here: a small training step 10× slower with 2 threads than with 1 under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 BASELINES = ["mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus"]
