@@ -14,33 +14,45 @@ prints one line per evaluation and a summary row per model:
 
     model  stage  steps-to-target  train-minutes-to-target  best coherence (at steps)
 
+Resumable: with ``--state DIR`` each model keeps its trainer checkpoints and its trace (points and the
+training seconds logged every ``--log-every`` steps) in ``DIR/<model>-<hash of the settings>``; a rerun
+with the same settings resumes from the last checkpoint (earlier points kept, the points after it
+re-measured, the training clock restored to the checkpoint's step within ``--log-every`` steps) and a
+model already at its target or cap is reported without training. With ``--artifacts`` the finished
+autoencoder stages are stored by their reuse key and shared by every model (and by ``mmbench run``, when
+it is the harness's store, ``$MMBENCH_HOME/artifacts``, and the settings match a budget's).
+
 Usage (from the repository root, data and classifier prepared)::
 
     python benchmarks/bench_coherence.py --dataset polymnist10 --models mvae,sbm-vae \\
-        --width 0.25 --batch-size 64 --steps 2000 --max-steps 6000 --eval-every 250 --threads 2
+        --width 0.25 --batch-size 64 --steps 2000 --max-steps 6000 --eval-every 500 --threads 2 \\
+        --state ~/.mmbench/bench/coherence --artifacts ~/.mmbench/artifacts
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from classifiers.store import load_classifier
-from mmbench import registry
+from mmbench import atomic, registry
 from mmbench.data.store import load_dataset
+from mmbench.hashing import config_hash
 from mmbench.seeding import seed_everything
 from mmbench.suites.scales import scaled
 from mmbench.suites.spec import Scale
 from mmbench.testing import leave_one_out_coherence
 from mmbench.training.artifacts import ArtifactStore
-from mmbench.training.trainer import TrainerOptions, TrainingStopped, train_model
+from mmbench.training.trainer import TrainerOptions, TrainingStopped, stage_progress, train_model
 
 
 @dataclass
@@ -51,6 +63,29 @@ class Trace:
     last_stage: str
     points: list[tuple[int, float, float]] = field(default_factory=list)  # (step, train seconds, coherence)
     target: float = 0.5
+    clock: list[tuple[str, int, float]] = field(default_factory=list)  # (stage, step, train seconds) as logged
+    settings: dict = field(default_factory=dict)
+
+    def save(self, path: Path | None) -> None:
+        if path is not None:
+            atomic.write_text(path, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Trace:
+        data = json.loads(path.read_text())
+        data["points"] = [tuple(p) for p in data["points"]]
+        data["clock"] = [tuple(c) for c in data["clock"]]
+        return cls(**data)
+
+    def rewind(self, progress: list[tuple[str, int, bool]]) -> float:
+        """Forget what happened after the checkpoints a resumed run starts from; the training seconds then."""
+        order = {name: i for i, (name, _, _) in enumerate(progress)}
+        resume = next(((i, step) for i, (_, step, done) in enumerate(progress) if not done), (len(progress), 0))
+        kept = [c for c in self.clock if (order[c[0]], c[1]) <= resume]
+        self.clock = kept
+        if resume[0] == order[self.last_stage]:
+            self.points = [p for p in self.points if p[0] <= resume[1]]
+        return max((c[2] for c in kept), default=0.0)
 
     @property
     def reached(self) -> tuple[int, float] | None:
@@ -68,26 +103,34 @@ class Trace:
 class _Watcher:
     """Trainer callback: times training (evaluation excluded) and scores the last stage every K steps."""
 
-    def __init__(self, model, test, classifier, trace: Trace, every: int, say) -> None:
+    def __init__(self, model, test, classifier, trace: Trace, every: int, say, path: Path | None = None,
+                 train_seconds: float = 0.0) -> None:
         self.model, self.test, self.classifier, self.trace = model, test, classifier, trace
-        self.every, self.say = every, say
-        self.train_seconds = 0.0
+        self.every, self.say, self.path = every, say, path
+        self.train_seconds = train_seconds
         self.mark = time.perf_counter()
         self.stop = False
 
     def __call__(self, stage: str, step: int, values: dict[str, float]) -> None:
         now = time.perf_counter()
         self.train_seconds += now - self.mark
+        if "val/loss" not in values:
+            previous = self.trace.clock[-1] if self.trace.clock else None
+            if previous is not None and previous[0] != stage:
+                self.say(f"  {self.trace.model:<10} {previous[0]} done after {previous[1]} steps, "
+                         f"train {previous[2] / 60:6.1f} min so far")
+            self.trace.clock.append((stage, step, self.train_seconds))
         if stage == self.trace.last_stage and step % self.every == 0 and "val/loss" not in values:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(1)
                 scores = leave_one_out_coherence(self.model, self.test, self.classifier, batch_size=250)
             mean = sum(scores.values()) / len(scores)
-            self.trace.points.append((step, self.train_seconds, mean))
+            self.trace.points = [p for p in self.trace.points if p[0] != step] + [(step, self.train_seconds, mean)]
             self.say(f"  {self.trace.model:<10} {stage}:{step:>6}  train {self.train_seconds / 60:6.1f} min  "
                      f"coherence/loo/mean {mean:.3f}  (min {min(scores.values()):.3f}, eval "
                      f"{time.perf_counter() - now:.0f} s)")
             self.stop = mean >= self.trace.target
+        self.trace.save(self.path)
         self.mark = time.perf_counter()
 
 
@@ -110,18 +153,51 @@ def measure(name: str, args: argparse.Namespace, train, test, classifier, store:
     overrides = _overrides(name, scale, args.max_steps, train.data_hash)
     seed_everything(0)
     model = registry.build(name, train.modalities, overrides)
-    trace = Trace(name, model.stages()[-1].name, target=args.target)
-    watcher = _Watcher(model, test, classifier, trace, args.eval_every, say)
+    settings = json.loads(json.dumps({"model": name, "overrides": overrides, "eval_every": args.eval_every,
+                                      "eval_n": args.eval_n, "target": args.target, "dataset": train.data_hash}))
     say(f"{name}: {json.dumps(overrides, sort_keys=True)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        options = TrainerOptions(workdir=Path(tmp), config_hash=name, quiet=True, log_every=args.eval_every,
-                                 callback=watcher, artifacts=store, model_name=name,
-                                 should_stop=lambda: watcher.stop)
+    with _workdir(args.state, f"{name}-{config_hash(settings, length=12)}") as workdir:
+        options = TrainerOptions(workdir=workdir, config_hash=config_hash(settings), quiet=True,
+                                 log_every=args.log_every, artifacts=store, model_name=name)
+        trace_path = workdir / "trace.json" if args.state else None
+        trace, seconds = _resume(model, options, trace_path, settings, args.target, say)
+        if trace.reached or (trace.points and trace.points[-1][0] >= args.max_steps):
+            say(f"  {name}: already measured ({len(trace.points)} points in {trace_path})")
+            return trace
+        watcher = _Watcher(model, test, classifier, trace, args.eval_every, say, trace_path, seconds)
+        options.callback, options.should_stop = watcher, lambda: watcher.stop
         try:
             train_model(model, train, None, options)
         except TrainingStopped:
             pass
+        trace.save(trace_path)
     return trace
+
+
+@contextlib.contextmanager
+def _workdir(state: str | None, name: str) -> Iterator[Path]:
+    if state:
+        path = Path(state).expanduser() / name
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+
+
+def _resume(model, options: TrainerOptions, path: Path | None, settings: dict, target: float,
+            say) -> tuple[Trace, float]:
+    """The stored trace rewound to the trainer's checkpoints (a fresh one without), and its training seconds."""
+    if path is None or not path.exists():
+        return Trace(settings["model"], model.stages()[-1].name, target=target, settings=settings), 0.0
+    trace = Trace.load(path)
+    if trace.settings != settings:
+        raise SystemExit(f"{path} was measured with other settings; use another --state directory")
+    seconds = trace.rewind(stage_progress(model, options))
+    say(f"  {trace.model}: resuming at {trace.clock[-1][0] if trace.clock else 'the start'} "
+        f"step {trace.clock[-1][1] if trace.clock else 0}, {seconds / 60:.1f} train min so far, "
+        f"{len(trace.points)} points kept")
+    return trace, seconds
 
 
 def summary(trace: Trace) -> str:
@@ -148,7 +224,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--artifacts", default=None, help="artifact store for shared stages [a temporary one]")
     parser.add_argument("--json", default=None, help="also write the traces here")
+    parser.add_argument("--state", default=None, help="keep checkpoints and traces here, resume from them [none]")
+    parser.add_argument("--log-every", type=int, default=50, help="steps between training-clock records")
     args = parser.parse_args()
+    if args.eval_every % args.log_every:
+        parser.error(f"--eval-every ({args.eval_every}) must be a multiple of --log-every ({args.log_every})")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -164,7 +244,7 @@ def main() -> None:
         f"stages {args.steps} steps, last stage ≤ {args.max_steps}, target {args.target}")
     traces = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = ArtifactStore(Path(args.artifacts or tmp))
+        store = ArtifactStore(Path(args.artifacts or tmp).expanduser())
         for name in args.models.split(","):
             traces.append(measure(name, args, train, test, classifier, store, say))
             if args.json:

@@ -20,7 +20,13 @@ from mmbench.metrics.extractors import (
     random_inception_weights,
     resolve_inception_weights,
 )
-from mmbench.metrics.fid import fid_from_features, frechet_distance, kid_from_features, statistics
+from mmbench.metrics.fid import (
+    covariance_sqrt,
+    fid_from_features,
+    frechet_distance,
+    kid_from_features,
+    statistics,
+)
 
 
 def reference_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,6 +67,26 @@ def test_fid_equals_an_independent_frechet_distance():
     ours, reference = fid_from_features(a, b), reference_fid(a, b)
     assert reference > 1.0
     assert ours == pytest.approx(reference, rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [600, 12], ids=["full-rank", "rank-deficient"])
+def test_fid_equals_torch_fidelitys_general_eigenvalue_formula(n):
+    """Σ√eig(AΣ₁A), A = Σ₂^½, against torch-fidelity's Σ Re √eig(Σ₁Σ₂) — also when N < D (singular Σ)."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    a, b = _gaussians(2, n=n)
+    s1, s2 = statistics(a), statistics(b)
+    reference = fid_statistics_to_metric(s1, s2, verbose=False)[KEY_METRIC_FID]
+    assert frechet_distance(s1, s2) == pytest.approx(reference, rel=1e-6)
+    assert frechet_distance(s1, s2, covariance_sqrt(s2["sigma"])) == pytest.approx(reference, rel=1e-6)
+
+
+def test_covariance_sqrt_squares_back():
+    a, _ = _gaussians(3, n=10)  # rank 9 in 16 dimensions
+    sigma = statistics(a)["sigma"]
+    root = covariance_sqrt(sigma)
+    np.testing.assert_allclose(root, root.T, atol=1e-12)
+    np.testing.assert_allclose(root @ root, sigma, atol=1e-8 * np.abs(sigma).max())
 
 
 def test_fid_of_a_set_with_itself_is_zero():

@@ -27,6 +27,7 @@ from mmbench.training.trainer import (
     TrainingStopped,
     _make_scheduler,
     _only_stage_trainable,
+    stage_progress,
     train_model,
 )
 
@@ -126,6 +127,21 @@ def assert_same_state(a: nn.Module, b: nn.Module) -> None:
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+def test_stage_progress_is_what_a_rerun_resumes_from(data, tmp_path):
+    assert stage_progress(build(), options(tmp_path)) == [("recon", 0, False), ("head", 0, False)]
+    with pytest.raises(TrainingStopped):  # stops before recon's 8th step: checkpoint at the stop (7)
+        train_model(build(), data, None, options(tmp_path, should_stop=stop_after(7)))
+    assert stage_progress(build(), options(tmp_path)) == [("recon", 6, True), ("head", 1, False)]
+    train_model(build(), data, None, options(tmp_path))
+    assert stage_progress(build(), options(tmp_path)) == [("recon", 6, True), ("head", 5, True)]
+
+
+def test_stage_progress_counts_a_stored_artifact_as_finished(data, tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    train_model(build(reuse_key="k"), data, None, options(tmp_path / "a", artifacts=store))
+    assert stage_progress(build(reuse_key="k"), options(tmp_path / "b", artifacts=store))[0] == ("recon", 0, True)
 
 
 @pytest.mark.parametrize("steps_before_stop", [3, 8])  # inside stage "recon"; inside stage "head"

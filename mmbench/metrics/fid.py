@@ -1,6 +1,9 @@
-"""FID and KID through torch-fidelity 0.4.0's features -> statistics -> metric (``toshas/torch-fidelity``).
+"""FID and KID on torch-fidelity 0.4.0's features -> statistics (``toshas/torch-fidelity``).
 
-FID: Heusel et al. 2017 (TTUR), ``fid_features_to_statistics`` / ``fid_statistics_to_metric``.
+FID: Heusel et al. 2017 (TTUR). Statistics by ``fid_features_to_statistics``; the Fréchet distance's
+tr((Σ₁Σ₂)^½) as Σ √eig(AΣ₁A) with A = Σ₂^½ (a symmetric matrix with the same eigenvalues as Σ₁Σ₂, so
+``eigvalsh`` replaces ``fid_statistics_to_metric``'s general ``eigvals``: the same number, ≈ 8× faster
+at 512-d, and A of the real set is computed once per modality; the tests compare both).
 KID: Binkowski et al. 2018, unbiased MMD² with the cubic polynomial kernel, averaged over random subsets
 (``kid_features_to_metric``). Generated images of each target are compared with the real images of the
 same modality and split. Real statistics are cached under ``mmbench.paths.cache_dir()/fid_stats`` by
@@ -37,11 +40,25 @@ def statistics(features: np.ndarray) -> Statistics:
     return fid_features_to_statistics(torch.from_numpy(features))
 
 
-def frechet_distance(stats_1: Statistics, stats_2: Statistics) -> float:
-    """FID between two Gaussians, by torch-fidelity's ``fid_statistics_to_metric``."""
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+def covariance_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric PSD square root of a covariance (eigenvalues below 0 from round-off count as 0)."""
+    eigenvalues, vectors = np.linalg.eigh(sigma)
+    return (vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ vectors.T
 
-    return float(fid_statistics_to_metric(stats_1, stats_2, verbose=False)[KEY_METRIC_FID])
+
+def frechet_distance(stats_1: Statistics, stats_2: Statistics, sigma_2_sqrt: np.ndarray | None = None) -> float:
+    """FID between two Gaussians: ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr((Σ₁Σ₂)^½).
+
+    ``sigma_2_sqrt``: ``covariance_sqrt(stats_2["sigma"])`` when the caller has it (the real set's).
+    """
+    mu_1, sigma_1, mu_2, sigma_2 = stats_1["mu"], stats_1["sigma"], stats_2["mu"], stats_2["sigma"]
+    if mu_1.shape != mu_2.shape or sigma_1.shape != sigma_2.shape:
+        raise ValueError(f"FID statistics of different feature sizes: {mu_1.shape} and {mu_2.shape}")
+    root = covariance_sqrt(sigma_2) if sigma_2_sqrt is None else sigma_2_sqrt
+    eigenvalues = np.linalg.eigvalsh(root @ sigma_1 @ root)
+    trace_covmean = float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+    diff = mu_1 - mu_2
+    return float(diff @ diff + np.trace(sigma_1) + np.trace(sigma_2) - 2.0 * trace_covmean)
 
 
 def fid_from_features(features_1: np.ndarray, features_2: np.ndarray) -> float:
@@ -68,6 +85,7 @@ class RealStatistics:
     stats: Statistics
     features: np.ndarray  # float32, for KID
     path: Path
+    sigma_sqrt: np.ndarray  # covariance_sqrt(stats["sigma"]), shared by every generated set scored against it
 
 
 def _safe(text: str) -> str:
@@ -83,18 +101,18 @@ def real_statistics(ctx: EvalContext, images: np.ndarray, dataset: str, modality
     if path.is_file():
         with np.load(path) as stored:
             stats = {"mu": stored["mu"], "sigma": stored["sigma"]}
-            return RealStatistics(stats, stored["features"], path)
+            return RealStatistics(stats, stored["features"], path, covariance_sqrt(stats["sigma"]))
     features = ctx.features(("real", content, modality), images)
     stats = statistics(features)
     buffer = io.BytesIO()
     np.savez(buffer, mu=stats["mu"], sigma=stats["sigma"], features=features.astype(np.float32))
     atomic.write_bytes(path, buffer.getvalue())
-    return RealStatistics(stats, features, path)
+    return RealStatistics(stats, features, path, covariance_sqrt(stats["sigma"]))
 
 
 def _score(ctx: EvalContext, out: MetricOutput, key: str, generated: np.ndarray, real: RealStatistics, kid: bool) -> tuple:
     stats = statistics(generated)
-    fid = frechet_distance(stats, real.stats)
+    fid = frechet_distance(stats, real.stats, real.sigma_sqrt)
     out.values[f"fid/{key}"] = fid
     kid_mean = kid_std = ""
     if kid:

@@ -72,6 +72,21 @@ def train_model(
     return [_run_stage(model, stage, train, val, options) for stage in model.stages()]
 
 
+def stage_progress(model: MultimodalModel, options: TrainerOptions) -> list[tuple[str, int, bool]]:
+    """(stage name, steps already trained, finished) per stage, as a rerun of ``train_model`` with these
+    options would find them: a stage is finished when its checkpoint says so or its artifact is stored."""
+    progress = []
+    for stage in model.stages():
+        path = _checkpoint_path(options, stage)
+        stored = bool(stage.reuse_key and options.artifacts and options.artifacts.has(stage.reuse_key))
+        if path.exists():
+            state = ckpt.load(path, options.config_hash)
+            progress.append((stage.name, state.step, state.done or stored))
+        else:
+            progress.append((stage.name, 0, stored))
+    return progress
+
+
 def _checkpoint_path(options: TrainerOptions, stage: Stage) -> Path:
     return options.workdir / "checkpoints" / f"{stage.name.replace('/', '__')}.pt"
 
