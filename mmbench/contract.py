@@ -192,6 +192,16 @@ class MultimodalModel(nn.Module):
         with evaluating(self):
             return self._infer_latent(batch, given, target)
 
+    def infer_latent_many(self, batch: Batch, queries: Sequence[tuple[Subset, str]]) -> list[Tensor]:
+        """``infer_latent`` for several (given, target) queries on the same batch; models may batch them."""
+        self._require(Capability.LATENT_INFERENCE)
+        checked = []
+        for given, target in queries:
+            self._check_subset(frozenset({target}), "target")
+            checked.append((self._check_subset(given, "given"), target))
+        with evaluating(self):
+            return self._infer_latent_many(batch, checked)
+
     # --- what subclasses implement -------------------------------------------------------------------
     def _encode(self, batch: Batch, given: Subset) -> Tensor:
         raise CapabilityError(f"{type(self).__name__} declares encode but does not implement it")
@@ -212,6 +222,9 @@ class MultimodalModel(nn.Module):
 
     def _infer_latent(self, batch: Batch, given: Subset, target: str) -> Tensor:
         raise CapabilityError(f"{type(self).__name__} declares latent inference but does not implement it")
+
+    def _infer_latent_many(self, batch: Batch, queries: Sequence[tuple[Subset, str]]) -> list[Tensor]:
+        return [self._infer_latent(batch, g, t) for g, t in queries]
 
     # --- helpers ----------------------------------------------------------------------------------
     @property

@@ -180,8 +180,12 @@ class LatentGenerativeModel(MultimodalModel):
         return self.decode_latents(self._generate(known, observed, None), self.modalities)
 
     def _infer_latent(self, batch: Batch, given: Subset, target: str) -> Tensor:
-        (z,) = self._generate_queries(batch, [given])
-        return z[:, self.modalities.index(target)]
+        return self._infer_latent_many(batch, [(given, target)])[0]
+
+    def _infer_latent_many(self, batch: Batch, queries: Sequence[tuple[Subset, str]]) -> list[Tensor]:
+        """One sampler pass for every query: the same latents ``sample_conditional_many`` decodes."""
+        z = self._generate_queries(batch, [g for g, _ in queries])
+        return [zq[:, self.modalities.index(target)] for zq, (_, target) in zip(z, queries, strict=True)]
 
     def _generate_queries(self, batch: Batch, givens: Sequence[Subset]) -> list[Tensor]:
         """One ``_generate`` pass over every query stacked along the batch; latents per query."""

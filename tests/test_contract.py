@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from mmbench import registry
-from mmbench.contract import Capability, CapabilityError, MultimodalModel
+from mmbench.contract import Capability, CapabilityError, MultimodalModel, evaluating
 from mmbench.data.synthetic import make_patterns
 from mmbench.persist import load_model, save_model
 from mmbench.seeding import seed_everything
 from mmbench.training.trainer import TrainerOptions, train_model
+from sbm.base import LatentGenerativeModel
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -151,6 +152,39 @@ def test_latents_have_consistent_shapes(trained, batch):
         assert inferred.dim() == 2 and inferred.shape[0] == B and torch.isfinite(inferred).all()
         if model.has(Capability.ENCODE):  # the latent cosine similarity compares these two
             assert inferred.shape == model.encode(batch, frozenset({"m0"})).shape
+
+
+def test_batched_latent_inference_is_the_latent_the_samples_come_from(trained, batch):
+    """``infer_latent_many`` answers every query; under one seed, its latents decode to exactly the images
+    ``sample_conditional_many`` generates for the same queries (latent-diffusion models, whose generation
+    is sample latent -> decode); the others answer the queries one by one: separate ``infer_latent``
+    calls in order under the same seed give the same latents."""
+    name, model, _ = trained
+    if not model.has(Capability.LATENT_INFERENCE):
+        pytest.skip(f"{name} declares no latent inference")
+    queries = [(frozenset(MODALITIES) - {m}, m) for m in MODALITIES]
+    torch.manual_seed(3)
+    batched = model.infer_latent_many(batch, queries)
+    assert [z.shape for z in batched] == [model.infer_latent(batch, g, t).shape for g, t in queries]
+    if isinstance(model, LatentGenerativeModel):
+        torch.manual_seed(3)
+        samples = model.sample_conditional_many(batch, [(g, frozenset({t})) for g, t in queries])
+        for z, (_, t), sample in zip(batched, queries, samples, strict=True):
+            with evaluating(model):
+                decoded = model.decode_latents(_spread(model, z, t), frozenset({t}))[t]
+            torch.testing.assert_close(decoded, sample[t])
+    else:
+        torch.manual_seed(3)
+        separate = [model.infer_latent(batch, g, t) for g, t in queries]
+        for z, ref in zip(batched, separate, strict=True):
+            torch.testing.assert_close(z, ref)
+
+
+def _spread(model, z: torch.Tensor, target: str) -> torch.Tensor:
+    """A target's latent placed in the (B, M, D) layout ``decode_latents`` reads."""
+    full = z.new_zeros(z.shape[0], model.num_modalities, model.latent_dim)
+    full[:, model.modalities.index(target)] = z
+    return full
 
 
 def test_same_seed_same_outputs_in_any_mode_and_after_save_load(trained, batch, tmp_path):

@@ -7,7 +7,7 @@ written atomically, and reused by any later evaluation with the same key.
 
 Groups: ``loo`` (each modality given all others), ``curves`` (the k-observed queries that are not
 leave-one-out), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
-inputs), ``uncond`` (unconditional samples) and ``latents`` (``infer_latent`` given the rest and
+inputs), ``uncond`` (unconditional samples) and ``latents`` (``infer_latent_many``: each modality given the rest, and
 ``encode`` of the truth). Seeds: batch ``b`` of a stream runs under ``derive_seed(seed, stream, b)``;
 ``loo`` and ``loo_fgsm`` share their stream, so clean and attacked generation see the same noise.
 """
@@ -180,7 +180,7 @@ class SampleCache:
 
     def latents(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
         """``(infer_latent(rest -> m), encode({m}))`` as float32 ``(N, D)`` arrays."""
-        arrays = self._stored("latents", {}, self._generate_latents)
+        arrays = self._stored("latents", {"queries": "loo, batched"}, self._generate_latents)
         return arrays[f"inferred__{modality}.npy"], arrays[f"encoded__{modality}.npy"]
 
     # --- storage ---------------------------------------------------------------------------------
@@ -287,8 +287,9 @@ class SampleCache:
             batch, _ = self.data.batch(idx, self.names)
             batch = {m: x.to(device) for m, x in batch.items()}
             with seeded(derive_seed(self.seed, "latents", b), device):
-                for m in self.names:
-                    inferred = self.model.infer_latent(batch, frozenset(loo_given(self.names, m)), m)
+                queries = [(frozenset(loo_given(self.names, m)), m) for m in self.names]
+                inferred_all = self.model.infer_latent_many(batch, queries)
+                for m, inferred in zip(self.names, inferred_all, strict=True):
                     encoded = self.model.encode(batch, frozenset({m}))
                     for kind, z in (("inferred", inferred), ("encoded", encoded)):
                         name = f"{kind}__{m}.npy"
