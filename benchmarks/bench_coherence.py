@@ -83,8 +83,9 @@ class Trace:
         resume = next(((i, step) for i, (_, step, done) in enumerate(progress) if not done), (len(progress), 0))
         kept = [c for c in self.clock if (order[c[0]], c[1]) <= resume]
         self.clock = kept
-        if resume[0] == order[self.last_stage]:
-            self.points = [p for p in self.points if p[0] <= resume[1]]
+        last = order[self.last_stage]
+        if resume[0] <= last:  # the last stage restarts at resume[1] (at 0 when an earlier stage is unfinished)
+            self.points = [p for p in self.points if p[0] <= (resume[1] if resume[0] == last else 0)]
         return max((c[2] for c in kept), default=0.0)
 
     @property
