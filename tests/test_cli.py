@@ -98,6 +98,7 @@ def test_ls_suites_marks_budgets():
     for name in ("polymnist10", "polymnist10-scaling", "polymnist10-ablation", "polymnist5", "synthetic"):
         assert f"\n{name}  v" in "\n" + out
     assert "unmeasured, to be sized" in out and "ranks nothing" in out and "the paper's sizes" in out
+    assert "        mvtcae: steps 1500\n" in out  # a budget's per-model overrides are listed
 
 
 # ------------------------------------------------------------------------------------------ run + store

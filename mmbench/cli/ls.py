@@ -44,6 +44,8 @@ def suites(verbose: bool) -> None:
             if verbose:
                 click.echo(f"        data train/val/test {_n(budget.n_train)}/{_n(budget.n_val)}/{_n(budget.n_test)}; "
                            f"scale {_scale(budget)}; eval {dict(budget.eval_overrides) or 'defaults'}")
+                for model, fields in budget.model_overrides:
+                    click.echo(f"        {model}: {', '.join(f'{k} {v}' for k, v in fields)}")
                 if budget.note:
                     click.echo(f"        {budget.note}")
 
