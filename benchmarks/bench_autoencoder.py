@@ -30,6 +30,7 @@ from torch import nn
 from classifiers.store import load_classifier
 from mmbench.data.store import load_dataset
 from mmbench.seeding import seed_everything
+from mmbench.training.device import resolve_device
 from mmbench.training.trainer import TrainerOptions, TrainingStopped, train_model
 from sbm.autoencoders import AESpec, UnimodalAE, autoencoder_stage
 
@@ -73,10 +74,11 @@ def reconstruction_accuracy(ae: UnimodalAE, images: torch.Tensor, labels: torch.
 def measure(args: argparse.Namespace, say) -> Curve:
     train = load_dataset(args.dataset, "train", verify=False)
     test = load_dataset(args.dataset, "test", verify=False).subset(args.eval_n)
+    device = resolve_device(args.device)
     classifier, record = load_classifier(args.classifier or f"{args.dataset}-eval")
-    classifier.eval()
+    classifier.to(device).eval()
     images, labels = test.batch(torch.arange(len(test)).numpy(), (args.modality,))
-    images = images[args.modality]
+    images, labels = images[args.modality].to(device), labels.to(device)
     spec = AESpec(family=args.family, latent_dim=64, width=args.width, vae_beta=args.vae_beta, rae_l2=1e-5,
                   rae_noise_var=0.01, steps=args.max_steps, lr=args.lr, batch_size=args.batch_size)
     say(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load "
@@ -101,8 +103,8 @@ def measure(args: argparse.Namespace, say) -> Curve:
         clock["mark"] = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
-        options = TrainerOptions(workdir=Path(tmp), config_hash="bench-autoencoder", quiet=True,
-                                 log_every=args.eval_every, callback=watch, model_name="autoencoder")
+        options = TrainerOptions(workdir=Path(tmp), config_hash="bench-autoencoder", quiet=True, device=device,
+                                 amp=args.amp, log_every=args.eval_every, callback=watch, model_name="autoencoder")
         try:
             train_model(model, train, None, options)  # type: ignore[arg-type]
         except TrainingStopped:
@@ -125,6 +127,8 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=1000, help="test images scored per evaluation")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--json", default=None, help="write the curve here (updated at every evaluation)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)

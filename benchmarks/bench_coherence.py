@@ -48,10 +48,11 @@ from mmbench import atomic, registry
 from mmbench.data.store import load_dataset
 from mmbench.hashing import config_hash
 from mmbench.seeding import seed_everything
-from mmbench.suites.scales import scaled
+from mmbench.suites.scales import ALL_MODELS, scaled
 from mmbench.suites.spec import Scale
 from mmbench.testing import leave_one_out_coherence
 from mmbench.training.artifacts import ArtifactStore
+from mmbench.training.device import resolve_device
 from mmbench.training.trainer import TrainerOptions, TrainingStopped, stage_progress, train_model
 
 
@@ -159,7 +160,8 @@ def measure(name: str, args: argparse.Namespace, train, test, classifier, store:
     say(f"{name}: {json.dumps(overrides, sort_keys=True)}")
     with _workdir(args.state, f"{name}-{config_hash(settings, length=12)}") as workdir:
         options = TrainerOptions(workdir=workdir, config_hash=config_hash(settings), quiet=True,
-                                 log_every=args.log_every, artifacts=store, model_name=name)
+                                 log_every=args.log_every, artifacts=store, model_name=name,
+                                 device=resolve_device(args.device), amp=args.amp)
         trace_path = workdir / "trace.json" if args.state else None
         trace, seconds = _resume(model, options, trace_path, settings, args.target, say)
         if trace.reached or (trace.points and trace.points[-1][0] >= args.max_steps):
@@ -212,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="polymnist10")
     parser.add_argument("--classifier", default=None, help="evaluation classifier name [DATASET-eval]")
-    parser.add_argument("--models", default="mvae")
+    parser.add_argument("--models", default="mvae", help="comma-separated registered names, or 'all' (the suites' twelve)")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2000, help="steps of every stage before the last")
@@ -225,6 +227,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--artifacts", default=None, help="artifact store for shared stages [a temporary one]")
     parser.add_argument("--json", default=None, help="also write the traces here")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (training and evaluation)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")
     parser.add_argument("--state", default=None, help="keep checkpoints and traces here, resume from them [none]")
     parser.add_argument("--log-every", type=int, default=50, help="steps between training-clock records")
     args = parser.parse_args()
@@ -239,14 +243,16 @@ def main() -> None:
     train = load_dataset(args.dataset, "train", verify=False)
     test = load_dataset(args.dataset, "test", verify=False).subset(args.eval_n)
     classifier, record = load_classifier(args.classifier or f"{args.dataset}-eval")
-    say(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load "
+    classifier.to(resolve_device(args.device))
+    say(f"torch {torch.__version__}, device {resolve_device(args.device)}{' (amp)' if args.amp else ''}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load "
         f"{os.getloadavg()[0]:.1f}; {args.dataset} ({len(train)} train tuples, M={len(train.modalities)}), "
         f"classifier {record.name} {record.sha256[:8]}; width {args.width}, batch {args.batch_size}, earlier "
         f"stages {args.steps} steps, last stage ≤ {args.max_steps}, target {args.target}")
     traces = []
     with tempfile.TemporaryDirectory() as tmp:
         store = ArtifactStore(Path(args.artifacts or tmp).expanduser())
-        for name in args.models.split(","):
+        for name in (ALL_MODELS if args.models == "all" else args.models.split(",")):
             traces.append(measure(name, args, train, test, classifier, store, say))
             if args.json:
                 Path(args.json).write_text(json.dumps([asdict(t) for t in traces], indent=1))
