@@ -8,7 +8,7 @@ use, mapped to the model's fields by ``mmbench.suites.scales``), trains it throu
 every ``--eval-every`` steps of the model's **last** stage, measures the mean leave-one-out coherence
 (each modality generated from all the others, scored by the evaluation classifier) on ``--eval-n`` test
 tuples. Earlier stages (the SBM/MLD unimodal autoencoders, the -T encoders, the score net of -C) run
-their scaled steps first; their time is counted. The evaluation runs under ``torch.random.fork_rng`` so the
+their scaled steps first; their time is counted. The evaluation runs under ``mmbench.seeding.seeded`` (a forked RNG) so the
 training's random stream is the same as without it. It stops at the target or at ``--max-steps`` and
 prints one line per evaluation and a summary row per model:
 
@@ -47,7 +47,7 @@ from classifiers.store import load_classifier
 from mmbench import atomic, registry
 from mmbench.data.store import load_dataset
 from mmbench.hashing import config_hash
-from mmbench.seeding import seed_everything
+from mmbench.seeding import seed_everything, seeded
 from mmbench.suites.scales import ALL_MODELS, scaled
 from mmbench.suites.spec import Scale
 from mmbench.testing import leave_one_out_coherence
@@ -123,8 +123,7 @@ class _Watcher:
                          f"train {previous[2] / 60:6.1f} min so far")
             self.trace.clock.append((stage, step, self.train_seconds))
         if stage == self.trace.last_stage and step % self.every == 0 and "val/loss" not in values:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(1)
+            with seeded(1, self.model.device):
                 scores = leave_one_out_coherence(self.model, self.test, self.classifier, batch_size=250)
             mean = sum(scores.values()) / len(scores)
             self.trace.points = [p for p in self.trace.points if p[0] != step] + [(step, self.train_seconds, mean)]

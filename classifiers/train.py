@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from classifiers.nets import build_classifier
 from mmbench.data.dataset import MultimodalDataset
+from mmbench.seeding import seeded
 
 Progress = Callable[[str], None]
 
@@ -95,8 +96,7 @@ def _lr_at(step: int, total: int, lr: float, schedule: str) -> float:
 
 def _init_model(arch: str, seed: int) -> nn.Module:
     """The initial weights depend on ``seed`` only; the caller's global RNG state is left untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, torch.device("cpu")):
         return build_classifier(arch)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -19,3 +21,13 @@ def derive_seed(seed: int, *keys: object) -> int:
     from mmbench.hashing import config_hash
 
     return int(config_hash([seed, *[str(k) for k in keys]], length=8), 16)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block under a fixed seed without disturbing the caller's RNG streams (CPU, and the CUDA
+    device the block runs on)."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

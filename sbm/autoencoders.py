@@ -17,8 +17,6 @@ harness's artifact store.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,7 +28,7 @@ from mmbench.contract import Stage, StageHParams
 from mmbench.distributions import kl_normal_standard, reparameterize
 from mmbench.hashing import config_hash
 from mmbench.nets.residual import ResDecoder, ResEncoder
-from mmbench.seeding import derive_seed
+from mmbench.seeding import derive_seed, seeded
 
 FAMILIES = ("vae", "rae")
 STAGE_VERSION = "sbm.autoencoders/1"  # bump when the training recipe changes: old artifacts stop matching
@@ -115,15 +113,6 @@ class UnimodalAE(nn.Module):
         rec = F.mse_loss(self.decoder(noisy), x)
         reg = z.square().sum(1).mean()
         return {"loss": rec + self.spec.rae_l2 * reg, "rec": rec, "z_norm2": reg}
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block under a fixed seed without disturbing the caller's RNG streams."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def reset_parameters(module: nn.Module, seed: int) -> None:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mmbench import paths
 from mmbench.hashing import sha256_file
+from mmbench.seeding import seeded
 
 INCEPTION = "inception-v3-compat"
 CLASSIFIER = "mmbench-clf"
@@ -199,8 +200,7 @@ def random_inception_weights(path: str | Path, seed: int = 0) -> Path:
 
     from torch_fidelity import feature_extractor_inceptionv3 as tfi
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, torch.device("cpu")):
         with mock.patch.object(tfi, "load_state_dict_from_url", return_value=None), mock.patch.object(
             tfi.FeatureExtractorInceptionV3, "load_state_dict", return_value=None
         ):

@@ -14,7 +14,6 @@ inputs), ``uncond`` (unconditional samples) and ``latents`` (``infer_latent_many
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -33,7 +32,7 @@ from mmbench.contract import MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.hashing import config_hash, sha256_array
 from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
-from mmbench.seeding import derive_seed
+from mmbench.seeding import derive_seed, seeded
 
 CACHE_FORMAT = 1
 Query = tuple[frozenset[str], frozenset[str]]
@@ -67,15 +66,6 @@ def data_fingerprint(data: MultimodalDataset, modalities: Sequence[str]) -> str:
 def to_uint8(x: Tensor) -> np.ndarray:
     """Float images in [0, 1] (clamped) to uint8, on the CPU."""
     return (x.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy())
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """torch's global RNG seeded inside, the caller's RNG state restored after."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def _file(given_id: str, target: str) -> str:
