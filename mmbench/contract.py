@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mmbench.seeding import forked_rng
+
 Batch = Mapping[str, Tensor]
 Subset = frozenset[str]
 
@@ -202,6 +204,26 @@ class MultimodalModel(nn.Module):
         with evaluating(self):
             return self._infer_latent_many(batch, checked)
 
+    def sample_with_latents_many(
+        self, batch: Batch, queries: Sequence[tuple[Subset, str]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """For each (given, target) query, the sampled images of ``target`` and the latent inferred for it.
+
+        Under one RNG state, the images are those ``sample_conditional_many`` generates for the queries and
+        the latents those ``infer_latent_many`` returns (each as if called alone from that state; afterwards
+        the RNG is where ``sample_conditional_many`` leaves it). Latent-generative models answer both from
+        one sampler pass, so the latent cosine similarity is measured on the latents behind the samples the
+        coherence metric scores, at no extra cost.
+        """
+        self._require(Capability.CONDITIONAL)
+        self._require(Capability.LATENT_INFERENCE)
+        checked = []
+        for given, target in queries:
+            self._check_subset(frozenset({target}), "target")
+            checked.append((self._check_subset(given, "given"), target))
+        with evaluating(self):
+            return self._sample_with_latents_many(batch, checked)
+
     # --- what subclasses implement -------------------------------------------------------------------
     def _encode(self, batch: Batch, given: Subset) -> Tensor:
         raise CapabilityError(f"{type(self).__name__} declares encode but does not implement it")
@@ -225,6 +247,14 @@ class MultimodalModel(nn.Module):
 
     def _infer_latent_many(self, batch: Batch, queries: Sequence[tuple[Subset, str]]) -> list[Tensor]:
         return [self._infer_latent(batch, g, t) for g, t in queries]
+
+    def _sample_with_latents_many(
+        self, batch: Batch, queries: Sequence[tuple[Subset, str]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        with forked_rng(self.device):  # the latents see the RNG state the samples start from
+            latents = self._infer_latent_many(batch, queries)
+        samples = self._sample_conditional_many(batch, [(g, frozenset({t})) for g, t in queries])
+        return [s[t] for s, (_, t) in zip(samples, queries, strict=True)], latents
 
     # --- helpers ----------------------------------------------------------------------------------
     @property

@@ -24,10 +24,18 @@ def derive_seed(seed: int, *keys: object) -> int:
 
 
 @contextlib.contextmanager
+def forked_rng(device: torch.device) -> Iterator[None]:
+    """Run a block on copies of torch's RNG streams (CPU, and the CUDA device the block runs on): the
+    caller's streams are as they were afterwards."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Run a block under a fixed seed without disturbing the caller's RNG streams (CPU, and the CUDA
     device the block runs on)."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with forked_rng(device):
         torch.manual_seed(seed)
         yield

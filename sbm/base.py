@@ -184,7 +184,17 @@ class LatentGenerativeModel(MultimodalModel):
 
     def _infer_latent_many(self, batch: Batch, queries: Sequence[tuple[Subset, str]]) -> list[Tensor]:
         """One sampler pass for every query: the same latents ``sample_conditional_many`` decodes."""
+        return self._target_latents(self._generate_queries(batch, [g for g, _ in queries]), queries)
+
+    def _sample_with_latents_many(
+        self, batch: Batch, queries: Sequence[tuple[Subset, str]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """One sampler pass: each target's latent and its decoding."""
         z = self._generate_queries(batch, [g for g, _ in queries])
+        images = [self.decode_latents(zq, frozenset({t}))[t] for zq, (_, t) in zip(z, queries, strict=True)]
+        return images, self._target_latents(z, queries)
+
+    def _target_latents(self, z: Sequence[Tensor], queries: Sequence[tuple[Subset, str]]) -> list[Tensor]:
         return [zq[:, self.modalities.index(target)] for zq, (_, target) in zip(z, queries, strict=True)]
 
     def _generate_queries(self, batch: Batch, givens: Sequence[Subset]) -> list[Tensor]:

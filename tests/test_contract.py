@@ -180,6 +180,30 @@ def test_batched_latent_inference_is_the_latent_the_samples_come_from(trained, b
             torch.testing.assert_close(z, ref)
 
 
+def test_samples_with_latents_are_the_two_separate_calls_in_one(trained, batch):
+    """``sample_with_latents_many`` from one RNG state gives the images ``sample_conditional_many`` gives
+    from that state, the latents ``infer_latent_many`` gives from it, and leaves the RNG where sampling
+    alone leaves it (the sample cache stores leave-one-out samples and latents from this one call)."""
+    name, model, _ = trained
+    if not (model.has(Capability.LATENT_INFERENCE) and model.has(Capability.CONDITIONAL)):
+        pytest.skip(f"{name} declares no latent inference")
+    queries = [(frozenset(MODALITIES) - {m}, m) for m in MODALITIES]
+    torch.manual_seed(5)
+    images, latents = model.sample_with_latents_many(batch, queries)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    samples = model.sample_conditional_many(batch, [(g, frozenset({t})) for g, t in queries])
+    after_sampling = torch.rand(3)
+    torch.manual_seed(5)
+    inferred = model.infer_latent_many(batch, queries)
+    for (_, t), image, sample, z, ref in zip(queries, images, samples, latents, inferred, strict=True):
+        torch.testing.assert_close(image, sample[t])
+        torch.testing.assert_close(z, ref)
+    torch.testing.assert_close(after, after_sampling)
+    with pytest.raises(ValueError, match="unknown modalities"):
+        model.sample_with_latents_many(batch, [(frozenset({"m0"}), "nope")])
+
+
 def _spread(model, z: torch.Tensor, target: str) -> torch.Tensor:
     """A target's latent placed in the (B, M, D) layout ``decode_latents`` reads."""
     full = z.new_zeros(z.shape[0], model.num_modalities, model.latent_dim)

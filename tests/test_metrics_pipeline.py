@@ -248,7 +248,7 @@ def test_rerun_reuses_the_cache_and_same_seed_gives_same_samples(patterns3, clas
     _forbid_sampling(model, monkeypatch)
     again = evaluate(model, test, metrics, settings, tmp_path / "a")
     assert again.values == first.values
-    assert all(float(again.provenance[f"seconds/samples/{g}"]) == 0.0 for g in ("loo", "uncond", "latents"))
+    assert all(float(again.provenance[f"seconds/samples/{g}"]) == 0.0 for g in ("loo", "uncond"))
 
 
 def test_cache_key_follows_the_model_state(patterns3, classifier_path, tmp_path):
@@ -267,9 +267,34 @@ def test_sample_files_are_uint8(patterns3, classifier_path, tmp_path):
     _, test = patterns3
     settings = _settings(classifier_path, n_conditional=40, n_unconditional=40)
     evaluate(DummyModel(test.modalities, DummyConfig()), test, ["coherence"], settings, tmp_path)
-    files = list((tmp_path / "samples").glob("loo-*/*.npy"))
+    files = [f for f in (tmp_path / "samples").glob("loo-*/*.npy") if "__" in f.name and not f.name.startswith(("inferred", "encoded"))]
     assert len(files) == 3
     assert all(np.load(f).dtype == np.uint8 and np.load(f).shape == (40, 3, 28, 28) for f in files)
+    latents = sorted(f.name for f in (tmp_path / "samples").glob("loo-*/*.npy") if f.name.startswith(("inferred", "encoded")))
+    assert latents == [f"{kind}__{m}.npy" for kind in ("encoded", "inferred") for m in test.modalities]
+
+
+def test_cached_latents_come_from_the_leave_one_out_pass(patterns3, tmp_path):
+    """The cache's inferred latents and leave-one-out samples are one call's: under the loo stream's seed,
+    ``sample_with_latents_many`` on the first batch gives exactly the stored rows."""
+    from mmbench.metrics.samples import SampleCache
+    from mmbench.seeding import derive_seed, seeded
+
+    _, test = patterns3
+    model = DummyModel(test.modalities, DummyConfig())
+    data = test.subset(20, stratified=False)
+    cache = SampleCache(tmp_path, model, data, n_unconditional=4, batch_size=8, seed=3)
+    names = list(test.modalities)
+    batch, _ = data.batch(np.arange(8), names)
+    queries = [(frozenset(loo_given(names, m)), m) for m in names]
+    with seeded(derive_seed(3, "conditional", 0), model.device):
+        images, latents = model.sample_with_latents_many(batch, queries)
+    for (given, m), image, z in zip(queries, images, latents, strict=True):
+        inferred, encoded = cache.latents(m)
+        np.testing.assert_array_equal(inferred[:8], z.numpy())
+        np.testing.assert_array_equal(encoded[:8], model.encode(batch, frozenset({m})).numpy())
+        np.testing.assert_array_equal(cache.conditional(sorted(given), m)[:8], (image.clamp(0, 1) * 255).round().byte().numpy())
+    assert set(cache.seconds) == {"loo"}  # no second sampler pass for the latents
 
 
 # --- skips, names, needs ------------------------------------------------------------------------------
@@ -285,7 +310,7 @@ def test_metrics_a_model_cannot_serve_are_skipped_with_a_reason(patterns3, class
 
 def test_metric_needs_and_unknown_names():
     assert metric_needs("coherence") == frozenset({Capability.CONDITIONAL})
-    assert metric_needs("latent_cosine") == frozenset({Capability.ENCODE, Capability.LATENT_INFERENCE})
+    assert metric_needs("latent_cosine") == frozenset({Capability.CONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE})
     with pytest.raises(KeyError, match="Did you mean 'coherence'"):
         metric_needs("coherense")
 

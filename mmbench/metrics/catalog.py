@@ -163,7 +163,7 @@ register_metric(MetricSpec(
 register_metric(MetricSpec(
     "latent_cosine", "cosine between the latent inferred from the rest and the latent encoded from the truth",
     "Wesego & Rooshenas 2024 A.5.2, Table 7",
-    frozenset({ENCODE, LATENT_INFERENCE}), f"{_M}.latent:compute_latent_cosine", latent_cosine_keys,
+    frozenset({CONDITIONAL, ENCODE, LATENT_INFERENCE}), f"{_M}.latent:compute_latent_cosine", latent_cosine_keys,
     (("latent_cosine/*", True),),
 ))
 register_metric(MetricSpec(

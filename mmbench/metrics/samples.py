@@ -7,8 +7,9 @@ written atomically, and reused by any later evaluation with the same key.
 
 Groups: ``loo`` (each modality given all others), ``curves`` (the k-observed queries that are not
 leave-one-out), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
-inputs), ``uncond`` (unconditional samples) and ``latents`` (``infer_latent_many``: each modality given the rest, and
-``encode`` of the truth). Seeds: batch ``b`` of a stream runs under ``derive_seed(seed, stream, b)``;
+inputs) and ``uncond`` (unconditional samples). For a model that infers latents, the ``loo`` group also holds,
+from the same pass (``sample_with_latents_many``), the latent behind each leave-one-out sample and ``encode`` of
+the truth: the latent cosine similarity is measured on the samples coherence scores. Seeds: batch ``b`` of a stream runs under ``derive_seed(seed, stream, b)``;
 ``loo`` and ``loo_fgsm`` share their stream, so clean and attacked generation see the same noise.
 """
 
@@ -28,13 +29,13 @@ import torch
 from torch import Tensor
 
 from mmbench import atomic
-from mmbench.contract import MultimodalModel
+from mmbench.contract import Capability, MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.hashing import config_hash, sha256_array
 from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
 from mmbench.seeding import derive_seed, seeded
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the leave-one-out latents live in the loo group
 Query = tuple[frozenset[str], frozenset[str]]
 Transform = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
 Progress = Callable[[str], None] | None
@@ -81,6 +82,7 @@ class ConditionalGroup:
     queries: tuple[Query, ...]
     transform: Transform | None = None
     transform_id: dict[str, Any] | None = None  # what makes the transform's output (part of the key)
+    latents: bool = False  # also store the latent behind each sample and encode({target}) of the truth
 
 
 def merge_queries(pairs: Sequence[tuple[Sequence[str], str]], skip: set[tuple[frozenset[str], str]]) -> list[Query]:
@@ -98,10 +100,12 @@ def answered(queries: Sequence[Query]) -> set[tuple[frozenset[str], str]]:
     return {(g, t) for g, ts in queries for t in ts}
 
 
-def conditional_groups(names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]]) -> list[ConditionalGroup]:
+def conditional_groups(
+    names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]], loo_latents: bool = False
+) -> list[ConditionalGroup]:
     """The plan of clean conditional queries implied by the modalities and settings (not by the metrics)."""
     loo = merge_queries([(loo_given(names, m), m) for m in names], set())
-    groups = [ConditionalGroup("loo", "conditional", tuple(loo))]
+    groups = [ConditionalGroup("loo", "conditional", tuple(loo), latents=loo_latents)]
     done = answered(loo)
     if k_curves:
         curves = merge_queries([(given, target) for _, _, given, target in curve_queries(names)], done)
@@ -138,7 +142,8 @@ class SampleCache:
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
-        self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets)}
+        loo_latents = all(model.has(c) for c in (Capability.CONDITIONAL, Capability.LATENT_INFERENCE, Capability.ENCODE))
+        self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets, loo_latents)}
         self.model_hash = model_fingerprint(model)
         self.data_hash = data_fingerprint(data, self.names)
         self.seconds: dict[str, float] = {}  # generation time per group (0 when loaded from disk)
@@ -169,8 +174,12 @@ class SampleCache:
         return self._stored("uncond", {"n": self.n_unconditional}, self._generate_unconditional)[f"{modality}.npy"]
 
     def latents(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(infer_latent(rest -> m), encode({m}))`` as float32 ``(N, D)`` arrays."""
-        arrays = self._stored("latents", {"queries": "loo, batched"}, self._generate_latents)
+        """``(infer_latent(rest -> m), encode({m}))`` as float32 ``(N, D)`` arrays; the first is the latent the
+        leave-one-out sample of ``m`` was decoded from, where the model generates through its latent."""
+        loo = self.groups["loo"]
+        if not loo.latents:
+            raise KeyError(f"{type(self.model).__name__} does not declare conditional sampling, latent inference and encode")
+        arrays = self._group(loo)
         return arrays[f"inferred__{modality}.npy"], arrays[f"encoded__{modality}.npy"]
 
     # --- storage ---------------------------------------------------------------------------------
@@ -184,7 +193,7 @@ class SampleCache:
     def _group(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
         extra = {
             "queries": [[subset_id(g, self.names), sorted(t)] for g, t in group.queries],
-            "stream": group.stream, "transform": group.transform_id,
+            "stream": group.stream, "transform": group.transform_id, "latents": group.latents,
         }
         return self._stored(group.name, extra, lambda out: self._generate_conditional(out, group))
 
@@ -234,61 +243,66 @@ class SampleCache:
 
     def _generate_conditional(self, out: Path, group: ConditionalGroup) -> None:
         n, device = len(self.data), self.model.device
-        files = {
-            (g, t): np.lib.format.open_memmap(
-                out / _file(subset_id(g, self.names), t), mode="w+", dtype=np.uint8, shape=(n, *self._image_shape(t))
-            )
-            for g, ts in group.queries
-            for t in sorted(ts)
-        }
+        files = _Arrays(out, n)
         for b, idx in self._chunks(n):
             batch, labels = self.data.batch(idx, self.names)
             if group.transform is not None:
                 batch = group.transform(batch, labels)
             batch = {m: x.to(device) for m, x in batch.items()}
             with seeded(derive_seed(self.seed, group.stream, b), device):
-                outputs = self.model.sample_conditional_many(batch, list(group.queries))
-            for (g, ts), result in zip(group.queries, outputs, strict=True):
-                for t in ts:
-                    files[(g, t)][idx] = to_uint8(self._check("sample_conditional_many", result, t, len(idx)))
+                if group.latents:
+                    self._sample_with_latents(files, idx, batch, group)
+                else:
+                    self._sample(files, idx, batch, group)
             self._say(f"samples {group.name}: {idx[-1] + 1}/{n}")
-        for array in files.values():
-            array.flush()
+        files.flush()
+
+    def _sample(self, files: _Arrays, idx: np.ndarray, batch: dict[str, Tensor], group: ConditionalGroup) -> None:
+        outputs = self.model.sample_conditional_many(batch, list(group.queries))
+        for (g, ts), result in zip(group.queries, outputs, strict=True):
+            for t in ts:
+                image = self._check("sample_conditional_many", result, t, len(idx))
+                files.put(_file(subset_id(g, self.names), t), idx, to_uint8(image))
+
+    def _sample_with_latents(self, files: _Arrays, idx: np.ndarray, batch: dict[str, Tensor], group: ConditionalGroup) -> None:
+        queries = [(g, t) for g, ts in group.queries for t in sorted(ts)]
+        images, inferred = self.model.sample_with_latents_many(batch, queries)
+        for (g, t), image, z in zip(queries, images, inferred, strict=True):
+            image = self._check("sample_with_latents_many", {t: image}, t, len(idx))
+            files.put(_file(subset_id(g, self.names), t), idx, to_uint8(image))
+            files.put(f"inferred__{t}.npy", idx, _latent_rows(z, len(idx)))
+            files.put(f"encoded__{t}.npy", idx, _latent_rows(self.model.encode(batch, frozenset({t})), len(idx)))
 
     def _generate_unconditional(self, out: Path) -> None:
         n, device = self.n_unconditional, self.model.device
-        files = {
-            m: np.lib.format.open_memmap(out / f"{m}.npy", mode="w+", dtype=np.uint8, shape=(n, *self._image_shape(m)))
-            for m in self.names
-        }
+        files = _Arrays(out, n)
         for b, idx in self._chunks(n):
             with seeded(derive_seed(self.seed, "unconditional", b), device):
                 result = self.model.sample_unconditional(len(idx))
             for m in self.names:
-                files[m][idx] = to_uint8(self._check("sample_unconditional", result, m, len(idx)))
+                files.put(f"{m}.npy", idx, to_uint8(self._check("sample_unconditional", result, m, len(idx))))
             self._say(f"samples uncond: {idx[-1] + 1}/{n}")
-        for array in files.values():
-            array.flush()
+        files.flush()
 
-    def _generate_latents(self, out: Path) -> None:
-        n, device = len(self.data), self.model.device
-        files: dict[str, np.ndarray] = {}
-        for b, idx in self._chunks(n):
-            batch, _ = self.data.batch(idx, self.names)
-            batch = {m: x.to(device) for m, x in batch.items()}
-            with seeded(derive_seed(self.seed, "latents", b), device):
-                queries = [(frozenset(loo_given(self.names, m)), m) for m in self.names]
-                inferred_all = self.model.infer_latent_many(batch, queries)
-                for m, inferred in zip(self.names, inferred_all, strict=True):
-                    encoded = self.model.encode(batch, frozenset({m}))
-                    for kind, z in (("inferred", inferred), ("encoded", encoded)):
-                        name = f"{kind}__{m}.npy"
-                        z = z.detach().float().reshape(len(idx), -1).cpu().numpy()
-                        if name not in files:
-                            files[name] = np.lib.format.open_memmap(
-                                out / name, mode="w+", dtype=np.float32, shape=(n, z.shape[1])
-                            )
-                        files[name][idx] = z
-            self._say(f"latents: {idx[-1] + 1}/{n}")
-        for array in files.values():
+
+def _latent_rows(z: Tensor, n: int) -> np.ndarray:
+    return z.detach().float().reshape(n, -1).cpu().numpy()
+
+
+class _Arrays:
+    """``.npy`` files of ``n`` rows under a folder, created (memory-mapped) when first written."""
+
+    def __init__(self, folder: Path, n: int) -> None:
+        self.folder, self.n = folder, n
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def put(self, name: str, idx: np.ndarray, rows: np.ndarray) -> None:
+        if name not in self.arrays:
+            self.arrays[name] = np.lib.format.open_memmap(
+                self.folder / name, mode="w+", dtype=rows.dtype, shape=(self.n, *rows.shape[1:])
+            )
+        self.arrays[name][idx] = rows
+
+    def flush(self) -> None:
+        for array in self.arrays.values():
             array.flush()
