@@ -244,6 +244,17 @@ def test_optional_metric_is_a_note_not_an_error(tiny_model):
     unregister_suite("t-opt")
 
 
+def test_overrides_for_models_without_a_row_are_notes_unless_unregistered(tiny_model):
+    """A budget shared by several suites may size models one suite has no row for; a typo is an error."""
+    budget = tiny_budget(mvtcae={"steps": 5}, mvtcea={"steps": 5})
+    suite = tiny_suite("t-unused", (Variant("ok", "tiny-ae"),), budget=budget)
+    report = validate_suite(suite)
+    assert any("overrides for 'mvtcae' unused" in n for n in report.notes)
+    assert any("'mvtcea', which is not a registered model. Did you mean 'mvtcae'?" in e for e in report.errors)
+    assert not any("'mvtcae'," in e for e in report.errors)
+    unregister_suite("t-unused")
+
+
 def test_budget_without_a_scaler_is_invalid(tiny_model):
     budget = dataclasses.replace(SYNTHETIC_SMOKE)  # a non-empty scale; tiny-ae has no scaler
     suite = tiny_suite("t-scale", (Variant("ok", "tiny-ae"),), budget=budget)

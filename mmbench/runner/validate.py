@@ -154,15 +154,25 @@ def _check_budget(suite: Suite, budget: Budget, rows: Sequence[Variant], report:
         size = getattr(budget, size_name)
         if size is not None and size < 2:
             report.errors.append(f"{where}: {size_name} must be at least 2 (or None for the whole split), got {size}")
-    models_in_suite = {v.model for v in suite.variants}
-    for model, _ in budget.model_overrides:
-        if model not in models_in_suite:
-            report.errors.append(
-                f"{where}: overrides for {model!r}, which no row uses.{did_you_mean(model, models_in_suite)}"
-            )
+    _check_override_names(budget, {v.model for v in suite.variants}, report)
     for v in rows:
         _check_overrides(budget, v, report)
     _check_eval(budget, report)
+
+
+def _check_override_names(budget: Budget, models_in_suite: set[str], report: ValidationReport) -> None:
+    """Per-model overrides must name registered models; a budget shared by several suites may carry
+    overrides for models one of them has no row for (a note, not an error)."""
+    from mmbench import registry
+
+    where = f"budget {budget.name!r}"
+    for model, _ in budget.model_overrides:
+        if model not in registry.names():
+            report.errors.append(
+                f"{where}: overrides for {model!r}, which is not a registered model.{did_you_mean(model, registry.names())}"
+            )
+        elif model not in models_in_suite:
+            report.notes.append(f"{where}: overrides for {model!r} unused (no row of this suite trains it)")
 
 
 def _check_overrides(budget: Budget, variant: Variant, report: ValidationReport) -> None:
