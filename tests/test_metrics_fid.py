@@ -215,3 +215,35 @@ def test_a_wrong_weights_file_is_a_clear_error(tmp_path):
 def test_unknown_extractor():
     with pytest.raises(ValueError, match="unknown FID extractor"):
         identify("vgg", None, None)
+
+
+def test_real_statistics_are_cached_with_their_square_root(tmp_path, monkeypatch):
+    """The first call extracts features and stores mu, sigma and sigma's square root; the second reads
+    them back without extracting (the same FID follows), and a file without the root still loads."""
+    from types import SimpleNamespace
+
+    from mmbench.metrics.fid import real_statistics
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path))
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))
+    calls = []
+
+    def extract(key, images):
+        calls.append(key)
+        return features
+
+    ctx = SimpleNamespace(extractor_identity=SimpleNamespace(name="stub", weights_sha256="0" * 64), features=extract)
+    images = rng.integers(0, 256, size=(300, 1, 4, 4), dtype=np.uint8)
+    first = real_statistics(ctx, images, "data", "m0")
+    again = real_statistics(ctx, images, "data", "m0")
+    assert len(calls) == 1
+    np.testing.assert_array_equal(again.sigma_sqrt, first.sigma_sqrt)
+    np.testing.assert_allclose(first.sigma_sqrt @ first.sigma_sqrt, first.stats["sigma"], atol=1e-8)
+    with np.load(first.path) as stored:
+        np.savez(first.path, **{k: stored[k] for k in stored.files if k != "sigma_sqrt"})  # an older file
+    old = real_statistics(ctx, images.copy(), "data", "m0")
+    np.testing.assert_allclose(old.sigma_sqrt, first.sigma_sqrt, atol=1e-10)
+    generated = statistics(features[:150] + 0.5)
+    assert frechet_distance(generated, again.stats, again.sigma_sqrt) == pytest.approx(
+        frechet_distance(generated, first.stats), rel=1e-9)

@@ -101,13 +101,16 @@ def real_statistics(ctx: EvalContext, images: np.ndarray, dataset: str, modality
     if path.is_file():
         with np.load(path) as stored:
             stats = {"mu": stored["mu"], "sigma": stored["sigma"]}
-            return RealStatistics(stats, stored["features"], path, covariance_sqrt(stats["sigma"]))
+            # files written before the square root was stored compute it (the same number)
+            root = stored["sigma_sqrt"] if "sigma_sqrt" in stored.files else covariance_sqrt(stats["sigma"])
+            return RealStatistics(stats, stored["features"], path, root)
     features = ctx.features(("real", content, modality), images)
     stats = statistics(features)
+    root = covariance_sqrt(stats["sigma"])
     buffer = io.BytesIO()
-    np.savez(buffer, mu=stats["mu"], sigma=stats["sigma"], features=features.astype(np.float32))
+    np.savez(buffer, mu=stats["mu"], sigma=stats["sigma"], sigma_sqrt=root, features=features.astype(np.float32))
     atomic.write_bytes(path, buffer.getvalue())
-    return RealStatistics(stats, features, path, covariance_sqrt(stats["sigma"]))
+    return RealStatistics(stats, features, path, root)
 
 
 def _score(ctx: EvalContext, out: MetricOutput, key: str, generated: np.ndarray, real: RealStatistics, kid: bool) -> tuple:
