@@ -386,3 +386,36 @@ def test_baseline_learns_cross_modal_generation(name, patterns3, patterns_classi
 def test_baseline_learns_with_other_seeds(name, seed, patterns3, patterns_classifier, tmp_path):
     coherence = learned_coherence(name, seed, 600, patterns3, patterns_classifier, tmp_path)
     assert min(coherence.values()) >= 0.6, coherence
+
+
+@pytest.mark.parametrize("build", ["residual", "mmvaeplus"])
+def test_channels_last_nets_compute_what_contiguous_ones_do(build):
+    """The shared nets run their convolutions channels-last (a CPU speed-up): the same function as the
+    same weights in ordinary layout (forward and gradients), padded 28 -> 32 and cropped back, NCHW out."""
+    import copy
+
+    from baselines.mmvaeplus.nets import Decoder, Encoder
+    from mmbench.nets.residual import ResDecoder, ResEncoder
+
+    torch.manual_seed(0)
+    if build == "residual":
+        enc, dec = ResEncoder(8, 0.125), ResDecoder(8, 0.125)
+    else:
+        enc, dec = Encoder(4, 4, 0.125), Decoder(8, 0.125)
+    nets = torch.nn.ModuleList([enc, dec]).eval()
+    plain = copy.deepcopy(nets).to(memory_format=torch.contiguous_format)
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in nets.parameters())
+    assert all(p.is_contiguous() for p in plain.parameters())
+    x = torch.rand(5, 3, 28, 28)
+    outputs = []
+    for e, d in (nets, plain):
+        code = e(x)[0] if build == "residual" else torch.cat([e(x)[0], e(x)[2]], dim=1)
+        image = d(code)
+        image.square().sum().backward()
+        outputs.append((code, image))
+    (code, image), (code_ref, image_ref) = outputs
+    assert image.shape == (5, 3, 28, 28) and image.is_contiguous()
+    torch.testing.assert_close(code, code_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(image, image_ref, rtol=1e-4, atol=1e-5)
+    for p, q in zip(nets.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5)

@@ -73,7 +73,7 @@ class Tiny(MultimodalModel):
         if self.ae.training and len(self.recon_calls) == self.config.nan_at:
             total = total * float("nan")
         if self.ae.training:  # the trainer puts only the stage's module in train mode
-            self.recon_calls.append(float(total))
+            self.recon_calls.append(float(total.detach()))
         return {"loss": total, "mse": total.detach() / len(self.ae)}
 
     def head_loss(self, batch, labels):

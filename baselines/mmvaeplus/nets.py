@@ -7,13 +7,15 @@ the modality-specific w and one for the shared z, each 3×3 conv 3→nf, block n
 [avgpool 3/2/1, block ×2 channels] to nf·4×7×7, linear heads for the Laplace location and scale
 (scale = softmax(raw)·dim + 1e-6, as the reference). Decoder: linear → nf·4×7×7, blocks nf·4→nf·2, ×2
 upsample, nf·2→nf, ×2 upsample, nf→nf, LeakyReLU, 3×3 conv nf→3 (the Laplace location).
-``nf = 64·width`` (64 in the reference).
+``nf = 64·width`` (64 in the reference). Convolutions run channels-last, as in ``mmbench.nets.residual``.
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mmbench.nets.residual import channels_last, to_channels_last
 
 ETA = 1e-6  # the reference's Constants.eta, added to every posterior scale
 SIDE = 7  # 28 / 2 / 2
@@ -56,9 +58,10 @@ class _Branch(nn.Module):
         )
         self.loc = nn.Linear(4 * nf * SIDE * SIDE, dim)
         self.raw_scale = nn.Linear(4 * nf * SIDE * SIDE, dim)
+        channels_last(self)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.features(x).flatten(1)
+        h = self.features(to_channels_last(x)).flatten(1)
         raw = self.raw_scale(h)
         return self.loc(h), F.softmax(raw, dim=-1) * raw.shape[-1] + ETA
 
@@ -92,7 +95,8 @@ class Decoder(nn.Module):
             ResnetBlock(nf, nf),
         )
         self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
+        channels_last(self)
 
     def forward(self, u: Tensor) -> Tensor:
-        h = self.body(self.fc(u).view(-1, self.c0, SIDE, SIDE))
-        return self.conv_img(_act(h))
+        h = self.body(to_channels_last(self.fc(u).view(-1, self.c0, SIDE, SIDE)))
+        return self.conv_img(_act(h)).contiguous()

@@ -4,14 +4,29 @@ Source: Wesego & Rooshenas 2024 (sbmae ``h_vae_model_copy.py``: ResEncoder/ResDe
 Daniel & Tamar 2021 (Soft-IntroVAE). Images are zero-padded 28→32 inside the encoder and decoder
 outputs are cropped 32→28, so every model and metric sees 28×28 (PROTOCOL.md §1).
 ``width`` scales every channel count (1.0 = the paper's 64/128/256).
+
+Both nets keep their convolutions in channels-last memory format (:func:`channels_last`): the same
+arithmetic, ≈ 1.5–1.9× faster training steps on a CPU (oneDNN; docs/pitfalls.md) and the layout tensor
+cores prefer on a GPU. Inputs are converted on the way in and outputs are returned contiguous, so callers
+see ordinary NCHW tensors.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 PAD = 2  # 28 + 2·2 = 32
+
+
+def channels_last(module: nn.Module) -> nn.Module:
+    """Put the module's 4-d weights in channels-last format (in place); returns the module."""
+    return module.to(memory_format=torch.channels_last)
+
+
+def to_channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _channels(base: int, width: float) -> int:
@@ -57,9 +72,10 @@ class ResEncoder(nn.Module):
         )
         self.head = nn.Linear(c256 * 2 * 2, 2 * latent_dim)
         self.latent_dim = latent_dim
+        channels_last(self)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.features(F.pad(x, (PAD, PAD, PAD, PAD)))
+        h = self.features(to_channels_last(F.pad(x, (PAD, PAD, PAD, PAD))))
         mu, logvar = self.head(h.flatten(1)).chunk(2, dim=1)
         return mu, logvar
 
@@ -82,7 +98,8 @@ class ResDecoder(nn.Module):
             ResidualBlock(c64, c64),
             nn.Conv2d(c64, out_channels, 5, padding=2),
         )
+        channels_last(self)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.fc(z).view(-1, self.c256, 4, 4)
-        return self.body(h)[:, :, PAD:-PAD, PAD:-PAD]
+        h = to_channels_last(self.fc(z).view(-1, self.c256, 4, 4))
+        return self.body(h)[:, :, PAD:-PAD, PAD:-PAD].contiguous()
