@@ -32,6 +32,7 @@ EXPERIMENT_PREFIX = "mmbench/"
 JOB_KIND, PARENT_KIND = "job", "invocation"
 FINISHED, FAILED, KILLED, RUNNING, SCHEDULED = "FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED"
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./ ]")
+HOST_TAG, PID_TAG = "mmbench.host", "mmbench.pid"  # the process that opened a RUNNING run
 
 
 class TrackingError(RuntimeError):
@@ -142,6 +143,31 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def machine_id() -> str:
+    """This machine: its host name and, on Linux, its boot id (a pid means nothing across either)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}:{boot}" if boot else socket.gethostname()
+
+
+def owner_tags() -> dict[str, str]:
+    return {HOST_TAG: machine_id(), PID_TAG: str(os.getpid())}
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) is not a probe elsewhere: never call a run abandoned there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One run as read back from the store (plain data; the report builds its tables from these)."""
@@ -207,7 +233,7 @@ class Store:
         self, experiment_id: str, name: str, tags: Mapping[str, Any], parent_run_id: str | None = None,
         status: str = RUNNING,
     ) -> str:
-        all_tags = {k: _text(v, MAX_TAG_VALUE) for k, v in tags.items()}
+        all_tags = {k: _text(v, MAX_TAG_VALUE) for k, v in {**owner_tags(), **tags}.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         head = dict(list(all_tags.items())[:PARAMS_PER_BATCH])
@@ -219,6 +245,19 @@ class Store:
         if status != RUNNING:
             self.client.update_run(run_id, status=status)
         return run_id
+
+    def reap_abandoned(self, experiment_id: str) -> list[str]:
+        """Mark KILLED the RUNNING runs whose process ended without closing them (a SIGKILL, a power cut):
+        only runs opened on this machine (same host and boot) by a process that no longer exists; a run
+        of another machine, or of a live process, is left alone. Returns the run ids marked."""
+        host, reaped = machine_id(), []
+        for run in self.runs(experiment_id, f"attributes.status = '{RUNNING}' and tags.`{HOST_TAG}` = '{_quote(host)}'"):
+            pid = run.tags.get(PID_TAG, "")
+            if pid.isdigit() and not _process_alive(int(pid)):
+                self.set_tags(run.run_id, {"error": f"abandoned: process {pid} ended without closing the run (killed?)"})
+                self.mark(run.run_id, KILLED)
+                reaped.append(run.run_id)
+        return reaped
 
     def mark(self, run_id: str, status: str) -> None:
         """Set a run's status; FINISHED/FAILED/KILLED also record its end time."""

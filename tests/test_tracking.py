@@ -121,3 +121,27 @@ def test_finished_and_unfinished_job_bookkeeping(store):
     assert store.unfinished_attempts(experiment, "quick") == {"a": failed_a, "b": killed_b}
     assert store.budgets(experiment) == ["quick", "smoke"]
     assert store.run(finished_a).end_time is not None
+
+
+def test_runs_left_running_by_a_dead_process_are_reaped(store):
+    """A SIGKILLed invocation leaves its runs RUNNING; the next one marks them KILLED, but only runs of
+    this machine whose process is gone (not a live process's, not another machine's)."""
+    import subprocess
+    import sys
+
+    from mmbench.tracking import HOST_TAG, PID_TAG, machine_id
+
+    experiment = store.experiment_id("suite-reap")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = store.create_run(experiment, "dead", {"kind": "job", PID_TAG: str(gone.pid)})
+    alive = store.create_run(experiment, "alive", {"kind": "job"})  # this process
+    elsewhere = store.create_run(experiment, "elsewhere", {"kind": "job", HOST_TAG: "other-host", PID_TAG: str(gone.pid)})
+    finished = store.create_run(experiment, "done", {"kind": "job", PID_TAG: str(gone.pid)})
+    store.mark(finished, "FINISHED")
+    assert store.run(alive).tags[HOST_TAG] == machine_id()
+    assert store.reap_abandoned(experiment) == [dead]
+    assert store.run(dead).status == "KILLED" and "abandoned: process" in store.run(dead).tags["error"]
+    assert store.run(dead).end_time is not None
+    assert [store.run(r).status for r in (alive, elsewhere, finished)] == ["RUNNING", "RUNNING", "FINISHED"]
+    assert store.reap_abandoned(experiment) == []

@@ -162,6 +162,8 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
         say(f"removing a stale stop file {stop}")
         stop.unlink()
     shared = {**shared, "git_commit": git_commit(), **{f"versions.{k}": v for k, v in package_versions().items()}}
+    for run_id in store.reap_abandoned(experiment_id):
+        say(f"run {run_id} was left RUNNING by a process that is gone: marked KILLED")
     previous = store.unfinished_attempts(experiment_id, todo[0].budget)
     tasks = [(job, previous.get(job.job_id)) for job in todo]
     invocation = uuid.uuid4().hex
