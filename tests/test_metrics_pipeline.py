@@ -135,6 +135,36 @@ def test_coherence_of_the_oracle_is_the_classifier_accuracy(patterns3, classifie
     assert result.values["coherence/first_given/k2"] == accuracy["m0"]
 
 
+def test_curves_on_fewer_tuples_score_every_point_on_the_same_stratified_part(
+    patterns3, classifier_path, patterns_classifier, tmp_path
+):
+    """``n_curves``: the k-curves (their leave-one-out end included) are scored on a class-stratified part
+    of the tuples, generated only for those; leave-one-out keeps every tuple. The oracle's curve coherence
+    is then the classifier's accuracy on exactly that part (an independent computation)."""
+    from mmbench.data.dataset import stratified_first
+
+    _, test = patterns3
+    model = Oracle(test.modalities, OracleConfig())
+    settings = _settings(classifier_path, n_conditional=None, n_curves=30)
+    result = evaluate(model, test, ["coherence", "fid"], settings, tmp_path)
+    part = stratified_first(test.labels, 30)
+    assert np.bincount(test.labels[part]).max() - np.bincount(test.labels[part]).min() <= 1
+    on_part = evaluate_classifier(patterns_classifier, MultimodalDataset(
+        {m: test.images[m][part] for m in test.modalities}, test.labels[part], "part", "part"))
+    assert result.values["coherence/loo/m2"] == evaluate_classifier(patterns_classifier, test)["m2"]
+    assert result.values["coherence/last_given/k1"] == on_part["m2"]
+    assert result.values["coherence/last_given/k2"] == on_part["m2"]  # the leave-one-out point, on the part
+    assert result.values["coherence/first_given/k1"] == on_part["m0"]
+    assert result.provenance["coherence/curves/n"] == "30" and result.provenance["fid/curves/n_generated"] == "30"
+    curves = [f for f in (tmp_path / "samples").glob("curves-*/*.npy")]
+    assert curves and all(np.load(f).shape[0] == 30 for f in curves)
+    with open(result.artifacts["fid_conditional.csv"]) as f:
+        sizes = {(row["kind"], row["num_given"]): int(row["n_generated"]) for row in csv.DictReader(f)}
+    assert sizes[("loo", "2")] == len(test) and sizes[("last_given", "2")] == 30 and sizes[("first_given", "1")] == 30
+    with pytest.raises(ValueError, match="n_curves must be at least 2"):
+        EvalSettings(n_curves=1)
+
+
 def test_coherence_of_shuffled_tuples_is_chance(patterns3, classifier_path, tmp_path):
     _, test = patterns3
     model = Oracle(test.modalities, OracleConfig(shuffle=True))

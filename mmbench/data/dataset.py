@@ -86,14 +86,14 @@ class MultimodalDataset(Dataset):
         if n < 1:
             raise ValueError(f"subset size must be positive, got {n}")
         if stratified:
-            idx = _stratified_first(self.labels, n)
+            idx = stratified_first(self.labels, n)
         else:
             idx = np.arange(n)
         images = {m: np.asarray(arr[idx]) for m, arr in self.images.items()}
         return MultimodalDataset(images, self.labels[idx], f"{self.name}[:{n}]", f"{self.data_hash}[:{n}]")
 
 
-def _stratified_first(labels: np.ndarray, n: int) -> np.ndarray:
+def stratified_first(labels: np.ndarray, n: int) -> np.ndarray:
     """Indices of the first items of each class, as balanced as possible, returned in dataset order."""
     classes = np.unique(labels)
     per_class = {c: np.flatnonzero(labels == c) for c in classes}

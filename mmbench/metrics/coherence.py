@@ -52,9 +52,10 @@ def compute_coherence(ctx: EvalContext) -> MetricOutput:
     """Leave-one-out per image target (+ mean), k-observed curves, explicit subsets."""
     out, rows = MetricOutput(), []
 
-    def score(given, target) -> float:
-        value = coherence(ctx.conditional_predictions(given, target), ctx.labels)
-        rows.append((subset_id(given, ctx.names), target, len(given), value))
+    def score(given, target, tuples=None) -> float:
+        predictions, labels = ctx.scored(given, target, tuples)
+        value = coherence(predictions, labels)
+        rows.append((subset_id(given, ctx.names), target, len(given), len(labels), value))
         return value
 
     for m in ctx.images:
@@ -62,9 +63,11 @@ def compute_coherence(ctx: EvalContext) -> MetricOutput:
     if ctx.images:
         _mean(out.values, "coherence/loo", ctx.images)
     if ctx.settings.k_curves:
+        curve_rows = ctx.cache.curve_rows()
         for curve, k, given, target in curve_queries(ctx.names):
             if ctx.kinds[target] == "image":
-                out.values[f"coherence/{curve}/k{k}"] = score(given, target)
+                out.values[f"coherence/{curve}/k{k}"] = score(given, target, curve_rows)
+        out.provenance["coherence/curves/n"] = str(len(curve_rows))
     for given in ctx.settings.subsets:
         prefix = f"coherence/given/{subset_id(given, ctx.names)}"
         targets = subset_targets(ctx.names, ctx.kinds, given)
@@ -73,7 +76,7 @@ def compute_coherence(ctx: EvalContext) -> MetricOutput:
         if targets:
             _mean(out.values, prefix, targets)
     out.artifacts["coherence_conditional.csv"] = ctx.write_csv(
-        "coherence_conditional.csv", ["given", "target", "num_given", "coherence"], rows
+        "coherence_conditional.csv", ["given", "target", "num_given", "n", "coherence"], rows
     )
     out.provenance["coherence/n"] = str(len(ctx.labels))
     return out

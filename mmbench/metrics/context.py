@@ -55,7 +55,7 @@ class EvalContext:
         self.cache = SampleCache(
             self.workdir / "samples", model, data,
             n_unconditional=settings.n_unconditional, batch_size=settings.batch_size, seed=settings.seed,
-            k_curves=settings.k_curves, subsets=settings.subsets, progress=progress,
+            k_curves=settings.k_curves, n_curves=settings.n_curves, subsets=settings.subsets, progress=progress,
         )
         self.provenance: dict[str, str] = {}
         self._classifiers: dict[str, tuple[torch.nn.Module, Any]] = {}
@@ -109,6 +109,18 @@ class EvalContext:
 
     def conditional_predictions(self, given: Sequence[str], target: str) -> np.ndarray:
         return self._predicted(("conditional", frozenset(given), target), lambda: self.cache.conditional(given, target))
+
+    def scored(self, given: Sequence[str], target: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions, labels) of a conditional query on the tuples ``rows`` (default: all it answers)."""
+        predictions = self.conditional_predictions(given, target)
+        if rows is None:
+            return predictions, self.labels[self.cache.rows(given, target)]
+        return predictions[self.cache.positions(given, target, rows)], self.labels[rows]
+
+    def conditional_features(self, given: Sequence[str], target: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Extractor features of a conditional query's samples on the tuples ``rows`` (default: all)."""
+        features = self.features(("conditional", frozenset(given), target), self.cache.conditional(given, target))
+        return features if rows is None else features[self.cache.positions(given, target, rows)]
 
     def unconditional_predictions(self, modality: str) -> np.ndarray:
         return self._predicted(("unconditional", modality), lambda: self.cache.unconditional(modality))

@@ -137,19 +137,19 @@ def compute_fid(ctx: EvalContext) -> MetricOutput:
     n = len(ctx.data)
     real = {m: real_statistics(ctx, ctx.data.images[m], ctx.data.name, m) for m in ctx.images}
 
-    def generated(given, target) -> np.ndarray:
-        return ctx.features(("conditional", frozenset(given), target), ctx.cache.conditional(given, target))
-
     for m in ctx.images:
         given = loo_given(ctx.names, m)
-        fid, kid_mean, kid_std = _score(ctx, out, f"loo/{m}", generated(given, m), real[m], kid)
+        fid, kid_mean, kid_std = _score(ctx, out, f"loo/{m}", ctx.conditional_features(given, m), real[m], kid)
         rows.append(("loo", subset_id(given, ctx.names), m, len(given), n, n, fid, kid_mean, kid_std))
     _means(out, ["fid/loo", "kid/loo"] if kid else ["fid/loo"], ctx.images)
     if ctx.settings.k_curves:
+        curve_rows = ctx.cache.curve_rows()
         for curve, k, given, target in curve_queries(ctx.names):
             if ctx.kinds[target] == "image":
-                fid, _, _ = _score(ctx, out, f"{curve}/k{k}", generated(given, target), real[target], False)
-                rows.append((curve, subset_id(given, ctx.names), target, k, n, n, fid, "", ""))
+                features = ctx.conditional_features(given, target, curve_rows)
+                fid, _, _ = _score(ctx, out, f"{curve}/k{k}", features, real[target], False)
+                rows.append((curve, subset_id(given, ctx.names), target, k, len(features), n, fid, "", ""))
+        out.provenance["fid/curves/n_generated"] = str(len(curve_rows))
     header = ["kind", "given", "target", "num_given", "n_generated", "n_real", "fid", "kid", "kid_std"]
     out.artifacts["fid_conditional.csv"] = ctx.write_csv("fid_conditional.csv", header, rows)
     out.provenance.update({"fid/n_generated": str(n), "fid/n_real": str(n)})

@@ -6,7 +6,8 @@ the job's workdir named by a content key (model-state hash, data hash, sizes, se
 written atomically, and reused by any later evaluation with the same key.
 
 Groups: ``loo`` (each modality given all others), ``curves`` (the k-observed queries that are not
-leave-one-out), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
+leave-one-out; with ``n_curves`` only for a class-stratified part of the tuples, on which every curve point,
+the leave-one-out one included, is then scored), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
 inputs) and ``uncond`` (unconditional samples). For a model that infers latents, the ``loo`` group also holds,
 from the same pass (``sample_with_latents_many``), the latent behind each leave-one-out sample and ``encode`` of
 the truth: the latent cosine similarity is measured on the samples coherence scores. Seeds: batch ``b`` of a stream runs under ``derive_seed(seed, stream, b)``;
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from mmbench import atomic
 from mmbench.contract import Capability, MultimodalModel
-from mmbench.data.dataset import MultimodalDataset
+from mmbench.data.dataset import MultimodalDataset, stratified_first
 from mmbench.hashing import config_hash, sha256_array
 from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
 from mmbench.seeding import derive_seed, seeded
@@ -83,6 +84,7 @@ class ConditionalGroup:
     transform: Transform | None = None
     transform_id: dict[str, Any] | None = None  # what makes the transform's output (part of the key)
     latents: bool = False  # also store the latent behind each sample and encode({target}) of the truth
+    rows: int | None = None  # answer for a class-stratified part of this many tuples (None = every tuple)
 
 
 def merge_queries(pairs: Sequence[tuple[Sequence[str], str]], skip: set[tuple[frozenset[str], str]]) -> list[Query]:
@@ -101,7 +103,8 @@ def answered(queries: Sequence[Query]) -> set[tuple[frozenset[str], str]]:
 
 
 def conditional_groups(
-    names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]], loo_latents: bool = False
+    names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]], loo_latents: bool = False,
+    n_curves: int | None = None,
 ) -> list[ConditionalGroup]:
     """The plan of clean conditional queries implied by the modalities and settings (not by the metrics)."""
     loo = merge_queries([(loo_given(names, m), m) for m in names], set())
@@ -110,7 +113,7 @@ def conditional_groups(
     if k_curves:
         curves = merge_queries([(given, target) for _, _, given, target in curve_queries(names)], done)
         if curves:
-            groups.append(ConditionalGroup("curves", "conditional-curves", tuple(curves)))
+            groups.append(ConditionalGroup("curves", "conditional-curves", tuple(curves), rows=n_curves))
             done |= answered(curves)
     extra = merge_queries([(s, m) for s in subsets for m in names if m not in s], done)
     if extra:
@@ -131,6 +134,7 @@ class SampleCache:
         batch_size: int,
         seed: int,
         k_curves: bool = True,
+        n_curves: int | None = None,
         subsets: Sequence[Sequence[str]] = (),
         progress: Progress = None,
     ) -> None:
@@ -143,7 +147,8 @@ class SampleCache:
         self.seed = seed
         self.progress = progress
         loo_latents = all(model.has(c) for c in (Capability.CONDITIONAL, Capability.LATENT_INFERENCE, Capability.ENCODE))
-        self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets, loo_latents)}
+        n_curves = n_curves if n_curves is not None and n_curves < len(data) else None
+        self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets, loo_latents, n_curves)}
         self.model_hash = model_fingerprint(model)
         self.data_hash = data_fingerprint(data, self.names)
         self.seconds: dict[str, float] = {}  # generation time per group (0 when loaded from disk)
@@ -152,15 +157,40 @@ class SampleCache:
 
     # --- public accessors ------------------------------------------------------------------------
     def conditional(self, given: Sequence[str], target: str) -> np.ndarray:
-        """uint8 ``(N, C, H, W)`` samples of ``target`` given ``given`` for the N evaluation tuples."""
+        """uint8 ``(n, C, H, W)`` samples of ``target`` given ``given``, one per tuple of ``rows(given, target)``."""
+        return self._group(self._group_of(given, target))[_file(subset_id(frozenset(given), self.names), target)]
+
+    def rows(self, given: Sequence[str], target: str) -> np.ndarray:
+        """The evaluation tuples (indices into the data) the samples of a query answer, in order."""
+        return self._rows(self._group_of(given, target))
+
+    def curve_rows(self) -> np.ndarray:
+        """The tuples every point of the k-curves is scored on (``n_curves`` of them, class-stratified)."""
+        group = self.groups.get("curves")
+        return np.arange(len(self.data)) if group is None else self._rows(group)
+
+    def positions(self, given: Sequence[str], target: str, rows: np.ndarray) -> np.ndarray:
+        """Where the tuples ``rows`` sit among a query's samples (each must have been answered)."""
+        answered_rows = self.rows(given, target)
+        pos = np.searchsorted(answered_rows, rows)
+        if np.any(pos >= len(answered_rows)) or np.any(answered_rows[np.minimum(pos, len(answered_rows) - 1)] != rows):
+            raise KeyError(f"the samples of ({sorted(given)} -> {target}) do not cover the requested tuples")
+        return pos
+
+    def _group_of(self, given: Sequence[str], target: str) -> ConditionalGroup:
         key = frozenset(given)
         for group in self.groups.values():
             if any(g == key and target in ts for g, ts in group.queries):
-                return self._group(group)[_file(subset_id(key, self.names), target)]
+                return group
         raise KeyError(
             f"no conditional query ({sorted(key)} -> {target}) in the sample plan; "
             "add the subset to EvalSettings.subsets"
         )
+
+    def _rows(self, group: ConditionalGroup) -> np.ndarray:
+        if group.rows is None:
+            return np.arange(len(self.data))
+        return stratified_first(np.asarray(self.data.labels), group.rows)
 
     def adversarial(self, target: str, transform: Transform, transform_id: dict[str, Any]) -> np.ndarray:
         """Leave-one-out samples of ``target`` generated from inputs changed by ``transform`` (FGSM)."""
@@ -194,6 +224,7 @@ class SampleCache:
         extra = {
             "queries": [[subset_id(g, self.names), sorted(t)] for g, t in group.queries],
             "stream": group.stream, "transform": group.transform_id, "latents": group.latents,
+            "rows": group.rows,
         }
         return self._stored(group.name, extra, lambda out: self._generate_conditional(out, group))
 
@@ -242,10 +273,11 @@ class SampleCache:
         return x
 
     def _generate_conditional(self, out: Path, group: ConditionalGroup) -> None:
-        n, device = len(self.data), self.model.device
+        rows, device = self._rows(group), self.model.device
+        n = len(rows)
         files = _Arrays(out, n)
         for b, idx in self._chunks(n):
-            batch, labels = self.data.batch(idx, self.names)
+            batch, labels = self.data.batch(rows[idx], self.names)
             if group.transform is not None:
                 batch = group.transform(batch, labels)
             batch = {m: x.to(device) for m, x in batch.items()}

@@ -19,6 +19,7 @@ class EvalSettings:
     inception_weights: str | None = None  # local file; env var MMBENCH_INCEPTION_WEIGHTS
     fgsm_epsilon: float = 0.05  # PROTOCOL §3, [0,1] pixel units
     k_curves: bool = True  # coherence/FID of last/first modality given k = 1..M-1
+    n_curves: int | None = None  # tuples the k-curves use: a class-stratified part of the conditional ones (None = all)
     seed: int = 0
     device: str = "cpu"
     # additions beyond the harness interface (all optional):
@@ -31,6 +32,8 @@ class EvalSettings:
     def __post_init__(self) -> None:
         if self.n_conditional is not None and self.n_conditional < 2:
             raise ValueError(f"n_conditional must be at least 2 (or None for the whole split), got {self.n_conditional}")
+        if self.n_curves is not None and self.n_curves < 2:
+            raise ValueError(f"n_curves must be at least 2 (or None for every conditional tuple), got {self.n_curves}")
         if self.n_unconditional < 2:
             raise ValueError(f"n_unconditional must be at least 2, got {self.n_unconditional}")
         if self.batch_size < 1:
