@@ -171,6 +171,7 @@ def test_dry_run_prints_plan_and_cost_and_writes_nothing(_isolated_home):
     assert result.exit_code == 0, result.output
     assert "ae/m0..m2 (3) 12×32;" in result.output and "ae/m0..m2 (3) 12×32 (shared)" in result.output
     assert "to run: 2 jobs, 36 optimiser steps" in result.output  # b's three stages are a's
+    assert "conditional queries" in result.output and "evaluation generates" in result.output
     assert not (_isolated_home / "store.db").exists()
     unregister_suite("t-cli-dry")
 

@@ -376,3 +376,20 @@ def test_check_resources_fails_early(tmp_path, monkeypatch):
 
 def test_loo_given_order():
     assert loo_given(["a", "b", "c"], "b") == ("a", "c")
+
+
+def test_planned_generation_counts_the_sampler_passes_by_hand():
+    """M = 10: 10 leave-one-out givens; the k-curves add the first k and the last k for k = 1..8 (16
+    givens, k = 9 is leave-one-out), on n_curves tuples; FGSM repeats leave-one-out; an explicit subset adds one."""
+    from mmbench.metrics.catalog import planned_generation
+
+    names = [f"m{i}" for i in range(10)]
+    settings = EvalSettings(n_curves=300, n_unconditional=2000)
+    assert planned_generation(names, ["coherence", "fgsm", "mode_coverage"], settings, 1000) == (
+        10 * 1000 + 16 * 300 + 10 * 1000, 2000)
+    assert planned_generation(names, ["coherence"], EvalSettings(), 1000) == (26 * 1000, 0)
+    assert planned_generation(names, ["coherence"], EvalSettings(n_curves=5000), 1000) == (26 * 1000, 0)
+    with_subset = EvalSettings(k_curves=False, subsets=(("m0", "m1"),))
+    assert planned_generation(names, ["coherence"], with_subset, 100) == (11 * 100, 0)
+    assert planned_generation(names, ["unconditional_fid"], settings, 1000) == (0, 2000)
+

@@ -7,7 +7,8 @@ modalities are written as their names joined by ``.`` in model order; ``mean`` a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mmbench.metrics.base import MetricSpec, attribute_modalities, image_modalities, register_metric
@@ -37,6 +38,77 @@ def curve_queries(names: Sequence[str]) -> list[tuple[str, int, tuple[str, ...],
     last = [("last_given", k, tuple(names[:k]), names[-1]) for k in range(1, m)]
     first = [("first_given", k, tuple(names[m - k :]), names[0]) for k in range(1, m)]
     return last + first
+
+
+Query = tuple[frozenset[str], frozenset[str]]
+
+
+@dataclass(frozen=True)
+class ConditionalGroup:
+    """A named set of (given, targets) queries answered together, with an optional input transform."""
+
+    name: str
+    stream: str  # seed stream
+    queries: tuple[Query, ...]
+    transform: Callable[..., Any] | None = None  # (batch, labels) -> batch, e.g. an FGSM attack
+    transform_id: dict[str, Any] | None = None  # what makes the transform's output (part of the key)
+    latents: bool = False  # also store the latent behind each sample and encode({target}) of the truth
+    rows: int | None = None  # answer for a class-stratified part of this many tuples (None = every tuple)
+
+
+def merge_queries(pairs: Sequence[tuple[Sequence[str], str]], skip: set[tuple[frozenset[str], str]]) -> list[Query]:
+    """Queries with the same given subset merged (targets united); pairs in ``skip`` left out; order kept."""
+    merged: dict[frozenset[str], set[str]] = {}
+    for given, target in pairs:
+        key = frozenset(given)
+        if (key, target) in skip:
+            continue
+        merged.setdefault(key, set()).add(target)
+    return [(g, frozenset(t)) for g, t in merged.items()]
+
+
+def answered(queries: Sequence[Query]) -> set[tuple[frozenset[str], str]]:
+    return {(g, t) for g, ts in queries for t in ts}
+
+
+def conditional_groups(
+    names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]], loo_latents: bool = False,
+    n_curves: int | None = None,
+) -> list[ConditionalGroup]:
+    """The plan of clean conditional queries implied by the modalities and settings (not by the metrics)."""
+    loo = merge_queries([(loo_given(names, m), m) for m in names], set())
+    groups = [ConditionalGroup("loo", "conditional", tuple(loo), latents=loo_latents)]
+    done = answered(loo)
+    if k_curves:
+        curves = merge_queries([(given, target) for _, _, given, target in curve_queries(names)], done)
+        if curves:
+            groups.append(ConditionalGroup("curves", "conditional-curves", tuple(curves), rows=n_curves))
+            done |= answered(curves)
+    extra = merge_queries([(s, m) for s in subsets for m in names if m not in s], done)
+    if extra:
+        groups.append(ConditionalGroup("subsets", "conditional-subsets", tuple(extra)))
+    return groups
+
+
+def planned_generation(
+    names: Sequence[str], metrics: Iterable[str], settings: Any, n_tuples: int
+) -> tuple[int, int]:
+    """(conditional queries, unconditional samples) an evaluation of ``metrics`` generates for ``n_tuples``
+    test tuples: a query is one given subset answered for one tuple (one sampler pass of a latent-diffusion
+    model, whatever the number of targets). Counts the leave-one-out and FGSM passes, the k-curves (on
+    ``n_curves`` tuples) and the explicit subsets; what the generation costs depends on the model."""
+    from mmbench.metrics.base import get_metric
+
+    metrics = list(metrics)
+    needs = set().union(*(get_metric(m).needs for m in metrics)) if metrics else set()
+    conditional = 0
+    if CONDITIONAL in needs:
+        for group in conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves):
+            rows = n_tuples if group.rows is None else min(group.rows, n_tuples)
+            conditional += len(group.queries) * rows
+        if "fgsm" in metrics:
+            conditional += len(names) * n_tuples  # the leave-one-out queries again, from attacked inputs
+    return conditional, settings.n_unconditional if UNCONDITIONAL in needs else 0
 
 
 def subset_targets(names: Sequence[str], kinds: Mapping[str, str], given: Sequence[str]) -> list[str]:

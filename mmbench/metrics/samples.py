@@ -21,7 +21,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,10 @@ from mmbench import atomic
 from mmbench.contract import Capability, MultimodalModel
 from mmbench.data.dataset import MultimodalDataset, stratified_first
 from mmbench.hashing import config_hash, sha256_array
-from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
+from mmbench.metrics.catalog import ConditionalGroup, conditional_groups, loo_given, subset_id
 from mmbench.seeding import derive_seed, seeded
 
 CACHE_FORMAT = 2  # 2: the leave-one-out latents live in the loo group
-Query = tuple[frozenset[str], frozenset[str]]
 Transform = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
 Progress = Callable[[str], None] | None
 
@@ -72,53 +70,6 @@ def to_uint8(x: Tensor) -> np.ndarray:
 
 def _file(given_id: str, target: str) -> str:
     return f"{given_id}__{target}.npy"
-
-
-@dataclass(frozen=True)
-class ConditionalGroup:
-    """A named set of (given, targets) queries answered together, with an optional input transform."""
-
-    name: str
-    stream: str  # seed stream
-    queries: tuple[Query, ...]
-    transform: Transform | None = None
-    transform_id: dict[str, Any] | None = None  # what makes the transform's output (part of the key)
-    latents: bool = False  # also store the latent behind each sample and encode({target}) of the truth
-    rows: int | None = None  # answer for a class-stratified part of this many tuples (None = every tuple)
-
-
-def merge_queries(pairs: Sequence[tuple[Sequence[str], str]], skip: set[tuple[frozenset[str], str]]) -> list[Query]:
-    """Queries with the same given subset merged (targets united); pairs in ``skip`` left out; order kept."""
-    merged: dict[frozenset[str], set[str]] = {}
-    for given, target in pairs:
-        key = frozenset(given)
-        if (key, target) in skip:
-            continue
-        merged.setdefault(key, set()).add(target)
-    return [(g, frozenset(t)) for g, t in merged.items()]
-
-
-def answered(queries: Sequence[Query]) -> set[tuple[frozenset[str], str]]:
-    return {(g, t) for g, ts in queries for t in ts}
-
-
-def conditional_groups(
-    names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]], loo_latents: bool = False,
-    n_curves: int | None = None,
-) -> list[ConditionalGroup]:
-    """The plan of clean conditional queries implied by the modalities and settings (not by the metrics)."""
-    loo = merge_queries([(loo_given(names, m), m) for m in names], set())
-    groups = [ConditionalGroup("loo", "conditional", tuple(loo), latents=loo_latents)]
-    done = answered(loo)
-    if k_curves:
-        curves = merge_queries([(given, target) for _, _, given, target in curve_queries(names)], done)
-        if curves:
-            groups.append(ConditionalGroup("curves", "conditional-curves", tuple(curves), rows=n_curves))
-            done |= answered(curves)
-    extra = merge_queries([(s, m) for s in subsets for m in names if m not in s], done)
-    if extra:
-        groups.append(ConditionalGroup("subsets", "conditional-subsets", tuple(extra)))
-    return groups
 
 
 class SampleCache:

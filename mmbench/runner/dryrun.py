@@ -1,7 +1,9 @@
 """``mmbench run --dry-run``: the plan and its estimated cost, without training or writing anything.
 
 Cost is counted in optimiser steps and training images (stages shared through ``reuse_key`` count
-once); time is estimated only from throughput measured by earlier runs of the same model in the store.
+once), and in what the evaluation generates (conditional queries and unconditional samples: an SBM
+model's evaluation cost is its sampler passes); training time is estimated only from throughput measured
+by earlier runs of the same model in the store.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class JobCost:
     stages: list[StageCost]
     shared: list[str]  # names of stages another job of this plan already trains
     seconds: float | None  # None: no measured throughput for some stage
+    conditional: int | None  # conditional queries the evaluation generates (None: the whole test split, size unknown)
+    unconditional: int  # unconditional samples the evaluation generates
 
 
 def dry_run(suite_name: str, options: RunOptions, say: Say = print) -> list[JobCost]:
@@ -88,8 +92,19 @@ def _costs(jobs: list[Job], rates: dict[tuple[str, str], float]) -> list[JobCost
                 continue
             rate = rates.get((job.model, s.name))
             seconds = None if rate is None or seconds is None else seconds + s.steps * s.batch_size / rate
-        out.append(JobCost(job, stages, shared, seconds))
+        out.append(JobCost(job, stages, shared, seconds, *evaluation_generation(job)))
     return out
+
+
+def evaluation_generation(job: Job) -> tuple[int | None, int]:
+    """(conditional queries, unconditional samples) the job's evaluation generates."""
+    from mmbench.metrics.catalog import planned_generation
+    from mmbench.metrics.settings import EvalSettings
+
+    settings = EvalSettings(**dict(job.eval_settings))
+    sizes = [n for n in (settings.n_conditional, job.data.n_test) if n is not None]
+    conditional, unconditional = planned_generation(job.data.modalities, job.metrics, settings, min(sizes) if sizes else 1)
+    return (conditional if sizes else None), unconditional
 
 
 def stage_summary(cost: JobCost) -> str:
@@ -118,7 +133,13 @@ def _say_job(cost: JobCost, finished: set[str], say: Say) -> None:
     state = "skip (finished)" if job.job_id in finished else "run"
     stages = stage_summary(cost)
     when = f"~{format_seconds(cost.seconds)}" if cost.seconds is not None else "time unknown"
-    say(f"  {job.job_id}  {job.title:<28} {state:<16} {len(job.data.modalities)} modalities; {stages}; {when}")
+    say(f"  {job.job_id}  {job.title:<28} {state:<16} {len(job.data.modalities)} modalities; {stages}; {when}; "
+        f"eval {_generation(cost.conditional, cost.unconditional)}")
+
+
+def _generation(conditional: int | None, unconditional: int) -> str:
+    queries = "the whole test split's" if conditional is None else f"{conditional:,}"
+    return f"{queries} conditional queries + {unconditional:,} unconditional samples"
 
 
 def _say_total(costs: list[JobCost], say: Say) -> None:
@@ -131,3 +152,8 @@ def _say_total(costs: list[JobCost], say: Say) -> None:
     else:
         line += f"; time: measured throughput for {len(known)}/{len(costs)} jobs (an earlier run of a model measures it)"
     say(line)
+    if costs:
+        known_conditional = [c.conditional for c in costs if c.conditional is not None]
+        total = sum(known_conditional) if len(known_conditional) == len(costs) else None
+        say(f"evaluation generates {_generation(total, sum(c.unconditional for c in costs))} "
+            "(an SBM model's cost is its sampler passes: one per conditional query, N predictor steps each)")
