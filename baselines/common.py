@@ -135,10 +135,13 @@ def with_prior_expert(mus: Tensor, logvars: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def decode_rows(decoder: nn.Module, latents: Tensor) -> Tensor:
-    """Decode ``(T, B, D)`` latents through one decoder call; returns ``(T, B, C, H, W)`` means."""
-    t, b = latents.shape[:2]
-    out = decoder(latents.reshape(t * b, -1))
-    return out.view(t, b, *out.shape[1:])
+    """Decode ``(T, B, D)`` latents with one decoder call per row; returns ``(T, B, C, H, W)`` means.
+
+    One call per row is how the reference implementations decode (``iffsid/mmvae``: per expert sample;
+    ``mhw32/multimodal-vae-public``: per ELBO term), so a BatchNorm in the decoder normalises each row's
+    batch of B, not the T·B stack; it is also 1.4–1.6× faster on a CPU than one call on the stack
+    (docs/pitfalls.md)."""
+    return torch.stack([decoder(row) for row in latents])
 
 
 def repeated_nll(x: Tensor, means: Tensor, scale: float) -> Tensor:

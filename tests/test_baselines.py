@@ -221,7 +221,7 @@ def test_mvtcae_loss_combines_its_terms_with_the_weights(small_batch):
 
 def test_mmvae_loss_matches_a_loop_over_experts_and_decoders(small_batch):
     batch, labels = small_batch
-    model = tiny("mmvae", beta=1.7).eval()  # eval: batch norm per sample, so batching does not matter
+    model = tiny("mmvae", beta=1.7).train()  # train: batch norm sees each decoder call's batch, as in this loop
     mods = model.modalities
     with torch.no_grad():
         torch.manual_seed(10)
@@ -243,7 +243,7 @@ def test_mmvae_loss_matches_a_loop_over_experts_and_decoders(small_batch):
 
 def test_mvae_loss_matches_a_loop_over_its_elbo_terms(small_batch):
     batch, labels = small_batch
-    model = tiny("mvae", beta=0.6).eval()
+    model = tiny("mvae", beta=0.6).train()  # batch norm per ELBO term's decoder call, as in this loop
     mods = model.modalities
     with torch.no_grad():
         torch.manual_seed(11)
@@ -419,3 +419,21 @@ def test_channels_last_nets_compute_what_contiguous_ones_do(build):
     torch.testing.assert_close(image, image_ref, rtol=1e-4, atol=1e-5)
     for p, q in zip(nets.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_decode_rows_calls_the_decoder_once_per_row():
+    """In train mode a BatchNorm normalises each call's batch: rows decoded one call each (as the reference
+    MMVAE/MVAE code does) differ from one call on the stack, and equal separate calls."""
+    from baselines.common import decode_rows
+    from mmbench.nets.residual import ResDecoder
+
+    torch.manual_seed(0)
+    decoder = ResDecoder(8, 0.125).train()
+    latents = torch.randn(3, 5, 8) * torch.tensor([1.0, 3.0, 0.2]).view(3, 1, 1)  # rows with different statistics
+    rows = decode_rows(decoder, latents)
+    assert rows.shape == (3, 5, 3, 28, 28)
+    for t in range(3):
+        torch.testing.assert_close(rows[t], decoder(latents[t]))
+    stacked = decoder(latents.reshape(15, 8)).view(3, 5, 3, 28, 28)
+    assert not torch.allclose(rows, stacked, atol=1e-4)
+
