@@ -79,6 +79,7 @@ class Tiny(MultimodalModel):
     def head_loss(self, batch, labels):
         self.head_calls += 1
         codes = torch.cat([net[:3](self._small(batch[m])) for m, net in self.ae.items()], dim=1)
+        codes = codes + 0.1 * torch.randn_like(codes)  # the global RNG again
         return {"loss": F.cross_entropy(self.head(codes), labels)}
 
     def _snapshot(self) -> None:
@@ -183,6 +184,18 @@ def test_stage_with_reuse_key_is_trained_once_then_loaded(data, tmp_path):
     assert second.recon_calls == []  # stage "recon" was loaded, not trained
     assert_same_state(second.ae, first.ae)
     assert second.snapshot.keys() == first.snapshot.keys()  # finalize ran after loading
+
+
+def test_a_stage_after_a_loaded_stage_trains_as_after_a_trained_one(data, tmp_path):
+    """Each stage starts the RNG from (seed, stage): the head trained after loading "recon" from the store
+    equals the head trained after training "recon" in the job (the stream no longer depends on history)."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    trained_here = build(reuse_key="recon-k")
+    train_model(trained_here, data, None, options(tmp_path / "one", artifacts=store))
+    loaded = build(reuse_key="recon-k")
+    reports = train_model(loaded, data, None, options(tmp_path / "two", artifacts=store))
+    assert reports[0].reused and not reports[1].reused
+    assert_same_state(loaded.head, trained_here.head)
 
 
 def test_callback_receives_train_and_val_metrics(data, tmp_path):

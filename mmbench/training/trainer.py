@@ -2,7 +2,9 @@
 
 Each stage trains ``stage.module`` by Adam on ``stage.loss``. Batches come straight from the in-memory
 dataset in a per-epoch permutation seeded by (seed, stage, epoch), so an interrupted stage resumes at
-the same batch with the same RNG state and ends with the same weights as an uninterrupted run.
+the same batch with the same RNG state and ends with the same weights as an uninterrupted run. Each stage
+starts torch's RNG from (seed, stage name), so what a stage draws does not depend on whether the stages
+before it were trained in this job or loaded from the artifact store (nor on job order).
 """
 
 from __future__ import annotations
@@ -199,6 +201,7 @@ def _train_stage(
     options: TrainerOptions, path: Path,
 ) -> StageReport:
     with _only_stage_trainable(model, stage):
+        torch.manual_seed(derive_seed(options.seed, "stage", stage.name))  # a resume restores its own state below
         if stage.prepare is not None:
             stage.prepare(lambda: _iterate(train, stage, options, shuffle=False))
         loop = _new_loop(stage, options)
