@@ -5,7 +5,9 @@ Source: Wesego & Rooshenas 2024, "Score-Based Multimodal Autoencoder" (TMLR; ``r
 A.1–A.3 and Table 4 (hyperparameters), A.10.1 (training with missing modalities).
 
 Stages, in order: ``ae/<m>`` per modality (shared across models through ``reuse_key``), ``aux``
-(-T: contrastive encoders), ``score`` (the latent score model), ``energy`` (-C).
+(-T: contrastive encoders), ``score`` (the latent score model), ``energy`` (-C). The unconditional score
+model is the same network for SBM and SBM-C (guidance only wraps it at sampling), so their ``score``
+stages share one ``reuse_key`` when everything that trains it agrees.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from torch import Tensor
 from mmbench.config import src
 from mmbench.contract import Batch, Stage, StageHParams, Subset
 from mmbench.hashing import config_hash
-from sbm.autoencoders import FAMILIES
+from mmbench.config import to_dict
+from mmbench.seeding import derive_seed
+from sbm.autoencoders import FAMILIES, reset_parameters
 from sbm.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
 from sbm.contrastive import AuxEncoders, clip_loss, condition_from, random_given
 from sbm.energy import PairEnergy, nce_loss
@@ -31,6 +35,12 @@ from sbm.sde import VPSDE, ScoreFn
 from sbm.unet import UNet
 
 GUIDANCES = ("none", "energy", "contrastive")
+# SBMConfig fields that do not change what the unconditional score stage trains (sampling, guidance)
+_NOT_SCORE_TRAINING = frozenset({
+    "guidance", "sampler", "sampler_steps", "corrector_steps", "snr", "t_end", "reimpose",
+    "energy_gamma", "energy_width", "energy_layers", "energy_steps", "energy_lr", "energy_batch_size",
+    "aux_width", "aux_proj_dim", "aux_steps", "aux_lr", "aux_batch_size", "cond_null_prob",
+})
 EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
 
 
@@ -148,8 +158,23 @@ class SBM(LatentGenerativeModel):
         return Stage(
             name="score", module=self.score_net, loss=self._score_loss,
             hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr),
-            prepare=self._prepare_cache,
+            prepare=self._prepare_score, reuse_key=self._score_key(),
         )
+
+    def _score_key(self) -> str | None:
+        """Shared by SBM and SBM-C with the same autoencoders and score settings; None for -T (its score
+        net is conditioned) and for unnamed data."""
+        ae_keys = [s.reuse_key for s in self.ae_stages()]
+        if self.config.guidance == "contrastive" or not all(ae_keys):
+            return None
+        fields = {k: v for k, v in to_dict(self.config).items() if k not in _NOT_SCORE_TRAINING}
+        return config_hash({"stage": "sbm.score/1", "fields": fields, "autoencoders": ae_keys,
+                            "modalities": list(self.modalities)}, length=32)
+
+    def _prepare_score(self, batches: TrainBatches) -> None:
+        """A fresh initialisation from (seed, "score"), so the stage does not depend on what was built before."""
+        reset_parameters(self.score_net, derive_seed(self.config.seed, "score", "init"))
+        self._prepare_cache(batches)
 
     def _energy_stage(self) -> Stage:
         cfg = self.config

@@ -113,6 +113,46 @@ def test_autoencoders_are_shared_exactly_where_they_should_be():
     assert _ae_keys(tiny("sbm-vae", seed=1))["ae/m0"] is None  # unnamed data: never shared
 
 
+def _score_key(model):
+    return next(s.reuse_key for s in model.stages() if s.name == "score")
+
+
+def test_the_score_stage_is_shared_by_sbm_and_sbm_c_only():
+    data = {"data_id": "abc", "seed": 1}
+    key = _score_key(tiny("sbm-vae", **data))
+    assert key and _score_key(tiny("sbm-vae-c", **data)) == key
+    assert _score_key(tiny("sbm-vae", **data, sampler_steps=7, energy_gamma=3.0)) == key  # sampling only
+    assert _score_key(tiny("sbm-vae-t", **data)) is None  # a conditioned score net
+    assert _score_key(tiny("sbm-rae", **data)) != key
+    for change in ({"seed": 2}, {"score_steps": 3}, {"dim": 16}, {"ae_steps": 3}, {"missing_rate": 0.2}):
+        assert _score_key(tiny("sbm-vae", **{**data, **change})) != key
+    assert _score_key(tiny("sbm-vae", seed=1)) is None  # unnamed data: never shared
+
+
+def test_sbm_c_loads_the_score_net_it_would_have_trained(tmp_path: Path):
+    """With a store that already holds SBM-VAE's stages, SBM-VAE-C trains only its energy model, and the
+    score net it loads equals the one it trains in a fresh store (per-stage seeding and initialisation)."""
+    data = make_patterns(3, n=32, seed=0)
+
+    def train(name: str, store: ArtifactStore, workdir: str):
+        torch.manual_seed(0)
+        model = tiny(name, data_id=data.data_hash, score_steps=3)
+        options = TrainerOptions(workdir=tmp_path / workdir, config_hash=name, quiet=True, artifacts=store)
+        return model, train_model(model, data, None, options)
+
+    shared = ArtifactStore(tmp_path / "shared")
+    plain, _ = train("sbm-vae", shared, "plain")
+    loaded, reports = train("sbm-vae-c", shared, "c-shared")
+    assert {r.name for r in reports if r.reused} == {"ae/m0", "ae/m1", "ae/m2", "score"}
+    alone, reports = train("sbm-vae-c", ArtifactStore(tmp_path / "fresh"), "c-alone")
+    assert not any(r.reused for r in reports)
+    for a, b, c in zip(loaded.score_net.state_dict().values(), alone.score_net.state_dict().values(),
+                       plain.score_net.state_dict().values(), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    for a, b in zip(loaded.energy.state_dict().values(), alone.energy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 # --- energy-based guidance --------------------------------------------------------------------------
 def _paired_latents(n: int, d: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Three 'modalities' whose latents share a class centre: coherent tuples are close."""
