@@ -63,10 +63,10 @@ def quick(**extra_eval: object) -> Budget:
         sizing="unmeasured",
         note=(
             "unmeasured, to be sized (docs/harness.md, 'Sizing quick'): measured so far at width 0.25, batch 64 - "
-            "MVTCAE reaches coherence/loo/mean 0.53 after 1000 steps (so it trains 1500 here); MVAE 0.16 and MoPoE "
-            "0.17 after 1000; a "
-            "unimodal VAE's / RAE's reconstructions are read correctly in 77 % / 78 % of cases after 3000 steps "
-            "(the SBM/MLD autoencoders); raise steps until every model reaches 0.5 on polymnist10"
+            "MVTCAE reaches coherence/loo/mean 0.53 after 1000 steps (so it trains 1500 here); SBM-VAE 0.60 after "
+            "3000-step VAEs and 2000 score steps (it trains 3000); MoPoE 0.44 after 4000 (not yet 0.5: it needs "
+            "more than quick's 3000); MVAE 0.16 after 1000; a unimodal VAE's / RAE's reconstructions are read "
+            "correctly in 77 % / 78 % of cases after 3000 steps; raise steps until every model reaches 0.5"
         ),
     )
 
