@@ -133,6 +133,14 @@ class MultimodalModel(nn.Module):
                 f"(it declares: {sorted(c.value for c in self.capabilities) or 'nothing'})"
             )
 
+    def _check_target_queries(self, queries: Sequence[tuple[Subset, str]]) -> list[tuple[Subset, str]]:
+        """(given subset, one target) queries with both checked against the model's modalities."""
+        checked = []
+        for given, target in queries:
+            self._check_subset(frozenset({target}), "target")
+            checked.append((self._check_subset(given, "given"), target))
+        return checked
+
     def _check_subset(self, subset: Subset, what: str) -> Subset:
         subset = frozenset(subset)
         unknown = subset - set(self.modalities)
@@ -197,10 +205,7 @@ class MultimodalModel(nn.Module):
     def infer_latent_many(self, batch: Batch, queries: Sequence[tuple[Subset, str]]) -> list[Tensor]:
         """``infer_latent`` for several (given, target) queries on the same batch; models may batch them."""
         self._require(Capability.LATENT_INFERENCE)
-        checked = []
-        for given, target in queries:
-            self._check_subset(frozenset({target}), "target")
-            checked.append((self._check_subset(given, "given"), target))
+        checked = self._check_target_queries(queries)
         with evaluating(self):
             return self._infer_latent_many(batch, checked)
 
@@ -217,10 +222,7 @@ class MultimodalModel(nn.Module):
         """
         self._require(Capability.CONDITIONAL)
         self._require(Capability.LATENT_INFERENCE)
-        checked = []
-        for given, target in queries:
-            self._check_subset(frozenset({target}), "target")
-            checked.append((self._check_subset(given, "given"), target))
+        checked = self._check_target_queries(queries)
         with evaluating(self):
             return self._sample_with_latents_many(batch, checked)
 

@@ -233,7 +233,7 @@ def test_real_statistics_are_cached_with_their_square_root(tmp_path, monkeypatch
         calls.append(key)
         return features
 
-    ctx = SimpleNamespace(extractor_identity=SimpleNamespace(name="stub", weights_sha256="0" * 64), features=extract)
+    ctx = SimpleNamespace(extractor_identity=SimpleNamespace(name="test-extractor", weights_sha256="0" * 64), features=extract)
     images = rng.integers(0, 256, size=(300, 1, 4, 4), dtype=np.uint8)
     first = real_statistics(ctx, images, "data", "m0")
     again = real_statistics(ctx, images, "data", "m0")

@@ -103,11 +103,12 @@ def planned_generation(
     needs = set().union(*(get_metric(m).needs for m in metrics)) if metrics else set()
     conditional = 0
     if CONDITIONAL in needs:
-        for group in conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves):
+        groups = conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves)
+        for group in groups:
             rows = n_tuples if group.rows is None else min(group.rows, n_tuples)
             conditional += len(group.queries) * rows
-        if "fgsm" in metrics:
-            conditional += len(names) * n_tuples  # the leave-one-out queries again, from attacked inputs
+        if "fgsm" in metrics:  # the leave-one-out group again, from attacked inputs
+            conditional += len(groups[0].queries) * n_tuples
     return conditional, settings.n_unconditional if UNCONDITIONAL in needs else 0
 
 
