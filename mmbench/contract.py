@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mmbench.hashing import config_hash
 from mmbench.seeding import forked_rng
 
 Batch = Mapping[str, Tensor]
@@ -52,6 +53,7 @@ class StageHParams:
     lr_schedule: str = "constant"  # "constant" | "cosine"
     warmup_steps: int = 0
     checkpoint_every: int = 500  # steps between checkpoints (also one at the end of each epoch)
+    ema_decay: float = 0.0  # > 0: keep an EMA of the parameters and finish the stage with it (mmbench.training.ema)
 
 
 LossFn = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
@@ -69,6 +71,8 @@ class Stage:
     ``prepare(train_batches)`` runs once before training (e.g. compute latent statistics from frozen
     earlier stages); ``train_batches`` yields ``(batch, labels)`` over the whole train split.
     ``finalize()`` runs after training or after loading a reused state.
+    A stage trained with an EMA (``hparams.ema_decay`` > 0) folds the decay into its ``reuse_key``, so an
+    averaged state and a plain one never share an artifact.
     """
 
     name: str
@@ -80,6 +84,10 @@ class Stage:
     prepare: Callable[[Callable[[], Iterator[tuple[dict[str, Tensor], Tensor]]]], None] | None = None
     finalize: Callable[[], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reuse_key and self.hparams.ema_decay:
+            self.reuse_key = config_hash({"reuse_key": self.reuse_key, "ema_decay": self.hparams.ema_decay}, length=32)
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.module.parameters() if p.requires_grad]

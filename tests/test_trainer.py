@@ -43,6 +43,7 @@ class TinyConfig:
     checkpoint_every: int = 2
     nan_at: int = -1  # the training step (of stage "recon") whose loss is NaN; -1 = never
     reuse_key: str | None = None
+    ema_decay: float = 0.0  # of stage "recon"
 
 
 class Tiny(MultimodalModel):
@@ -59,6 +60,7 @@ class Tiny(MultimodalModel):
         self.recon_calls: list[float] = []
         self.head_calls = 0
         self.snapshot: dict[str, torch.Tensor] = {}
+        self.param_trace: list[dict[str, torch.Tensor]] = []  # "recon"'s parameters at each of its steps
 
     def _small(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, 4)  # 3×7×7 = 147
@@ -74,6 +76,7 @@ class Tiny(MultimodalModel):
             total = total * float("nan")
         if self.ae.training:  # the trainer puts only the stage's module in train mode
             self.recon_calls.append(float(total.detach()))
+            self.param_trace.append({k: v.detach().clone() for k, v in self.ae.named_parameters()})
         return {"loss": total, "mse": total.detach() / len(self.ae)}
 
     def head_loss(self, batch, labels):
@@ -87,7 +90,8 @@ class Tiny(MultimodalModel):
 
     def stages(self):
         c = self.config
-        hp = StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every)
+        hp = StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every,
+                          ema_decay=c.ema_decay)
         head_hp = StageHParams(steps=c.head_steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every)
         return [
             Stage("recon", self.ae, self.recon_loss, hp, reuse_key=c.reuse_key, finalize=self._snapshot),
@@ -253,3 +257,70 @@ def test_only_the_current_stage_trains(data, tmp_path):
     assert model.head_calls == 5
     after = model.ae.state_dict()  # the head stage left the autoencoder (incl. batch-norm stats) alone
     assert all(torch.equal(after[k], v) for k, v in model.snapshot.items())
+
+
+# --- EMA of a stage's parameters ---------------------------------------------------------------------------
+def test_an_ema_stage_finishes_with_the_average_of_its_steps(data, tmp_path):
+    """The finished module holds score_sde's warmed-up average of the parameters after every step (computed
+    here independently from the parameters seen at each step); the checkpoint keeps the raw weights too."""
+    model = build(ema_decay=0.9)
+    train_model(model, data, None, options(tmp_path))
+    raw = ckpt.load(tmp_path / "checkpoints" / "recon.pt", "h1").module
+    after_each_step = model.param_trace[1:] + [{k: raw[k] for k in model.param_trace[0]}]
+    expected = dict(model.param_trace[0])
+    for n, params in enumerate(after_each_step, start=1):
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = {k: decay * expected[k] + (1 - decay) * params[k] for k in expected}
+    for name, p in model.ae.named_parameters():
+        torch.testing.assert_close(p, expected[name], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(p, raw[name]), "the average differs from the last step's weights"
+    buffers = dict(model.ae.named_buffers())
+    assert torch.equal(buffers["m0.2.running_mean"], raw["m0.2.running_mean"]), "buffers are not averaged"
+
+
+def test_an_ema_stage_resumes_to_the_same_average(data, tmp_path):
+    whole = build(ema_decay=0.9)
+    train_model(whole, data, None, options(tmp_path / "a"))
+    with pytest.raises(TrainingStopped):
+        train_model(build(ema_decay=0.9), data, None, options(tmp_path / "b", should_stop=stop_after(3)))
+    resumed = build(ema_decay=0.9)
+    train_model(resumed, data, None, options(tmp_path / "b"))
+    assert_same_state(whole, resumed)
+
+
+def test_a_finished_ema_stage_loads_its_average_from_the_checkpoint(data, tmp_path):
+    trained = build(ema_decay=0.9)
+    train_model(trained, data, None, options(tmp_path))
+    again = build(seed=5, ema_decay=0.9)
+    train_model(again, data, None, options(tmp_path))  # both stages done: loaded, not trained
+    assert again.recon_calls == []
+    assert_same_state(trained, again)
+
+
+def test_the_ema_decay_is_part_of_the_reuse_key():
+    hp = StageHParams(steps=1)
+    plain = Stage("s", nn.Linear(1, 1), lambda b, y: {}, hp, reuse_key="k")
+    averaged = Stage("s", nn.Linear(1, 1), lambda b, y: {}, StageHParams(steps=1, ema_decay=0.999), reuse_key="k")
+    other = Stage("s", nn.Linear(1, 1), lambda b, y: {}, StageHParams(steps=1, ema_decay=0.99), reuse_key="k")
+    assert plain.reuse_key == "k"
+    assert len({plain.reuse_key, averaged.reuse_key, other.reuse_key}) == 3
+
+
+def test_averaged_weights_shows_the_average_during_training(data, tmp_path):
+    """What an evaluation during training sees inside ``averaged_weights`` is what the finished stage holds."""
+    from mmbench.training.ema import averaged_weights
+
+    model = build(ema_decay=0.9)
+    seen: dict[str, torch.Tensor] = {}
+
+    def callback(stage: str, step: int, values: dict) -> None:
+        if stage == "recon" and step == 6 and "val/loss" not in values:
+            raw = {k: v.clone() for k, v in model.ae.named_parameters()}
+            with averaged_weights(model):
+                seen.update({k: v.clone() for k, v in model.ae.named_parameters()})
+            for k, v in model.ae.named_parameters():
+                assert torch.equal(v, raw[k]), "the raw weights are back after the block"
+
+    train_model(model, data, None, options(tmp_path, callback=callback, log_every=1))
+    for k, v in model.ae.named_parameters():
+        assert torch.equal(v, seen[k])

@@ -28,6 +28,7 @@ class TrainState:
     rng_cpu: torch.Tensor
     rng_cuda: list[torch.Tensor]
     history: dict[str, list[float]]
+    ema: dict[str, Any] | None = None  # the stage's parameter average (StageHParams.ema_decay > 0)
 
 
 def rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -54,6 +55,7 @@ def save(path: Path, state: TrainState, config_hash: str, meta: dict[str, Any]) 
         "rng_cpu": state.rng_cpu,
         "rng_cuda": state.rng_cuda,
         "history": state.history,
+        "ema": state.ema,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -78,4 +80,5 @@ def load(path: Path, config_hash: str, map_location: str | torch.device = "cpu")
         rng_cpu=payload["rng_cpu"],
         rng_cuda=list(payload["rng_cuda"]),
         history={k: list(v) for k, v in payload["history"].items()},
+        ema=payload.get("ema"),
     )

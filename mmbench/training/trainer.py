@@ -27,6 +27,7 @@ from mmbench.seeding import derive_seed
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
 from mmbench.training.device import autocast, needs_grad_scaler
+from mmbench.training.ema import ParameterEMA, copy_average, track
 
 # (stage name, step, {metric: value}) -> None; keys are flat "train/..." or "val/..." names.
 MetricCallback = Callable[[str, int, dict[str, float]], None]
@@ -102,6 +103,8 @@ def _run_stage(
         state = ckpt.load(path, options.config_hash, map_location=options.device)
         if state.done:
             stage.module.load_state_dict(state.module)
+            if state.ema is not None:
+                copy_average(stage.module, state.ema["shadow"])
             _finalize(stage)
             return StageReport(stage.name, state.step, 0.0, True, None, None)
     store = options.artifacts if stage.reuse_key else None
@@ -193,6 +196,7 @@ class _Loop:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler | None
     history: dict[str, list[float]]
+    ema: ParameterEMA | None = None
     step: int = 0
 
 
@@ -207,9 +211,15 @@ def _train_stage(
         loop = _new_loop(stage, options)
         _maybe_resume(loop, path, options)
         start, start_step = time.perf_counter(), loop.step
-        last_loss = _optimise(model, loop, train, val, options, path)
+        track(stage.module, loop.ema)
+        try:
+            last_loss = _optimise(model, loop, train, val, options, path)
+        finally:
+            track(stage.module, None)
         seconds = time.perf_counter() - start
     _save(loop, path, options, done=True)
+    if loop.ema is not None:  # the finished stage is its average (the checkpoint keeps both)
+        loop.ema.copy_to(stage.module)
     _finalize(stage)
     done_steps = loop.step - start_step
     rate = done_steps * stage.hparams.batch_size / seconds if seconds > 0 and done_steps else None
@@ -219,7 +229,8 @@ def _train_stage(
 def _new_loop(stage: Stage, options: TrainerOptions) -> _Loop:
     optimizer = _make_optimizer(stage)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(options.device, options.amp) else None
-    return _Loop(stage, optimizer, _make_scheduler(stage, optimizer), scaler, {})
+    ema = ParameterEMA(stage.module, stage.hparams.ema_decay) if stage.hparams.ema_decay else None
+    return _Loop(stage, optimizer, _make_scheduler(stage, optimizer), scaler, {}, ema)
 
 
 def _maybe_resume(loop: _Loop, path: Path, options: TrainerOptions) -> None:
@@ -232,6 +243,8 @@ def _maybe_resume(loop: _Loop, path: Path, options: TrainerOptions) -> None:
     if state.scheduler is not None:
         loop.scheduler.load_state_dict(state.scheduler)
     loop.step, loop.history = state.step, state.history
+    if loop.ema is not None and state.ema is not None:
+        loop.ema.load_state_dict(state.ema)
     ckpt.restore_rng(state.rng_cpu, state.rng_cuda)
 
 
@@ -240,7 +253,7 @@ def _save(loop: _Loop, path: Path, options: TrainerOptions, done: bool) -> None:
     state = ckpt.TrainState(
         step=loop.step, done=done, module=_cpu_state(loop.stage.module),
         optimizer=loop.optimizer.state_dict(), scheduler=loop.scheduler.state_dict(),
-        rng_cpu=cpu, rng_cuda=cuda, history=loop.history,
+        rng_cpu=cpu, rng_cuda=cuda, history=loop.history, ema=None if loop.ema is None else loop.ema.state_dict(),
     )
     ckpt.save(path, state, options.config_hash, {"stage": loop.stage.name, "model": options.model_name})
 
@@ -329,6 +342,8 @@ def _train_step(
     else:
         loop.optimizer.step()
     loop.scheduler.step()
+    if loop.ema is not None:
+        loop.ema.update(loop.stage.module)
     return {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
 
 
