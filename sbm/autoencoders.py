@@ -1,13 +1,15 @@
 """Unimodal autoencoders of stage 1: a β-VAE or an RAE per modality, and their training stage.
 
 Sources: Wesego & Rooshenas 2024, §2 and A.1–A.2 (VAE β = 0.1 with Gaussian prior, posterior and
-likelihood; RAE = MSE + 1e-5·‖z‖² with N(0, 0.01) noise added to z before the decoder, Ghosh et al.
-2020); networks: ``mmbench.nets.residual`` (sbmae ``h_vae_model_copy.py``, Soft-IntroVAE style).
+likelihood; RAE = squared error + 1e-5·‖z‖² with Gaussian noise added to z before the decoder, Ghosh et
+al. 2020); networks: ``mmbench.nets.residual`` (sbmae ``h_vae_model_copy.py``, Soft-IntroVAE style).
 
-**Likelihood (decision).** The VAE's reconstruction term is the per-image sum of squared errors,
-i.e. a Gaussian likelihood with fixed variance ½ up to a constant (Soft-IntroVAE's ``mse`` loss with
-``reduction="sum"``), plus β·KL. The RAE's term is the per-pixel *mean* squared error ("MSE" as in
-A.2), so that 1e-5·‖z‖² is not negligible next to it and the latent scale stays near 1.
+**Objective scale (as the reference).** Both families' reconstruction term is the per-image *sum* of
+squared errors averaged over the batch, i.e. a Gaussian likelihood with fixed variance ½ up to a constant
+(Soft-IntroVAE's ``mse`` with ``reduction="sum"``; sbmae ``train_polyupdAE.py`` ``ae_reg_loss`` for the
+RAE), plus β·KL (VAE) or 1e-5·E‖z‖² (RAE). The RAE's decoder sees ``z + sqrt(rae_noise_var)·ε``; the
+reference adds ``0.01·ε`` (``--noise-cons 0.01``: variance 1e-4), which is our default; the paper's A.2
+says "variance of 0.01" (set ``rae_noise_var=0.01`` for that reading; docs/sbm.md).
 
 Sharing: :func:`autoencoder_stage` gives each modality's autoencoder a ``reuse_key`` that hashes
 only what determines its trained state (the family's own fields, the modality name, the data
@@ -21,7 +23,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmbench.contract import Stage, StageHParams
@@ -31,7 +32,9 @@ from mmbench.nets.residual import ResDecoder, ResEncoder
 from mmbench.seeding import derive_seed, seeded
 
 FAMILIES = ("vae", "rae")
-STAGE_VERSION = "sbm.autoencoders/1"  # bump when the training recipe changes: old artifacts stop matching
+# per family; bump one when its training recipe changes: its old artifacts stop matching.
+# rae 2: the per-image sum of squared errors (was the per-pixel mean), as sbmae's ae_reg_loss.
+STAGE_VERSIONS = {"vae": "sbm.autoencoders/1", "rae": "sbm.autoencoders.rae/2"}
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ class UnimodalAE(nn.Module):
     def _rae_loss(self, x: Tensor) -> dict[str, Tensor]:
         z, _ = self.encoder(x)
         noisy = z + torch.randn_like(z) * self.spec.rae_noise_var**0.5
-        rec = F.mse_loss(self.decoder(noisy), x)
+        rec = (self.decoder(noisy) - x).square().flatten(1).sum(1).mean()
         reg = z.square().sum(1).mean()
         return {"loss": rec + self.spec.rae_l2 * reg, "rec": rec, "z_norm2": reg}
 
@@ -129,7 +132,7 @@ def reuse_key(spec: AESpec, modality: str, data_id: str, seed: int) -> str | Non
     """The artifact key of one modality's autoencoder; None (no sharing) when the data is unnamed."""
     if not data_id:
         return None
-    return config_hash({"stage": STAGE_VERSION, **spec.identity(), "modality": modality, "data_id": data_id, "seed": seed}, length=32)
+    return config_hash({"stage": STAGE_VERSIONS[spec.family], **spec.identity(), "modality": modality, "data_id": data_id, "seed": seed}, length=32)
 
 
 def autoencoder_stage(ae: UnimodalAE, modality: str, data_id: str, seed: int) -> Stage:

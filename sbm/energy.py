@@ -5,9 +5,12 @@ sbmae: one MLP with softplus activations shared by every modality pair, six 128-
 ``[z_a, z_b, t-embedding, emb(a), emb(b)]`` with a skip from the input at layer 5.
 
 Low energy = coherent pair. NCE maximises ``log σ(−E(pos)) + log σ(E(neg))``, i.e. minimises
-``softplus(E(pos)) + softplus(−E(neg))``. Negatives: the partner shuffled within the batch, and a
-pure Gaussian vector; positives and negatives are perturbed by the score model's kernel at one random
-t per pair.
+``softplus(E(pos)) + softplus(−E(neg))``. Negatives (Eq. 7: an incoherent example of the *same*
+modality pair): row i's pair (a_i, b_i) against modality b_i of another tuple of the batch (a random
+permutation of the tuples), and against a pure Gaussian vector; positives and negatives are perturbed by
+the score model's kernel at one random t per pair. The shuffled partner is always of modality b_i: were
+it of another tuple's own b_j, the energy could lower its loss by telling the modalities apart instead of
+judging coherence.
 """
 
 from __future__ import annotations
@@ -68,13 +71,15 @@ def nce_loss(energy: PairEnergy, sde: VPSDE, z: Tensor, present: Tensor, eps: fl
     rows = torch.arange(z.shape[0], device=z.device)[valid]
     a, b = a[valid], b[valid]
     z_a, z_b = z[rows, a], z[rows, b]
-    shuffled = z_b[torch.randperm(len(rows), device=z.device)]
+    partner = rows[torch.randperm(len(rows), device=z.device)]  # another tuple, the same modality b_i
+    shuffled, usable = z[partner, b], present[partner, b]
     gaussian = torch.randn_like(z_b)
     t = sample_times(len(rows), eps, sde.T, z.device)
     za_t = sde.perturb(z_a, t)
     e_pos = energy(za_t, sde.perturb(z_b, t), t, a, b)
-    e_shuffled = energy(za_t, sde.perturb(shuffled, t), t, a, b)
+    e_shuffled = energy(za_t, sde.perturb(shuffled, t), t, a, b)[usable]
     e_gaussian = energy(za_t, sde.perturb(gaussian, t), t, a, b)
-    loss = F.softplus(e_pos).mean() + 0.5 * (F.softplus(-e_shuffled).mean() + F.softplus(-e_gaussian).mean())
+    shuffled_term = F.softplus(-e_shuffled).mean() if e_shuffled.numel() else e_pos.new_zeros(())
+    loss = F.softplus(e_pos).mean() + 0.5 * (shuffled_term + F.softplus(-e_gaussian).mean())
     return {"loss": loss, "energy_pos": e_pos.mean(), "energy_shuffled": e_shuffled.mean(),
             "energy_gaussian": e_gaussian.mean()}

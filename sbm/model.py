@@ -19,10 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mmbench.config import src
+from mmbench.config import src, to_dict
 from mmbench.contract import Batch, Stage, StageHParams, Subset
 from mmbench.hashing import config_hash
-from mmbench.config import to_dict
 from mmbench.seeding import derive_seed
 from sbm.autoencoders import FAMILIES, reset_parameters
 from sbm.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
@@ -42,6 +41,10 @@ _NOT_SCORE_TRAINING = frozenset({
     "aux_width", "aux_proj_dim", "aux_steps", "aux_lr", "aux_batch_size", "cond_null_prob",
 })
 EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
+# The reference subtracts EBM-scale · ∇ of the *batch mean* of the energy, so each sample gets
+# EBM-scale / batch; our energy_gamma is that per-sample strength (sbm.guidance.per_sample_gamma).
+PAPER_EBM_SCALE = 1000.0  # Table 4 (PolyMNIST); Table 10: 2000 for CelebAMask-HQ
+PAPER_EVAL_BATCH = 256  # sbmae's evaluation batch size (Table 4 batch size)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class SBMConfig:
     width: float = src(1.0, "mmbench.nets.residual width multiplier (1.0 = the paper's 64/128/256 channels)")
     vae_beta: float = src(0.1, "paper A.2 and Table 6 (sbmae's script uses 0.5)")
     rae_l2: float = src(1e-5, "paper A.2: RAE ||z||^2 weight")
-    rae_noise_var: float = src(0.01, "paper A.2: variance of the Gaussian noise added to z before the decoder")
+    rae_noise_var: float = src(1e-4, "sbmae train_polyupdAE.py: z + 0.01·N(0, I), i.e. variance 1e-4 (the paper's A.2 text says variance 0.01; docs/sbm.md)")
     ae_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (the paper gives no epoch count for stage 1)")
     ae_lr: float = src(1e-3, "paper A.2: unimodal VAEs lr 0.001")
     ae_batch_size: int = src(256, "paper Table 4 batch size")
@@ -74,6 +77,7 @@ class SBMConfig:
     score_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (the paper gives no epoch count)")
     score_lr: float = src(2e-4, "paper A.2: Adam lr 0.0002")
     score_batch_size: int = src(256, "paper Table 4")
+    score_ema_decay: float = src(0.0, "sbmae: no EMA for PolyMNIST (train_poly_unet_cont.py); its CelebA score model uses 0.999 (0 = off)")
     missing_rate: float = src(0.0, "paper A.10.1 used 0.2 on CelebAMask-HQ; 0 = complete tuples")
     # sampling
     sampler: str = src("pc", "paper §2.1 / A.2: predictor-corrector")
@@ -83,7 +87,7 @@ class SBMConfig:
     t_end: float = src(1e-3, "score_sde: sampling ends at t = 1e-3")
     reimpose: str = src("fresh", "PROTOCOL.md §2 decision: fresh noise; 'sbmae' = alpha*z + sigma*z as the reference code")
     # -C: energy-based coherence guidance
-    energy_gamma: float = src(1000.0, "Table 4: EBM-scale 1000")
+    energy_gamma: float = src(PAPER_EBM_SCALE / PAPER_EVAL_BATCH, "Table 4: EBM-scale 1000 on the batch mean at batch 256 = 1000/256 per sample (docs/sbm.md)")
     energy_width: int = src(128, "sbmae: 128-wide MLP")
     energy_layers: int = src(6, "sbmae: six layers, skip from the input at layer 5")
     energy_steps: int = src(50 * EPOCH, "mmbench: 50 epochs (the paper gives none)")
@@ -157,7 +161,8 @@ class SBM(LatentGenerativeModel):
         cfg = self.config
         return Stage(
             name="score", module=self.score_net, loss=self._score_loss,
-            hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr),
+            hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr,
+                                 ema_decay=cfg.score_ema_decay),
             prepare=self._prepare_score, reuse_key=self._score_key(),
         )
 

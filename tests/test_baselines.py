@@ -439,3 +439,21 @@ def test_decode_rows_calls_the_decoder_once_per_row():
     stacked = decoder(latents.reshape(15, 8)).view(3, 5, 3, 28, 28)
     assert not torch.allclose(rows, stacked, atol=1e-4)
 
+
+
+def test_mopoe_mixture_conditional_draws_each_given_subset_uniformly():
+    """Given {m0, m1}, the paper's conditional draws the component {m0}, {m1} or {m0, m1} (the PoE of its
+    experts) with probability 1/3 each; experts at ±10 with tiny variance put those components at +10, −10, 0."""
+    model = tiny("mopoe")
+    assert model.config.conditional == "mixture"  # the polymnist suites' (the paper's) choice
+    n, d = 3000, 2
+    tight = torch.full((n, d), -12.0)
+    experts = {"m0": (torch.full((n, d), 10.0), tight), "m1": (torch.full((n, d), -10.0), tight)}
+    torch.manual_seed(0)
+    z = model.posterior_sample(experts, frozenset({"m0", "m1"}))[:, 0]
+    shares = [float((z - c).abs().lt(0.5).float().mean()) for c in (10.0, -10.0, 0.0)]
+    assert sum(shares) == pytest.approx(1.0)
+    for share in shares:
+        assert abs(share - 1 / 3) < 4 * (2 / 9 / n) ** 0.5, shares
+    poe = tiny("mopoe", conditional="subset_poe").posterior_sample(experts, frozenset({"m0", "m1"}))[:, 0]
+    assert poe.abs().max() < 0.5, "the product of both experts sits at their precision-weighted mean, 0"

@@ -181,3 +181,20 @@ def test_tidy_drops_training_curves():
     runs = [_run("alpha", 0, {"train/ae/m0/loss": 1.0, "stage/ae/seconds": 2.0, "coherence/loo/mean": 0.5})]
     frame = _tidy(runs, SUITE)
     assert isinstance(frame, pd.DataFrame) and list(frame["key"]) == ["coherence/loo/mean"]
+
+
+def test_provenance_names_each_rows_generation_settings():
+    """Which conditional/sampler/guidance each row used is part of its provenance (e.g. MoPoE's mixture)."""
+    from mmbench.report.provenance import provenance, provenance_markdown
+
+    collected = _collected()
+    for run in collected.runs:
+        if run.tags["variant"] == "alpha":
+            run.params.update({"model/conditional": "mixture", "model/width": "0.25"})
+        if run.tags["variant"] == "beta_model":
+            run.params.update({"model/sampler": "pc", "model/sampler_steps": "100", "model/energy_gamma": "3.90625"})
+    prov = provenance(collected)
+    assert prov["generation"] == {"alpha": {"conditional": "mixture"},
+                                  "beta_model": {"sampler": "pc", "sampler_steps": "100", "energy_gamma": "3.90625"}}
+    text = provenance_markdown(prov)
+    assert "  - alpha: conditional=mixture" in text and "energy_gamma=3.90625" in text

@@ -42,7 +42,7 @@ class MLDConfig:
     latent_dim: int = src(64, "Wesego & Rooshenas A.9: MLD uses the SBM autoencoders (latent 64)")
     width: float = src(1.0, "mmbench.nets.residual width multiplier")
     rae_l2: float = src(1e-5, "SBM-RAE, Wesego & Rooshenas A.2")
-    rae_noise_var: float = src(0.01, "SBM-RAE, Wesego & Rooshenas A.2")
+    rae_noise_var: float = src(1e-4, "SBM-RAE (sbm.model.SBMConfig.rae_noise_var: the reference's std 0.01)")
     ae_steps: int = src(200 * EPOCH, "as SBM (shared autoencoders)")
     ae_lr: float = src(1e-3, "as SBM (shared autoencoders)")
     ae_batch_size: int = src(256, "as SBM (shared autoencoders)")
@@ -58,6 +58,7 @@ class MLDConfig:
     score_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (MLD trains 3000 on PolyMNIST)")
     score_lr: float = src(1e-4, "MLD mmnist_mld.py: lr 1e-4")
     score_batch_size: int = src(256, "MLD mmnist_mld.py: batch_size 256")
+    score_ema_decay: float = src(0.999, "MLD MLD.py: EMA(score, decay=0.999), sampled from (use_ema=True)")
     sampler: str = src("euler", "MLD: Euler-Maruyama (PROTOCOL.md §2)")
     sampler_steps: int = src(250, "MLD: N_step 250")
     t_end: float = src(1e-3, "MLD euler sampler ends at t = 0.001")
@@ -149,7 +150,8 @@ class MLD(LatentGenerativeModel):
         cfg = self.config
         score = Stage(
             name="score", module=self.score_model, loss=self._loss,
-            hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr),
+            hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr,
+                                 ema_decay=cfg.score_ema_decay),
             prepare=self._prepare, finalize=self.release_cache,
         )
         return [*self.ae_stages(), score]

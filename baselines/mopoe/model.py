@@ -7,8 +7,10 @@ averaged over subsets. For large M the subsets of a step are sampled (``subsets_
 and every singleton always, the rest uniformly without replacement, weighted so that the average over
 all subsets is estimated without bias. The reconstruction draws one mixture component per sample,
 uniformly over all non-empty subsets (an unbiased version of MoPoE's stratified batch split).
-Conditional generation: the product of the given experts (MoPoE ``cond_generation`` on the subset's
-posterior), or the uniform mixture over the given set's subsets (``conditional = "mixture"``).
+Conditional generation (``conditional``): by default one mixture component per sample, uniform over the
+non-empty subsets of the given modalities, each the PoE of its experts — the paper's evaluation (Wesego &
+Rooshenas 2024 §4.1; sbmae ``mopoe_model.py`` ``cond_gen`` without ``use_prod``); or the product of all the
+given experts (``"subset_poe"``, MoPoE's ``cond_generation`` on the given subset's posterior).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class MoPoEConfig(VAEConfig):
     subsets_per_step: int = src(
         32, "Decision: subsets in each step's KL; all of them when 2^M − 1 ≤ this (exact for M ≤ 5)"
     )
-    conditional: str = src("subset_poe", "MoPoE cond_generation: the given subset's PoE; or 'mixture'")
+    conditional: str = src("mixture", "paper §4.1 / sbmae cond_gen: a uniform component among the given subsets; 'subset_poe' = MoPoE's PoE of the given set")
 
     def check(self) -> None:
         super().check()

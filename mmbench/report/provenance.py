@@ -11,6 +11,21 @@ SHARED_TAGS = (
     "git_commit", "dataset", "dataset_hash", "classifier", "classifier_sha256", "substitute", "substitute_sha256",
     "fid_extractor", "fid_weights", "provenance.fid/extractor_weights_sha256", "device",
 )
+# model settings that change what a row's generated samples mean (shown per row when a run has them)
+GENERATION_PARAMS = (
+    "model/conditional", "model/sampler", "model/sampler_steps", "model/corrector_steps", "model/reimpose",
+    "model/energy_gamma", "model/score_ema_decay",
+)
+
+
+def generation_settings(collected: Collected) -> dict[str, dict[str, str]]:
+    """Per row, the logged values of :data:`GENERATION_PARAMS` (e.g. MoPoE's conditional, the SBM sampler)."""
+    rows: dict[str, dict[str, str]] = {}
+    for run in collected.runs:
+        found = {k.split("/", 1)[1]: run.params[k] for k in GENERATION_PARAMS if k in run.params}
+        if found:
+            rows.setdefault(run.tags["variant"], found)
+    return rows
 
 
 def provenance(collected: Collected) -> dict[str, Any]:
@@ -30,7 +45,7 @@ def provenance(collected: Collected) -> dict[str, Any]:
         "suite": collected.suite.name, "suite_version": collected.suite.version, "budget": budget.name,
         "budget_status": budget.status, "ranks": budget.ranks, "tracking_uri": collected.tracking_uri,
         "shared": {k: v for k, v in shared.items() if v}, "versions": versions, "runs": dict(runs),
-        "ignored_runs": collected.ignored,
+        "ignored_runs": collected.ignored, "generation": generation_settings(collected),
     }
 
 
@@ -47,6 +62,10 @@ def provenance_markdown(prov: dict[str, Any]) -> str:
     lines.append("- runs (row: seed → MLflow run id):")
     for variant, seeds in prov["runs"].items():
         lines.append(f"  - {variant}: " + ", ".join(f"{s} → {r}" for s, r in sorted(seeds.items())))
+    if prov.get("generation"):
+        lines.append("- generation settings (row: model settings that define its samples):")
+        for variant, settings in prov["generation"].items():
+            lines.append(f"  - {variant}: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     for reason, count in prov["ignored_runs"].items():
         lines.append(f"- ignored {count} run(s): {reason}")
     return "\n".join(lines) + "\n"

@@ -17,9 +17,11 @@ from mmbench.suites import register_suite
 from mmbench.suites.scales import ALL_MODELS
 from mmbench.suites.spec import Budget, DatasetSpec, Scale, Suite, Variant, overrides
 
-# 1: sessions 1-3. 2 (session 4): the latent cosine reads the latents of the leave-one-out pass; quick
-# scores the k-curves on 300 of its 1,000 conditional tuples (n_curves).
-VERSION = "2"
+# 2: the latent cosine reads the latents of the leave-one-out pass; quick scores the k-curves on 300 of
+# its 1,000 conditional tuples (n_curves). 3: NCE negatives of the same modality; energy guidance γ per
+# sample (1000/256, the paper's EBM-scale at batch 256); MoPoE's conditional is the paper's mixture over
+# the given subsets; the RAE's squared error summed per image with z + 0.01·ε (as the reference).
+VERSION = "3"
 # Every PolyMNIST metric (F1 needs attribute/mask modalities: CelebAMask-HQ only).
 POLYMNIST_METRICS = (
     "coherence", "unconditional_coherence", "fid", "unconditional_fid", "mode_coverage", "fgsm", "latent_cosine",
@@ -130,7 +132,8 @@ POLYMNIST10_SCALING = register_suite(Suite(
     tables=("scaling",),
 ))
 
-# Fig. 11 (10 modalities): energy guidance on/off and 100 vs 1000 sampler steps; Table 6 (2 modalities): VAE β.
+# Fig. 11 (10 modalities): energy guidance on/off and 100 vs 1000 sampler steps; Table 6 (2 modalities): VAE β;
+# MoPoE's conditional: the paper's mixture over the given subsets (the main suites) vs the PoE of all given.
 # The rows of one model share their trained stages (the sampler steps are not part of any reuse key).
 N1K = overrides(sampler_steps=1000)
 N1K_SMOKE = (("smoke", overrides(sampler_steps=8)),)  # still more steps than the other rows' 4, but cheap
@@ -140,12 +143,12 @@ ABLATION_ROWS = tuple(
     for row in (Variant(model, model), Variant(f"{model}-N1k", model, N1K, N1K_SMOKE))
 ) + tuple(
     Variant(f"sbm-vae-beta{beta:g}-m2", "sbm-vae", overrides(vae_beta=beta), num_modalities=2) for beta in (0.1, 0.5, 1.0)
-)
+) + (Variant("mopoe", "mopoe"), Variant("mopoe-subset-poe", "mopoe", overrides(conditional="subset_poe")))
 POLYMNIST10_ABLATION = register_suite(Suite(
     name="polymnist10-ablation",
     version=VERSION,
     description="sampler steps 100 vs 1000 and energy guidance on/off (paper Fig. 11); VAE beta 0.1/0.5/1 on two "
-                "modalities (paper Table 6)",
+                "modalities (paper Table 6); MoPoE's conditional: mixture over the given subsets vs their PoE",
     dataset=DatasetSpec("polymnist", "polymnist10", 10),
     variants=ABLATION_ROWS,
     metrics=("coherence", "fid"),
