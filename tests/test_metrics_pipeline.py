@@ -249,10 +249,11 @@ def test_conditional_coherence_of_a_model_with_known_coherence(patterns3, classi
     settings = _settings(classifier_path, n_conditional=None, k_curves=False, subsets=(("m0",),))
     result = evaluate(model, test, ["coherence"], settings, tmp_path)
     p, n = model.config.p_own, len(test)
-    expected = {f"coherence/loo/{m}": model.own[(frozenset(loo_given(test.modalities, m)), m)].mean() for m in test.modalities}
-    expected |= {f"coherence/given/m0/{m}": model.own[(frozenset({"m0"}), m)].mean() for m in ("m1", "m2")}
-    for key in expected:
+    queries = {f"coherence/loo/{m}": (loo_given(test.modalities, m), m) for m in test.modalities}
+    queries |= {f"coherence/given/m0/{m}": (("m0",), m) for m in ("m1", "m2")}
+    for key in queries:
         assert abs(result.values[key] - p) < _binomial_tolerance(p, n), key  # p up to sampling
+    expected = {key: model.own[(frozenset(given), target)].mean() for key, (given, target) in queries.items()}
     for key, share in expected.items():
         assert result.values[key] == share, key  # exactly the recorded share of own-class targets
     assert result.values["coherence/loo/mean"] == pytest.approx(np.mean([expected[f"coherence/loo/{m}"] for m in test.modalities]))
