@@ -203,6 +203,118 @@ def test_missing_inception_weights_say_where_to_put_them(tmp_path, monkeypatch):
     assert INCEPTION_ENV in message and "never" in message and str(tmp_path / "nope.pth") in message
 
 
+def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Every tensor random, BatchNorm statistics included (default ones are all 0 or 1, so a swapped
+    BatchNorm key would go unseen); He-scaled convolutions keep the 2048 pool3 features of order 1-50."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(t: torch.Tensor, scale: float = 1.0, offset: float = 0.0, uniform: bool = False) -> torch.Tensor:
+        draw = torch.rand if uniform else torch.randn
+        return draw(t.shape, generator=generator) * scale + offset
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(rand(m.weight, (2 / m.weight[0].numel()) ** 0.5))
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(rand(m.weight, 1.0, 0.5, uniform=True))
+                m.bias.copy_(rand(m.bias, 0.1))
+                m.running_mean.copy_(rand(m.running_mean, 0.1))
+                m.running_var.copy_(rand(m.running_var, 1.0, 0.5, uniform=True))
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.copy_(rand(m.weight, 0.01))
+                m.bias.copy_(rand(m.bias))
+    return module
+
+
+def _torch_fidelity_file(path) -> str:
+    """torch-fidelity's format: the state_dict of its FeatureExtractorInceptionV3, built without download."""
+    from unittest import mock
+
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    with mock.patch.object(tfi, "load_state_dict_from_url", return_value=None), mock.patch.object(
+        tfi.FeatureExtractorInceptionV3, "load_state_dict", return_value=None
+    ):
+        net = tfi.FeatureExtractorInceptionV3(INCEPTION, ["2048"], feature_extractor_weights_path=None)
+    torch.save(_randomise(net, seed=1).state_dict(), path)
+    return str(path)
+
+
+def _pytorch_fid_file(path) -> str:
+    """pytorch-fid's format: the state_dict of ``fid_inception_v3()`` (torchvision's Inception3 with the
+    FIDInceptionA/C/E patches, 1008 classes, no aux head), built as pytorch-fid builds it minus the download."""
+    from unittest import mock
+
+    import torchvision
+    from pytorch_fid import inception as pfi
+
+    with mock.patch.object(pfi, "load_state_dict_from_url", return_value=None), mock.patch.object(
+        torchvision.models.inception.Inception3, "load_state_dict", return_value=None
+    ):
+        net = pfi.fid_inception_v3()
+    torch.save(_randomise(net, seed=2).state_dict(), path)
+    return str(path)
+
+
+def _pytorch_fid_pool3(path: str, images: np.ndarray) -> np.ndarray:
+    """pytorch-fid's own network (its InceptionV3 wrapper, block 3 = pool3) loading the file as it loads its
+    published weights. Its input convention is float x in [0, 1] mapped to 2x - 1; torch-fidelity's (ours) is
+    uint8 u mapped to (u - 128) / 128, so pytorch-fid is given x = u / 256: the same network input, exactly."""
+    from unittest import mock
+
+    from pytorch_fid import inception as pfi
+
+    with mock.patch.object(pfi, "load_state_dict_from_url", return_value=torch.load(path, weights_only=True)):
+        net = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    with torch.no_grad():
+        return net(torch.from_numpy(images).float() / 256)[0].flatten(1).numpy()
+
+
+def _torch_fidelity_pool3(path: str, images: np.ndarray) -> np.ndarray:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    net = FeatureExtractorInceptionV3(INCEPTION, ["2048"], feature_extractor_weights_path=path)
+    with torch.no_grad():
+        return net(torch.from_numpy(images))[0].numpy()
+
+
+@pytest.mark.parametrize("layout", ["torch-fidelity", "pytorch-fid"])
+def test_inception_weights_of_either_format_give_their_networks_features(layout, tmp_path):
+    """``--inception-weights FILE`` (identify → build_extractor → extract_features) against the networks of
+    pytorch-fid and torch-fidelity loading the same file, on the same 299×299 images: at 299 both resizes are
+    the identity (ours, torch-fidelity's, copies TF1's bilinear resize; pytorch-fid uses torch's, which
+    differs on upsampling by design), so the comparison is of the networks and their weights alone."""
+    make = {"torch-fidelity": _torch_fidelity_file, "pytorch-fid": _pytorch_fid_file}[layout]
+    path = make(tmp_path / f"{layout}.pth")
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 3, 299, 299), dtype=np.uint8)
+    with pytest.warns(UserWarning, match="not the standard FID Inception"):
+        identity = identify(INCEPTION, None, path)
+    ours = extract_features(build_extractor(identity), images, 2, "cpu")
+    assert ours.shape == (2, 2048) and np.abs(ours).max() > 1.0  # features of order 1, not vanishing
+    np.testing.assert_allclose(ours, _pytorch_fid_pool3(path, images), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours, _torch_fidelity_pool3(path, images), rtol=1e-5, atol=1e-5)
+
+
+def test_inception_files_of_unknown_formats_are_clear_errors(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights")
+    pickled = tmp_path / "module.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    checkpoint = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": {"fc.bias": torch.zeros(2)}, "epoch": 3}, checkpoint)
+    wrapper = tmp_path / "wrapper.pth"
+    torch.save({"blocks.0.0.conv.weight": torch.zeros(32, 3, 3, 3)}, wrapper)
+    for path, message in ((text, "not a torch state_dict file"), (pickled, "not a torch state_dict file"),
+                          (checkpoint, "holds a dict, not a state_dict of tensors"),
+                          (wrapper, "pytorch-fid's InceptionV3 wrapper")):
+        with pytest.warns(UserWarning):
+            identity = identify(INCEPTION, None, str(path))
+        with pytest.raises(ValueError, match=message) as info:
+            build_extractor(identity)
+        assert str(path) in str(info.value)
+
+
 def test_a_wrong_weights_file_is_a_clear_error(tmp_path):
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)

@@ -1,7 +1,8 @@
 """FID feature extractors, used through torch-fidelity 0.4.0's registry (``toshas/torch-fidelity``).
 
 - ``inception-v3-compat``: torch-fidelity's own Inception-v3 (pool3, 2048-d; bilinear resize to 299 as
-  TF1.x did; uint8 input), always from a LOCAL weights file: never downloaded.
+  TF1.x did; uint8 input), always from a LOCAL weights file: never downloaded. torch-fidelity's and
+  pytorch-fid's published files share one state_dict layout; either is read.
 - ``mmbench-clf``: the evaluation classifier's penultimate layer (512-d for PMClassifier), offline and
   cheap on a CPU. Its "weights" are the classifier checkpoint; its sha256 is part of every FID's identity.
 """
@@ -156,6 +157,34 @@ def identify(name: str, classifier_path: str | Path | None, inception_weights: s
     raise ValueError(f"unknown FID extractor {name!r}; use one of {EXTRACTORS}")
 
 
+def check_inception_file(path: str | Path) -> None:
+    """Raise a ValueError naming the problem unless ``path`` holds an Inception FID state_dict in the layout
+    torch-fidelity's and pytorch-fid's published files share (``Conv2d_1a_3x3.conv.weight`` … ``fc.bias``).
+
+    The file is read with ``weights_only=True`` (tensors only), so an arbitrary pickle is refused before
+    torch-fidelity unpickles it; torch-fidelity's strict ``load_state_dict`` then checks every key and shape.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
+        raise ValueError(
+            f"{path} is not a torch state_dict file of tensors (torch.load with weights_only=True raised "
+            f"{type(exc).__name__}: a pickled module or other objects are refused); "
+            f"{INCEPTION} needs torch-fidelity's {INCEPTION_FILES[0]} or pytorch-fid's {INCEPTION_FILES[1]}"
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} holds a {type(state).__name__}, not a state_dict of tensors; save the network's "
+            f"state_dict() (torch-fidelity's {INCEPTION_FILES[0]} and pytorch-fid's {INCEPTION_FILES[1]} are)"
+        )
+    if any(str(k).startswith("blocks.") for k in state):
+        raise ValueError(
+            f"{path} is the state_dict of pytorch-fid's InceptionV3 wrapper (keys 'blocks.N...'), which lacks "
+            "the 1008-class fc layer; use pytorch-fid's published pt_inception-2015-12-05-6726825d.pth or the "
+            "state_dict of pytorch_fid.inception.fid_inception_v3() (keys 'Conv2d_1a_3x3...', 'fc...')"
+        )
+
+
 def build_extractor(
     identity: ExtractorIdentity, device: str | torch.device = "cpu", extra_layers: tuple[str, ...] = ()
 ) -> torch.nn.Module:
@@ -163,6 +192,8 @@ def build_extractor(
     from torch_fidelity.utils import create_feature_extractor
 
     ensure_registered()
+    if identity.name == INCEPTION:
+        check_inception_file(identity.weights_path)
     try:
         extractor = create_feature_extractor(
             identity.name, [identity.layer, *extra_layers], cuda=False, verbose=False,
