@@ -7,6 +7,8 @@ report tests and the UI test. Helpers (the tiny model, test suites, shared class
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -241,6 +243,11 @@ def test_report_writes_every_table_and_figure(smoke, tmp_path):
     # only dummy was run: every other row is listed as missing, with its reason, and shows no number
     assert "## Missing rows" in index and "- mvae: seed 0: no run yet" in index and "\n- dummy:" not in index
     assert "| mvae | — [1] | — [1] |" in (out / "tables" / "conditional.md").read_text()
+    # the findings check: no SBM or MVAE row ran, so each claim cannot be checked, and says what it lacks
+    findings = list(csv.DictReader(io.StringIO((out / "findings.csv").read_text())))
+    assert len(findings) == 5 and {f["verdict"] for f in findings} == {"cannot be checked"}
+    assert "sbm-vae coherence/uncond/all_agree: no run yet for this row" in findings[0]["missing"]
+    assert "## Findings" in index and "**cannot be checked**" in (out / "findings.md").read_text()
     runs = _job_runs(smoke["uri"])
     prov = json.loads((out / "provenance.json").read_text())
     assert sorted(prov["runs"]["dummy"].values()) == sorted(r.run_id for r in runs)

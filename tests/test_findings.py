@@ -18,7 +18,7 @@ from mmbench.report import tables as tbl
 from mmbench.report.aggregate import Aggregate
 from mmbench.report.collect import NO_RUN, RUN_FAILED, RUN_UNFINISHED, Absence, Collected, _tidy, absences
 from mmbench.report.degenerate import COLLAPSE_KEY, COLLAPSE_KL_NATS
-from mmbench.suites import get_suite
+from mmbench.suites import get_suite, suite_names
 from mmbench.suites.polymnist import PAPER_FINDINGS
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant
 from mmbench.tracking import RunRecord
@@ -81,7 +81,7 @@ def test_every_finding_holds_on_paper_like_numbers_with_the_numbers_behind_it():
     flat = verdicts["sbm_fid_flat_in_observed"].evidence
     assert f"sbm-vae {2 / 70:.1%}" in flat and f"sbm-vae-c {2 / 74:.1%}" in flat and f"mvae {60 / 100:.1%}" in flat
     assert "sbm-vae +0.1000" in verdicts["sbm_coherence_rises_with_observed"].evidence  # 0.4, 0.5, 0.6 over k
-    assert "+0.150, +0.100, +0.050 (mean +0.100)" in verdicts["guidance_lifts_few_observed"].evidence
+    assert "sbm-vae-c − sbm-vae at k = 1, 2, 3: +0.150, +0.100, +0.050 (mean +0.100)" in verdicts["guidance_lifts_few_observed"].evidence
     assert "MVAE: mvae 0.300 vs lowest other row mopoe 0.750" in verdicts["mvae_lowest_coherence"].evidence
 
 
@@ -121,13 +121,19 @@ def test_findings_cannot_be_checked_without_their_rows_and_say_which_values_lack
                  "sbm_coherence_rises_with_observed", "guidance_lifts_few_observed"):
         assert verdicts[name].status == fnd.UNCHECKED, name
         assert any(m.startswith("sbm-vae ") and "no run yet" in m for m in verdicts[name].missing), name
+        assert set(verdicts[name].absent_rows) == {"sbm-vae", "sbm-vae-c"}, name
     assert verdicts["mvae_lowest_coherence"].status == fnd.HOLDS  # MVAE and another row are there
+    md = fnd.to_markdown(fnd.check_all(SUITE.findings, _agg(values)), "smoke", ranks=False)
+    assert "rows without a finished run: sbm-vae, sbm-vae-c (see Missing rows)" in md
+    assert "checks the pipeline only" in md and "missing value(s)" not in md  # whole rows are named once
     # a curve with one k missing does not count; the missing key is named
     partial = paper_like()
     for row in ("sbm-vae", "sbm-vae-c"):
         del partial[row]["coherence/last_given/k2"]
     verdict = _verdicts(_agg(partial))["sbm_coherence_rises_with_observed"]
     assert verdict.status == fnd.UNCHECKED and any("sbm-vae coherence/last_given/k2" in m for m in verdict.missing)
+    assert not verdict.absent_rows and "2 missing value(s): sbm-vae coherence/last_given/k2: no finished run" in \
+        fnd._lacking(verdict)
     no_mvae = {row: m for row, m in paper_like().items() if row != "mvae"}
     verdict = _verdicts(_agg(no_mvae))["mvae_lowest_coherence"]
     assert verdict.status == fnd.UNCHECKED and "missing for the MVAE row" in verdict.evidence
@@ -146,6 +152,8 @@ def test_findings_render_as_markdown_and_csv():
 def test_suites_name_known_findings():
     assert get_suite("polymnist10").findings == PAPER_FINDINGS
     assert set(PAPER_FINDINGS) == set(fnd.FINDINGS)
+    for name in suite_names():
+        assert all(fnd.get_finding(f) for f in get_suite(name).findings), name
     with pytest.raises(KeyError, match="sbm_best_unconditional_coherence"):
         fnd.get_finding("sbm_best_unconditional_coherenc")
 

@@ -83,7 +83,7 @@ def _findings(suite: Suite, agg: Aggregate, budget: Budget, result: ReportFiles)
     if not suite.findings:
         return None
     results = fnd.check_all(suite.findings, agg)
-    text = fnd.to_markdown(results, budget.name)
+    text = fnd.to_markdown(results, budget.name, budget.ranks)
     for name, content in (("findings.md", text), ("findings.csv", fnd.to_csv(results))):
         atomic.write_text(result.folder / name, content)
         result.files.append(result.folder / name)

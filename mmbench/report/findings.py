@@ -42,6 +42,7 @@ class Verdict:
     status: str  # HOLDS | FAILS | UNCHECKED
     evidence: str  # the numbers behind the verdict
     missing: tuple[str, ...] = ()  # "row key: why" for every value the check looked for and lacked
+    absent_rows: tuple[str, ...] = ()  # rows it looked at that have no finished run (see Missing rows)
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,14 @@ class _Reader:
 
     agg: Aggregate
     missing: list[str] = field(default_factory=list)
+    absent_rows: dict[str, None] = field(default_factory=dict)  # ordered set
 
     def value(self, row: str, key: str) -> float | None:
         cell = self.agg.cell(row, key)
         if not cell.present:
             self.missing.append(f"{row} {key}: {cell.reason}")
+            if self.agg.collected.missing_row(row) is not None:
+                self.absent_rows[row] = None
             return None
         return cell.mean
 
@@ -83,7 +87,7 @@ class _Reader:
         return None if any(p is None for p in points) else points  # type: ignore[misc]
 
     def verdict(self, status: str, evidence: str) -> Verdict:
-        return Verdict(status, evidence, tuple(self.missing))
+        return Verdict(status, evidence, tuple(self.missing), tuple(self.absent_rows))
 
 
 # --- row groups -------------------------------------------------------------------------------------------
@@ -127,7 +131,9 @@ def check_sbm_best_unconditional(agg: Aggregate) -> Verdict:
 
 
 def _relative_range(points: Sequence[float]) -> float:
-    return (max(points) - min(points)) / min(points)
+    """(max − min) / min; infinite when the minimum is not positive (no FID is 0 in practice)."""
+    low = min(points)
+    return (max(points) - low) / low if low > 0 else float("inf")
 
 
 def check_sbm_fid_flat(agg: Aggregate) -> Verdict:
@@ -182,21 +188,21 @@ def guided_pairs(agg: Aggregate) -> list[tuple[str, str]]:
 
 def check_guidance_lifts_few_observed(agg: Aggregate) -> Verdict:
     reader = _Reader(agg)
-    lifts = {}
+    lifts: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
     pairs = guided_pairs(agg)
     for guided, plain in pairs:
         ks = _ks(agg, guided)[:FEW_OBSERVED]
         with_c, without = reader.curve(guided, COHERENCE_CURVE, ks), reader.curve(plain, COHERENCE_CURVE, ks)
-        if with_c is not None and without is not None:
-            lifts[(guided, plain)] = [a - b for a, b in zip(with_c, without, strict=True)]
+        if with_c is not None and without is not None and ks:
+            lifts[(guided, plain)] = (ks, [a - b for a, b in zip(with_c, without, strict=True)])
     if not lifts:
         what = "no guided/unguided pair of SBM rows in the suite" if not pairs else "no pair has both curves"
         return reader.verdict(UNCHECKED, f"{what} at k = 1..{FEW_OBSERVED} ({COHERENCE_CURVE})")
-    means = {pair: sum(d) / len(d) for pair, d in lifts.items()}
+    means = {pair: sum(d) / len(d) for pair, (_, d) in lifts.items()}
     status = HOLDS if all(m > 0 for m in means.values()) else FAILS
-    return reader.verdict(status, "guided − unguided coherence at k = 1.." + str(FEW_OBSERVED) + ": " + "; ".join(
-        f"{g} − {p}: {', '.join(f'{d:+.3f}' for d in lifts[(g, p)])} (mean {means[(g, p)]:+.3f})"
-        for g, p in lifts))
+    return reader.verdict(status, "guided − unguided coherence of the last modality given the first k: " + "; ".join(
+        f"{g} − {p} at k = {', '.join(map(str, ks))}: {', '.join(f'{d:+.3f}' for d in diffs)} "
+        f"(mean {means[(g, p)]:+.3f})" for (g, p), (ks, diffs) in lifts.items()))
 
 
 def check_mvae_lowest(agg: Aggregate) -> Verdict:
@@ -277,18 +283,31 @@ def check_all(names: Sequence[str], agg: Aggregate) -> list[tuple[Finding, Verdi
 
 
 # --- rendering ------------------------------------------------------------------------------------------
-def to_markdown(results: Sequence[tuple[Finding, Verdict]], budget: str) -> str:
-    lines = [f"**The paper's claims at budget {budget}** (computed from the store; rules in docs/harness.md)", "",
-             "| Claim | Paper | Verdict | Evidence |", "|---|---|---|---|"]
+def to_markdown(results: Sequence[tuple[Finding, Verdict]], budget: str, ranks: bool = True) -> str:
+    lines = [f"**The paper's claims at budget {budget}** (computed from the store; rules in docs/harness.md)", ""]
+    if not ranks:
+        lines += [f"Budget {budget} checks the pipeline only: these verdicts say nothing about the models.", ""]
+    lines += ["| Claim | Paper | Verdict | Evidence |", "|---|---|---|---|"]
     for finding, verdict in results:
         lines.append(f"| {finding.claim} | {finding.reference} | **{verdict.status}** | {_cell(verdict.evidence)} |")
     lines.append("")
     for finding, verdict in results:
-        if verdict.missing:
-            lines.append(f"- {finding.claim}: lacks {len(verdict.missing)} value(s): " + "; ".join(verdict.missing[:8])
-                         + (" …" if len(verdict.missing) > 8 else ""))
+        lacking = _lacking(verdict)
+        if lacking:
+            lines.append(f"- {finding.claim}: {lacking}")
     lines += ["", "Rules: " + " ".join(f"({i}) {f.rule}." for i, (f, _) in enumerate(results, 1))]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _lacking(verdict: Verdict, shown: int = 8) -> str:
+    """What a verdict lacked, short: the rows without a run by name, then the other missing values."""
+    parts = []
+    if verdict.absent_rows:
+        parts.append(f"rows without a finished run: {', '.join(verdict.absent_rows)} (see Missing rows)")
+    values = [m for m in verdict.missing if m.split(" ", 1)[0] not in verdict.absent_rows]
+    if values:
+        parts.append(f"{len(values)} missing value(s): " + "; ".join(values[:shown]) + (" …" if len(values) > shown else ""))
+    return "; ".join(parts)
 
 
 def _cell(text: str) -> str:
@@ -298,8 +317,9 @@ def _cell(text: str) -> str:
 def to_csv(results: Sequence[tuple[Finding, Verdict]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["finding", "claim", "reference", "keys", "rule", "verdict", "evidence", "missing"])
+    writer.writerow(["finding", "claim", "reference", "keys", "rule", "verdict", "evidence", "absent_rows",
+                     "missing"])
     for finding, verdict in results:
         writer.writerow([finding.name, finding.claim, finding.reference, " ".join(finding.keys), finding.rule,
-                         verdict.status, verdict.evidence, " | ".join(verdict.missing)])
+                         verdict.status, verdict.evidence, " ".join(verdict.absent_rows), " | ".join(verdict.missing)])
     return buffer.getvalue()
