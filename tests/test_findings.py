@@ -12,16 +12,26 @@ import math
 
 import pytest
 
+from mmbench import tracking
 from mmbench.report import _index, missing_rows
 from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
 from mmbench.report.aggregate import Aggregate
-from mmbench.report.collect import NO_RUN, RUN_FAILED, RUN_UNFINISHED, Absence, Collected, _tidy, absences
+from mmbench.report.collect import (
+    NO_RUN,
+    RUN_FAILED,
+    RUN_UNFINISHED,
+    Absence,
+    Collected,
+    NoRuns,
+    _tidy,
+    absences,
+    collect,
+)
 from mmbench.report.degenerate import COLLAPSE_KEY, COLLAPSE_KL_NATS
 from mmbench.suites import get_suite, suite_names
 from mmbench.suites.polymnist import PAPER_FINDINGS
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant
-from mmbench.tracking import RunRecord
 
 SUITE = Suite(
     name="f-test", version="2", description="findings test", dataset=DatasetSpec("synthetic", "patterns4", 4),
@@ -52,10 +62,10 @@ def paper_like() -> dict[str, dict[str, float]]:
 
 
 def _run(variant: str, metrics: dict[str, float], seed: int = 0, status: str = "FINISHED", start: int = 0,
-         tags: dict[str, str] | None = None) -> RunRecord:
+         tags: dict[str, str] | None = None) -> tracking.RunRecord:
     all_tags = {"variant": variant, "seed": str(seed), "suite_version": SUITE.version,
                 "model": SUITE.variant(variant).model, **(tags or {})}
-    return RunRecord(f"{variant}-{seed}-{status}-{start}", status, start, None, {}, dict(metrics), all_tags, "")
+    return tracking.RunRecord(f"{variant}-{seed}-{status}-{start}", status, start, None, {}, dict(metrics), all_tags, "")
 
 
 def _agg(values: dict[str, dict[str, float]], absent: dict[str, dict[int, Absence]] | None = None) -> Aggregate:
@@ -238,3 +248,15 @@ def test_missing_rows_are_listed_with_their_reason_and_never_a_zero(tmp_path):
     assert missing_rows(agg.collected) == {"mopoe": "seed 0: run failed: ValueError: bad (run r1)"}
     complete = _agg(paper_like(), {})
     assert "## Missing rows" not in _index(complete.collected, complete, [], ReportFiles(tmp_path), "")
+
+
+def test_a_store_with_only_failed_runs_says_which_failed_and_what_never_ran(tmp_path):
+    store = tracking.Store(f"sqlite:///{tmp_path}/store.db")
+    store.check()
+    experiment = store.experiment_id(SUITE.name)
+    tags = {"kind": tracking.JOB_KIND, "budget": "quick", "variant": "mvae", "seed": "0", "suite_version": "2"}
+    run_id = store.create_run(experiment, "mvae-seed-0", {**tags, "error": "ValueError: bad"})
+    store.mark(run_id, tracking.FAILED)
+    with pytest.raises(NoRuns, match=rf"mvae seed 0: run failed: ValueError: bad \(run {run_id}\); "
+                                     r"3 \(row, seed\) with no run yet"):
+        collect(SUITE, SUITE.budgets[0], store.uri)

@@ -91,15 +91,30 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
         raise NoRuns(f"the store {store.uri} has no experiment for suite {suite.name!r}; run it first")
     attempts = store.job_runs(experiment, budget.name)
     chosen, ignored = _choose(suite, [r for r in attempts if r.status == tracking.FINISHED])
+    absent = absences(suite, budget, attempts, chosen)
     if not chosen:
         others = store.budgets(experiment)
         raise NoRuns(
             f"no finished runs of suite {suite.name!r} v{suite.version} at budget {budget.name!r} in {store.uri}"
+            + (f" ({absence_summary(absent)})" if attempts else "")
             + (f"; finished budgets there: {', '.join(others)}" if others else "")
         )
     skipped, directions = _artifacts(store, chosen)
-    return Collected(suite, budget, store.uri, chosen, _tidy(chosen, suite), skipped, directions, ignored,
-                     absences(suite, budget, attempts, chosen))
+    return Collected(suite, budget, store.uri, chosen, _tidy(chosen, suite), skipped, directions, ignored, absent)
+
+
+def absence_summary(absent: dict[str, dict[int, Absence]]) -> str:
+    """``run failed: mvae seed 0 (run ...: error); no run yet: 11 row seeds`` — failures and unfinished
+    attempts by name, the rows never run by count."""
+    named: list[str] = []
+    never = 0
+    for row, seeds in absent.items():
+        for seed, absence in seeds.items():
+            if absence.status == NO_RUN:
+                never += 1
+            else:
+                named.append(f"{row} seed {seed}: {absence.describe()}")
+    return "; ".join(named + ([f"{never} (row, seed) with no run yet"] if never else []))
 
 
 def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking.RunRecord], dict[str, int]]:
