@@ -49,7 +49,7 @@ def _collapsed(cell_of: CellOf) -> str | None:
     covered = cell_of(COVERED_KEY).mean
     seen = f", {covered:.1f} classes seen per modality" if covered is not None else ""
     return (f"unconditional samples collapse onto few classes ({COLLAPSE_KEY} = {kl:.2f} nats > log 2 = "
-            f"{COLLAPSE_KL_NATS:.2f}{seen}): agreement among them is cheap, so this value is not ranked")
+            f"{COLLAPSE_KL_NATS:.2f}{seen}): agreement among them is cheap")
 
 
 RULES: tuple[DegeneracyRule, ...] = (
