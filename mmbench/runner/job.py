@@ -68,7 +68,8 @@ def execute_job(job: Job, ctx: JobContext, previous_run: str | None = None) -> J
 
     Never raises for the job's own failure: it is recorded in its run (FAILED, or KILLED when stopped).
     ``previous_run``: the job's last unfinished attempt, recorded as ``resumed_from``. Every closed run
-    carries ``job/seconds``: the attempt's wall time from opening the run to closing it.
+    carries ``job/seconds``: the attempt's wall time from opening the run to closing it; an evaluated
+    model that reports ``last_nfe`` (the score-based samplers) adds ``job/score_evaluations_per_sample``.
     """
     from mmbench.training.trainer import TrainingStopped
 
@@ -168,6 +169,9 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
     model = _build(job)
     _train(job, ctx, store, run_id, model, train, val, device)
     _evaluate(job, ctx, store, run_id, model, test, device)
+    nfe = getattr(model, "last_nfe", None)  # score evaluations of the last sampler pass, per sample
+    if nfe is not None:
+        store.log_metrics(run_id, [("job/score_evaluations_per_sample", float(nfe), 0)], _now_ms())
 
 
 def _build(job: Job) -> Any:
