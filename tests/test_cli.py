@@ -7,6 +7,8 @@ report tests and the UI test. Helpers (the tiny model, test suites, shared class
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -128,7 +130,8 @@ def test_smoke_run_logs_params_tags_metrics_and_artifacts(smoke):
         assert run.params["eval/n_conditional"] == "24" and run.params["data/n_train"] == "256"
         directions = store.read_json(run.run_id, "metric_keys.json")
         assert json.loads(tags["skipped"]) == store.read_json(run.run_id, "skipped.json") == {}
-        evaluated = {k for k in run.metrics if not k.startswith(("train/", "val/", "stage/"))}
+        evaluated = {k for k in run.metrics if not k.startswith(("train/", "val/", "stage/", "job/"))}
+        assert run.metrics["job/seconds"] > 0
         assert evaluated == set(directions)  # every expected key has a value (dummy can do everything)
         assert all(np.isfinite(v) for v in run.metrics.values())
         assert directions["coherence/loo/mean"] is True and directions["fid/loo/mean"] is False
@@ -237,6 +240,14 @@ def test_report_writes_every_table_and_figure(smoke, tmp_path):
         assert (out / "samples" / f"dummy_{kind}.png").read_bytes()[:4] == b"\x89PNG"
     index = (out / "report.md").read_text()
     assert "ranks nothing" in index and "not drawn" not in index
+    # only dummy was run: every other row is listed as missing, with its reason, and shows no number
+    assert "## Missing rows" in index and "- mvae: seed 0: no run yet" in index and "\n- dummy:" not in index
+    assert "| mvae | — [1] | — [1] |" in (out / "tables" / "conditional.md").read_text()
+    # the findings check: no SBM or MVAE row ran, so each claim cannot be checked, and says what it lacks
+    findings = list(csv.DictReader(io.StringIO((out / "findings.csv").read_text())))
+    assert len(findings) == 5 and {f["verdict"] for f in findings} == {"cannot be checked"}
+    assert "sbm-vae coherence/uncond/all_agree: no run yet for this row" in findings[0]["missing"]
+    assert "## Findings" in index and "**cannot be checked**" in (out / "findings.md").read_text()
     runs = _job_runs(smoke["uri"])
     prov = json.loads((out / "provenance.json").read_text())
     assert sorted(prov["runs"]["dummy"].values()) == sorted(r.run_id for r in runs)
@@ -246,7 +257,7 @@ def test_report_writes_every_table_and_figure(smoke, tmp_path):
     expected = f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
     assert f"| dummy | {expected} |" in (out / "tables" / "conditional.md").read_text()
     csv_line = next(line for line in (out / "tables" / "conditional.csv").read_text().splitlines()
-                    if "coherence/loo/mean" in line)
+                    if line.startswith("dummy,") and "coherence/loo/mean" in line)
     assert abs(float(csv_line.split(",")[3]) - np.mean(values)) < 1e-12
 
 

@@ -85,6 +85,7 @@ class TinyAE(MultimodalModel):
         return loss
 
     def _sample_conditional(self, batch, given, targets):
+        self.last_nfe = 3  # reported like a score-based sampler's score evaluations per sample
         z = torch.stack([self.enc[g](batch[g].flatten(1)) for g in sorted(given)]).mean(0)
         z = z + self.config.sample_noise * torch.randn_like(z)
         return {t: torch.sigmoid(self.dec[t](z)).view(-1, 3, 28, 28) for t in sorted(targets)}
@@ -299,6 +300,7 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     killed = summary.outcomes[0].run_id
     store = tracking.Store(store_uri(_isolated_home))
     assert store.run(killed).tags["error"].startswith("stopped:")
+    assert store.run(killed).metrics["job/seconds"] == pytest.approx(summary.outcomes[0].seconds)
 
     TRAINING_CALLS.clear()
     resumed, _ = _run("t-resume", _isolated_home)
@@ -313,6 +315,10 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     assert TRAINING_CALLS == {"m1": 12 - 5, "m2": 12}
     assert [s for s, _ in store.metric_history(outcome.run_id, "train/ae/m1/loss")] == [12]
     assert "coherence/loo/mean" in run.metrics
+    # the attempt's wall time: what the outcome reports, and at least its training stages' time
+    stages = sum(v for k, v in run.metrics.items() if k.startswith("stage/") and k.endswith("/seconds"))
+    assert run.metrics["job/seconds"] == pytest.approx(outcome.seconds) and run.metrics["job/seconds"] >= stages > 0
+    assert run.metrics["job/score_evaluations_per_sample"] == 3.0
 
     start = time.perf_counter()
     again, lines = _run("t-resume", _isolated_home)
@@ -336,6 +342,8 @@ def test_failing_job_is_recorded_and_others_go_on_and_stages_are_shared(_isolate
     bad = next(o for o in summary.outcomes if o.title == "bad seed 0")
     assert "boom" in store.run(bad.run_id).tags["error"]
     assert "traceback.txt" in store.artifact_names(bad.run_id)
+    assert store.run(bad.run_id).metrics["job/seconds"] == pytest.approx(bad.seconds)
+    assert "job/score_evaluations_per_sample" not in store.run(bad.run_id).metrics  # it never sampled
     noisy = next(o for o in summary.outcomes if o.title == "ae-noisy seed 0")
     metrics = store.run(noisy.run_id).metrics
     assert metrics["stage/ae/m0/reused"] == metrics["stage/ae/m1/reused"] == 1.0

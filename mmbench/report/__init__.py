@@ -1,8 +1,9 @@
 """``mmbench report``: collect (store → tidy table) → aggregate (mean ± std, best) → render (tables, figures).
 
 Reads only the MLflow store (never imports torch) and writes to ``results/<suite>/<budget>/`` (or
-``--out``): ``report.md`` (every table, the figure list and the provenance block), ``tables/*.{md,csv,tex}``,
-``figures/*.{png,pdf}``, ``samples/<row>_{loo,uncond}.png`` and ``provenance.json``.
+``--out``): ``report.md`` (the rows still missing and why, the findings check, every table, the figure
+list and the provenance block), ``tables/*.{md,csv,tex}``, ``findings.{md,csv}`` (suites that declare
+findings), ``figures/*.{png,pdf}``, ``samples/<row>_{loo,uncond}.png`` and ``provenance.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from mmbench import atomic, tracking
 from mmbench.report import figures as figs
+from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
 from mmbench.report.aggregate import Aggregate
 from mmbench.report.collect import Collected, collect
@@ -46,13 +48,16 @@ def build_report(suite: Suite, budget: Budget, tracking_uri: str | None = None, 
     if not budget.ranks:
         say(f"note: budget {budget.name!r} checks the pipeline only; these numbers rank nothing")
     rendered = _tables(suite, agg, formats, result)
+    findings_md = _findings(suite, agg, budget, result)
     _figures(suite, agg, collected, result)
     prov = provenance(collected)
     atomic.write_json(result.folder / "provenance.json", prov)
     result.files.append(result.folder / "provenance.json")
     index = result.folder / "report.md"
-    atomic.write_text(index, _index(collected, agg, rendered, result, provenance_markdown(prov)))
+    atomic.write_text(index, _index(collected, agg, rendered, result, provenance_markdown(prov), findings_md))
     result.files.append(index)
+    for row, line in missing_rows(collected).items():
+        say(f"missing: {row}: {line}")
     for item, reason in result.missing.items():
         say(f"not drawn: {item}: {reason}")
     return result
@@ -71,6 +76,24 @@ def _tables(suite: Suite, agg: Aggregate, formats: Sequence[str], result: Report
             atomic.write_text(path, writers[fmt]())
             result.files.append(path)
     return rendered
+
+
+def _findings(suite: Suite, agg: Aggregate, budget: Budget, result: ReportFiles) -> str | None:
+    """``findings.md`` / ``findings.csv`` of the suite's paper claims; their Markdown (None: none declared)."""
+    if not suite.findings:
+        return None
+    results = fnd.check_all(suite.findings, agg)
+    text = fnd.to_markdown(results, budget.name, budget.ranks)
+    for name, content in (("findings.md", text), ("findings.csv", fnd.to_csv(results))):
+        atomic.write_text(result.folder / name, content)
+        result.files.append(result.folder / name)
+    return text
+
+
+def missing_rows(collected: Collected) -> dict[str, str]:
+    """row -> why some or all of its budget seeds have no finished run (``seed 0: run failed: ...``)."""
+    return {row: "; ".join(f"seed {seed}: {absence.describe()}" for seed, absence in seeds.items())
+            for row, seeds in collected.absent.items()}
 
 
 def _figures(suite: Suite, agg: Aggregate, collected: Collected, result: ReportFiles) -> None:
@@ -129,13 +152,20 @@ def _samples(collected: Collected, result: ReportFiles) -> None:
 
 
 def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTable], result: ReportFiles,
-           prov_md: str) -> str:
+           prov_md: str, findings_md: str | None = None) -> str:
     suite, budget = collected.suite, collected.budget
     lines = [f"# {suite.name} v{suite.version} — budget {budget.name}", "", suite.description, ""]
     if not budget.ranks:
         lines += [f"> **This budget checks that the pipeline runs; its numbers rank nothing.** {budget.note}", ""]
     elif budget.sizing == "unmeasured":
         lines += [f"> Budget sizes are unmeasured first values: {budget.note}", ""]
+    missing = missing_rows(collected)
+    if missing:
+        lines += ["## Missing rows", "", f"{len(missing)} of {len(collected.suite.variants)} rows lack a finished "
+                  "run for some budget seed; their cells show \"—\", never a number:", ""]
+        lines += [f"- {row}: {why}" for row, why in missing.items()] + [""]
+    if findings_md is not None:
+        lines += ["## Findings", "", findings_md]
     lines += ["## Tables", ""]
     for table in rendered:
         lines += [tbl.to_markdown(table, agg), ""]

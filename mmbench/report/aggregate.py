@@ -1,8 +1,9 @@
 """Aggregate: mean ± std over seeds per (row, key), and the best row per column by each key's direction.
 
 Missing values stay missing: a cell without a number carries the reason recorded by the run (a skipped
-metric, an unmet capability), never a zero. The std is the sample standard deviation (ddof = 1) over
-seeds; with one seed it is undefined and omitted.
+metric, an unmet capability) or why the row has no finished run (no run yet, failed, unfinished), never a
+zero. A value that is degenerate for its metric (``mmbench.report.degenerate``) is never best. The std is
+the sample standard deviation (ddof = 1) over seeds; with one seed it is undefined and omitted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mmbench.report.collect import Collected
+from mmbench.report.degenerate import degenerate_reason
 
 NO_VALUE = "no finished run of this row reported this key"
 
@@ -41,7 +43,13 @@ class Aggregate:
 
     @property
     def variants(self) -> list[str]:
+        """Rows with at least one finished run."""
         return self.collected.variants
+
+    @property
+    def rows(self) -> list[str]:
+        """Every row a table lists, those without a finished run included."""
+        return self.collected.rows
 
     def keys(self) -> set[str]:
         return {k for _, k in self._stats}
@@ -50,16 +58,27 @@ class Aggregate:
         if (variant, key) in self._stats:
             mean, std, n = self._stats[(variant, key)]
             return Cell(mean, std if n > 1 else None, n)
+        absence = self.collected.missing_row(variant)
+        if absence is not None:
+            return Cell(None, None, 0, f"{absence.status} for this row (see Missing rows)")
         reason = self.collected.skipped.get(variant, {}).get(key, NO_VALUE)
         return Cell(None, None, 0, reason)
+
+    def degenerate(self, variant: str, key: str) -> str | None:
+        """Why ``variant``'s value of ``key`` is degenerate for its metric (e.g. collapsed samples), or None."""
+        if not self.cell(variant, key).present:
+            return None
+        return degenerate_reason(key, lambda other: self.cell(variant, other))
 
     def direction(self, key: str) -> bool | None:
         return self.collected.directions.get(key)
 
     def best(self, key: str, variants: Sequence[str] | None = None) -> set[str]:
-        """Rows with the best mean for ``key`` (ties, up to float rounding, included); empty without a direction."""
+        """Rows with the best mean for ``key`` (ties, up to float rounding, included) among the rows whose value
+        is not degenerate; empty without a direction or with fewer than two such rows."""
         direction = self.direction(key)
-        cells = {v: self.cell(v, key) for v in (variants if variants is not None else self.variants)}
+        rows = variants if variants is not None else self.variants
+        cells = {v: self.cell(v, key) for v in rows if self.degenerate(v, key) is None}
         means = {v: c.mean for v, c in cells.items() if c.mean is not None and not math.isnan(c.mean)}
         if direction is None or len(means) < 2:
             return set()

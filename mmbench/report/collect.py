@@ -3,13 +3,16 @@
 One row per (row label, seed, metric key): the latest FINISHED run of each (label, seed) of the suite's
 current version counts; older versions and unfinished attempts are counted, not used. Skip reasons,
 metric directions and provenance come from the same runs (tags and the ``skipped.json`` /
-``metric_keys.json`` artifacts). Torch is never imported.
+``metric_keys.json`` artifacts). Every (row, budget seed) without a finished run is an :class:`Absence`
+saying why: no run yet, the run failed, or it is unfinished (running, stopped or killed). Torch is never
+imported.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -17,7 +20,22 @@ import pandas as pd
 from mmbench import tracking
 from mmbench.suites.spec import Budget, Suite
 
-TRAINING_PREFIXES = ("train/", "val/", "stage/")
+TRAINING_PREFIXES = ("train/", "val/", "stage/", "job/")  # curves and costs, not results
+NO_RUN, RUN_FAILED, RUN_UNFINISHED = "no run yet", "run failed", "run unfinished"
+
+
+@dataclass(frozen=True)
+class Absence:
+    """Why a (row, seed) of the budget has no finished run: ``status`` is one of NO_RUN, RUN_FAILED,
+    RUN_UNFINISHED; ``detail`` is the latest attempt's error or state, ``run_id`` that attempt."""
+
+    status: str
+    detail: str = ""
+    run_id: str = ""
+
+    def describe(self) -> str:
+        text = f"{self.status}: {self.detail}" if self.detail else self.status
+        return f"{text} (run {self.run_id})" if self.run_id else text
 
 
 class NoRuns(RuntimeError):
@@ -34,12 +52,25 @@ class Collected:
     skipped: dict[str, dict[str, str]]  # variant -> key -> reason (a reason from any seed)
     directions: dict[str, bool | None]
     ignored: dict[str, int] = field(default_factory=dict)  # why other runs were not used -> count
+    absent: dict[str, dict[int, Absence]] = field(default_factory=dict)  # row -> seed -> why no finished run
 
     @property
     def variants(self) -> list[str]:
         """Row labels with at least one run, in the suite's order."""
-        present = set(self.values["variant"]) | set(self.skipped)
+        present = set(self.values["variant"]) | set(self.skipped) | {r.tags["variant"] for r in self.runs}
         return [v.label for v in self.suite.variants if v.label in present]
+
+    @property
+    def rows(self) -> list[str]:
+        """Every row the report lists: those with a finished run and those without one (absent), in order."""
+        listed = set(self.variants) | set(self.absent)
+        return [v.label for v in self.suite.variants if v.label in listed]
+
+    def missing_row(self, variant: str) -> Absence | None:
+        """Why ``variant`` has no finished run at all (None when at least one seed finished)."""
+        if variant in self.variants or variant not in self.absent:
+            return None
+        return next(iter(self.absent[variant].values()))
 
     def num_modalities(self, variant: str) -> int:
         spec = self.suite.variant(variant)
@@ -58,15 +89,32 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
     experiment = store.experiment_id(suite.name, create=False)
     if experiment is None:
         raise NoRuns(f"the store {store.uri} has no experiment for suite {suite.name!r}; run it first")
-    chosen, ignored = _choose(suite, store.job_runs(experiment, budget.name, tracking.FINISHED))
+    attempts = store.job_runs(experiment, budget.name)
+    chosen, ignored = _choose(suite, [r for r in attempts if r.status == tracking.FINISHED])
+    absent = absences(suite, budget, attempts, chosen)
     if not chosen:
         others = store.budgets(experiment)
         raise NoRuns(
             f"no finished runs of suite {suite.name!r} v{suite.version} at budget {budget.name!r} in {store.uri}"
+            + (f" ({absence_summary(absent)})" if attempts else "")
             + (f"; finished budgets there: {', '.join(others)}" if others else "")
         )
     skipped, directions = _artifacts(store, chosen)
-    return Collected(suite, budget, store.uri, chosen, _tidy(chosen, suite), skipped, directions, ignored)
+    return Collected(suite, budget, store.uri, chosen, _tidy(chosen, suite), skipped, directions, ignored, absent)
+
+
+def absence_summary(absent: dict[str, dict[int, Absence]]) -> str:
+    """``run failed: mvae seed 0 (run ...: error); no run yet: 11 row seeds`` — failures and unfinished
+    attempts by name, the rows never run by count."""
+    named: list[str] = []
+    never = 0
+    for row, seeds in absent.items():
+        for seed, absence in seeds.items():
+            if absence.status == NO_RUN:
+                never += 1
+            else:
+                named.append(f"{row} seed {seed}: {absence.describe()}")
+    return "; ".join(named + ([f"{never} (row, seed) with no run yet"] if never else []))
 
 
 def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking.RunRecord], dict[str, int]]:
@@ -90,6 +138,34 @@ def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking
     order = {label: i for i, label in enumerate(labels)}
     chosen = sorted(latest.values(), key=lambda r: (order[r.tags["variant"]], _seed(r)))
     return chosen, ignored
+
+
+def absences(suite: Suite, budget: Budget, attempts: list[tracking.RunRecord],
+             chosen: list[tracking.RunRecord]) -> dict[str, dict[int, Absence]]:
+    """Every (row, budget seed) without a chosen finished run, with the state of its latest attempt."""
+    finished = {(r.tags["variant"], _seed(r)) for r in chosen}
+    latest: dict[tuple[str, int], tracking.RunRecord] = {}
+    for run in sorted(attempts, key=lambda r: r.start_time):
+        if run.tags.get("suite_version") == suite.version and run.status != tracking.FINISHED:
+            latest[(run.tags.get("variant", ""), _seed(run))] = run
+    out: dict[str, dict[int, Absence]] = {}
+    for variant in suite.variants:
+        for seed in budget.seeds:
+            if (variant.label, seed) not in finished:
+                out.setdefault(variant.label, {})[seed] = _absence(latest.get((variant.label, seed)))
+    return out
+
+
+def _absence(attempt: tracking.RunRecord | None) -> Absence:
+    if attempt is None:
+        return Absence(NO_RUN)
+    error = attempt.tags.get("error", "")
+    if attempt.status == tracking.FAILED:
+        return Absence(RUN_FAILED, error or "no error recorded", attempt.run_id)
+    if attempt.status == tracking.KILLED:
+        return Absence(RUN_UNFINISHED, f"{error or 'stopped'}; a rerun resumes it", attempt.run_id)
+    since = datetime.fromtimestamp(attempt.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return Absence(RUN_UNFINISHED, f"{attempt.status.lower()} since {since}", attempt.run_id)
 
 
 def _seed(run: tracking.RunRecord) -> int:

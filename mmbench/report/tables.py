@@ -1,14 +1,16 @@
 """Render: the report's tables (paper Table 5, the unconditional table, robustness, scaling) as md, csv, tex.
 
 Each cell is mean ± std over seeds; the best row per column (by the key's ``higher_is_better``) is
-bold; a missing value is "—" with a footnote giving the recorded reason, never a zero.
+bold; a missing value is "—" with a footnote giving the recorded reason, never a zero; a row without a
+finished run is listed with its cells "—" and the reason; a value degenerate for its metric (a collapsed
+model's unconditional agreement) is never bold but flagged "†" with a footnote saying why.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mmbench.report.aggregate import Aggregate, Cell, format_cell
 
@@ -79,7 +81,8 @@ class RenderedTable:
     cells: dict[tuple[str, str], Cell]  # (row, column header) -> cell
     keys: dict[tuple[str, str], str]
     best: dict[str, set[str]]  # column header -> best rows
-    footnotes: dict[str, int]  # reason -> footnote number
+    footnotes: dict[str, int]  # reason (missing or flagged) -> footnote number
+    flags: dict[tuple[str, str], str] = field(default_factory=dict)  # (row, column header) -> why degenerate
 
     @property
     def empty(self) -> bool:
@@ -87,19 +90,23 @@ class RenderedTable:
 
 
 def build_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
-    rows = agg.variants
-    cells, keys, best, notes = {}, {}, {}, {}
+    rows = agg.rows
+    cells, keys, best, notes, flags = {}, {}, {}, {}, {}
     for col in spec.columns:
         for row in rows:
             key = col.key_for(agg.collected.num_modalities(row))
             keys[(row, col.header)] = key
             cell = agg.cell(row, key)
             cells[(row, col.header)] = cell
-            if cell.reason and cell.reason not in notes:
-                notes[cell.reason] = len(notes) + 1
+            flag = agg.degenerate(row, key)
+            if flag:
+                flags[(row, col.header)] = flag
+            for note in (cell.reason, flag):
+                if note and note not in notes:
+                    notes[note] = len(notes) + 1
         same_key = {keys[(r, col.header)] for r in rows}
         best[col.header] = agg.best(next(iter(same_key)), rows) if len(same_key) == 1 else set()
-    return RenderedTable(spec, rows, cells, keys, best, notes)
+    return RenderedTable(spec, rows, cells, keys, best, notes, flags)
 
 
 def _arrow(agg: Aggregate, table: RenderedTable, header: str, tex: bool = False) -> str:
@@ -121,28 +128,35 @@ def to_markdown(table: RenderedTable, agg: Aggregate) -> str:
         for header in headers:
             cell = table.cells[(row, header)]
             text = format_cell(cell, _digits(table, header))
+            flag = table.flags.get((row, header))
             if cell.reason:
                 text += f" [{table.footnotes[cell.reason]}]"
+            elif flag:
+                text += f" † [{table.footnotes[flag]}]"
             elif row in table.best[header]:
                 text = f"**{text}**"
             parts.append(text)
         lines.append(f"| {row} | " + " | ".join(parts) + " |")
     lines.append("")
-    lines += [f"[{n}] {reason}" for reason, n in table.footnotes.items()]
+    lines += [f"[{n}] {_flagged(table, reason)}{reason}" for reason, n in table.footnotes.items()]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _flagged(table: RenderedTable, note: str) -> str:
+    return "† not ranked: " if note in table.flags.values() else ""
 
 
 def to_csv(table: RenderedTable) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "column", "key", "mean", "std", "n_seeds", "best", "missing_reason"])
+    writer.writerow(["model", "column", "key", "mean", "std", "n_seeds", "best", "missing_reason", "flag"])
     for row in table.rows:
         for col in table.spec.columns:
             cell = table.cells[(row, col.header)]
             writer.writerow([
                 row, col.header, table.keys[(row, col.header)], "" if cell.mean is None else repr(cell.mean),
                 "" if cell.std is None else repr(cell.std), cell.n, int(row in table.best[col.header]),
-                cell.reason or "",
+                cell.reason or "", table.flags.get((row, col.header), ""),
             ])
     return buffer.getvalue()
 
@@ -162,14 +176,17 @@ def to_latex(table: RenderedTable, agg: Aggregate) -> str:
         for header in headers:
             cell = table.cells[(row, header)]
             text = format_cell(cell, _digits(table, header)).replace("±", r"$\pm$").replace("—", "---")
+            flag = table.flags.get((row, header))
             if cell.reason:
                 text += f"$^{{{letters[(table.footnotes[cell.reason] - 1) % 26]}}}$"
+            elif flag:
+                text += rf"$^{{\dagger {letters[(table.footnotes[flag] - 1) % 26]}}}$"
             elif row in table.best[header]:
                 text = rf"\textbf{{{text}}}"
             parts.append(text)
         lines.append(_tex_escape(row) + " & " + " & ".join(parts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [f"% {letters[(n - 1) % 26]}: {reason}" for reason, n in table.footnotes.items()]
+    lines += [f"% {letters[(n - 1) % 26]}: {_flagged(table, reason)}{reason}" for reason, n in table.footnotes.items()]
     return "\n".join(lines) + "\n"
 
 

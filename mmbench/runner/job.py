@@ -67,7 +67,9 @@ def execute_job(job: Job, ctx: JobContext, previous_run: str | None = None) -> J
     """Open the job's child run, run the job end to end, close the run.
 
     Never raises for the job's own failure: it is recorded in its run (FAILED, or KILLED when stopped).
-    ``previous_run``: the job's last unfinished attempt, recorded as ``resumed_from``.
+    ``previous_run``: the job's last unfinished attempt, recorded as ``resumed_from``. Every closed run
+    carries ``job/seconds``: the attempt's wall time from opening the run to closing it; an evaluated
+    model that reports ``last_nfe`` (the score-based samplers) adds ``job/score_evaluations_per_sample``.
     """
     from mmbench.training.trainer import TrainingStopped
 
@@ -84,8 +86,15 @@ def execute_job(job: Job, ctx: JobContext, previous_run: str | None = None) -> J
     except Exception as exc:  # noqa: BLE001 (a failing job is recorded, the others go on)
         _log_traceback(store, run_id)
         return _fail(store, run_id, job, start, tracking.FAILED, f"{type(exc).__name__}: {exc}")
+    seconds = _log_wall_time(store, run_id, start)
     store.mark(run_id, tracking.FINISHED)
-    return JobOutcome(job.job_id, job.title, run_id, tracking.FINISHED, time.perf_counter() - start)
+    return JobOutcome(job.job_id, job.title, run_id, tracking.FINISHED, seconds)
+
+
+def _log_wall_time(store: tracking.Store, run_id: str, start: float) -> float:
+    seconds = time.perf_counter() - start
+    store.log_metrics(run_id, [("job/seconds", seconds, 0)], _now_ms())
+    return seconds
 
 
 def open_child(store: tracking.Store, ctx: JobContext, job: Job, previous_run: str | None) -> str:
@@ -115,8 +124,9 @@ def job_tags(job: Job, shared: dict[str, str]) -> dict[str, Any]:
 
 def _fail(store: tracking.Store, run_id: str, job: Job, start: float, status: str, error: str) -> JobOutcome:
     store.set_tags(run_id, {"error": error})
+    seconds = _log_wall_time(store, run_id, start)
     store.mark(run_id, status)
-    return JobOutcome(job.job_id, job.title, run_id, status, time.perf_counter() - start, error)
+    return JobOutcome(job.job_id, job.title, run_id, status, seconds, error)
 
 
 def _log_traceback(store: tracking.Store, run_id: str) -> None:
@@ -159,6 +169,9 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
     model = _build(job)
     _train(job, ctx, store, run_id, model, train, val, device)
     _evaluate(job, ctx, store, run_id, model, test, device)
+    nfe = getattr(model, "last_nfe", None)  # score evaluations of the last sampler pass, per sample
+    if nfe is not None:
+        store.log_metrics(run_id, [("job/score_evaluations_per_sample", float(nfe), 0)], _now_ms())
 
 
 def _build(job: Job) -> Any:

@@ -140,7 +140,8 @@ class Suite:
 
     ``optional_metrics`` may be skipped for rows whose model lacks a capability the metric needs (the
     store records the skip with its reason); every other metric must be computable for every row.
-    ``figures`` lists the report's figures this suite has the data for.
+    ``figures`` lists the report's figures this suite has the data for; ``findings`` the paper's claims
+    the report checks (names in ``mmbench.report.findings.FINDINGS``).
     """
 
     name: str
@@ -153,6 +154,7 @@ class Suite:
     optional_metrics: frozenset[str] = frozenset()
     figures: tuple[str, ...] = ()
     tables: tuple[str, ...] = ("conditional", "unconditional")
+    findings: tuple[str, ...] = ()
     default_budget: str = "quick"
 
     def budget(self, name: str) -> Budget:

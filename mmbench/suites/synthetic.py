@@ -8,7 +8,7 @@ learning) shows where chance lies.
 from __future__ import annotations
 
 from mmbench.suites import register_suite
-from mmbench.suites.polymnist import MAIN_FIGURES, OPTIONAL, POLYMNIST_METRICS, VERSION
+from mmbench.suites.polymnist import MAIN_FIGURES, OPTIONAL, PAPER_FINDINGS, POLYMNIST_METRICS, VERSION
 from mmbench.suites.scales import ALL_MODELS
 from mmbench.suites.spec import Budget, DatasetSpec, Scale, Suite, Variant, overrides
 
@@ -49,5 +49,6 @@ SYNTHETIC = register_suite(Suite(
     ),
     figures=MAIN_FIGURES,
     tables=("conditional", "unconditional", "robustness"),
+    findings=PAPER_FINDINGS,  # the same rows as polymnist10: checks the findings machinery end to end
     default_budget="smoke",
 ))
