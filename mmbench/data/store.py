@@ -5,11 +5,12 @@ Layout of a dataset folder (PolyMNIST, Sutter et al. 2021 MoPoE ``mmnist/MMNISTD
     manifest.json               # format, name, modalities, splits, sources, sha256 of every file, hashes
     {split}/labels.npy          # int64 (N,)
     {split}/m{i}.npy            # uint8 (N, 3, 28, 28), memory-mappable
-    .verified.json              # optional cache: files whose sha256 was checked, keyed on size + mtime
+    .verified.json              # optional cache: files whose sha256 was checked, keyed on size, mtime, ctime, inode
 
 ``load_dataset`` always checks the manifest, that every file of the split exists with the recorded size
 and array header; ``verify="fast"`` (the default) re-hashes only files that changed since their last
-successful hash (size or mtime differ from the stamp); ``verify=True`` re-hashes every time.
+successful hash (size, mtime, ctime or inode differ from the stamp: rewriting a byte and setting the
+mtime back still changes the ctime); ``verify=True`` re-hashes every time.
 """
 
 from __future__ import annotations
@@ -223,8 +224,10 @@ def _read_stamp(root: Path) -> dict[str, Any]:
 
 
 def _stat_key(path: Path) -> list[int]:
+    """Size, modification and status-change times and inode: any write through the file system changes
+    the status-change time (ctime), which, unlike the modification time, cannot be set back."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def write_verified_stamp(root: Path, manifest: dict[str, Any], rels: Iterable[str] | None = None) -> None:

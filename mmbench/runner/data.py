@@ -130,7 +130,7 @@ def load_splits(ref: DataRef) -> tuple[Any, Any, Any]:
     else:
         from mmbench.data.store import load_dataset
 
-        splits = [load_dataset(ref.name, s, verify=False, modalities=ref.modalities) for s in SPLITS]
+        splits = [load_dataset(ref.name, s, verify="fast", modalities=ref.modalities) for s in SPLITS]
     out = []
     for split, data in zip(SPLITS, splits, strict=True):
         data = data.select_modalities(ref.modalities)
@@ -187,7 +187,7 @@ def _full_splits(spec: DatasetSpec, budget: Budget) -> tuple[Any, Any]:
         return _synthetic(spec, "train", sizes["train"]), _synthetic(spec, "test", sizes["test"])
     from mmbench.data.store import load_dataset
 
-    return load_dataset(spec.name, "train", verify=False), load_dataset(spec.name, "test", verify=False)
+    return load_dataset(spec.name, "train", verify="fast"), load_dataset(spec.name, "test", verify="fast")
 
 
 def _train_classifier(
