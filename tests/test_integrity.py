@@ -6,6 +6,7 @@ command that rebuilds them (``mmbench.integrity``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ from test_trainer import Tiny, TinyConfig, assert_same_state, stop_after
 from classifiers.nets import build_classifier
 from classifiers.store import ClassifierHashError, load_classifier, save_classifier
 from mmbench import integrity, paths, registry
+from mmbench.data import store
 from mmbench.data.store import DatasetIntegrityError, labels_path, staging, write_manifest
 from mmbench.data.synthetic import make_patterns
 from mmbench.metrics.samples import SampleCache
@@ -248,26 +250,67 @@ def _stored_dataset(name: str) -> Path:
     return target
 
 
+def _flip_keeping_mtime(array: Path, offset: int) -> None:
+    stat = array.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    flip_byte(array, offset)
+    os.utime(array, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the issue's case: mtime restored
+    assert array.stat().st_mtime_ns == stat.st_mtime_ns and array.stat().st_size == stat.st_size
+
+
+def _refused(ref: DataRef, root: Path, rel: str) -> str:
+    with pytest.raises(DatasetIntegrityError) as caught:
+        load_splits(ref)
+    message = str(caught.value)
+    assert str(root) in message and rel in message
+    assert "mmbench data prepare --dataset polymnist --modalities 2" in message and "--force" in message
+    return message
+
+
 @pytest.mark.parametrize("fault", ("flip-keeping-mtime", "truncate"))
 def test_a_damaged_data_array_is_refused_when_a_job_loads_it(fault):
     root = _stored_dataset("polymnist2")
     ref = DataRef("polymnist", "polymnist2", ("m0", "m1"), 24, None, None, "h", "h")
-    clean = load_splits(ref)  # verified once: the fast check then trusts what it hashed
+    clean = load_splits(ref)
     assert len(clean[0]) == 24
     array = root / "train" / "m1.npy"
-    stat = array.stat()
-    time.sleep(0.05)  # past the file system's timestamp granularity
     if fault == "truncate":
         array.write_bytes(array.read_bytes()[:-10])
     else:
-        flip_byte(array, stat.st_size - 1)
-        os.utime(array, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the issue's case: mtime restored
-        assert array.stat().st_mtime_ns == stat.st_mtime_ns and array.stat().st_size == stat.st_size
-    with pytest.raises(DatasetIntegrityError) as caught:
-        load_splits(ref)
-    message = str(caught.value)
-    assert str(root) in message and "train/m1.npy" in message
-    assert "mmbench data prepare --dataset polymnist --modalities 2" in message and "--force" in message
+        _flip_keeping_mtime(array, 128 + 2352 * 3 + 7)  # a pixel of row 3, which the stratified subset reads
+    _refused(ref, root, "train/m1.npy")
+
+
+def test_a_job_hashes_the_blocks_it_reads_and_verify_hashes_all(monkeypatch):
+    """Block hashes (4 KiB here): a flip in a row the job's subset skips is not read, so not reported by
+    the job; ``verify_dataset`` hashes every byte and reports it."""
+    monkeypatch.setattr(store, "BLOCK_BYTES", 4096)
+    root = _stored_dataset("polymnist2")
+    ref = DataRef("polymnist", "polymnist2", ("m0", "m1"), 24, None, None, "h", "h")
+    array = root / "train" / "m0.npy"
+    labels = np.load(root / "train" / "labels.npy")
+    unread = int(np.setdiff1d(np.arange(len(labels)), store.stratified_rows(labels, 24))[-1])
+    _flip_keeping_mtime(array, 128 + 2352 * unread + 5)
+    assert len(load_splits(ref)[0]) == 24
+    problems = store.verify_dataset(root)[1]
+    assert len(problems) == 1 and problems[0].startswith("train/m0.npy: sha256")
+    full = DataRef("polymnist", "polymnist2", ("m0", "m1"), None, None, None, "h", "h")
+    _refused(full, root, "train/m0.npy")
+
+
+def test_a_dataset_without_block_hashes_is_hashed_whole_until_verify_records_them(capsys):
+    root = _stored_dataset("polymnist2")
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in manifest["files"].values():
+        del entry["blocks"]
+    (root / "manifest.json").write_text(json.dumps(manifest))  # as written before block hashes
+    ref = DataRef("polymnist", "polymnist2", ("m0", "m1"), 24, None, None, "h", "h")
+    load_splits(ref)
+    assert "predates block hashes" in capsys.readouterr().err
+    assert store.verify_dataset(root)[1] == []
+    assert all("blocks" in e for e in json.loads((root / "manifest.json").read_text())["files"].values())
+    _flip_keeping_mtime(root / "val" / "m0.npy", 1000)
+    _refused(ref, root, "val/m0.npy")
 
 
 # ------------------------------------------------------------------------------------- saved job models
