@@ -339,8 +339,9 @@ def load_rows(
     root = resolve_dataset(name_or_path)
     manifest = read_manifest(root)
     rows = stratified_rows(np.asarray(data.labels), n)
-    rels = split_files(manifest, split, list(data.modalities))
-    problems = [p for rel in rels for p in check_blocks(root, manifest, rel, None if rel == rels[0] else rows)]
+    problems = check_blocks(root, manifest, _rel(split, LABELS), None)
+    for m in data.modalities:
+        problems += check_blocks(root, manifest, _rel(split, m), rows, data.images[m])
     if problems:
         _raise(root, manifest, problems)
     return data if n is None else data.subset(n)
@@ -353,9 +354,8 @@ def stratified_rows(labels: np.ndarray, n: int | None) -> np.ndarray | None:
     return None if n is None or n >= len(labels) else stratified_first(labels, n)
 
 
-def _row_blocks(path: Path, rows: np.ndarray, block: int) -> np.ndarray:
-    """Indices of the blocks of a ``.npy`` file holding its header and the rows ``rows``."""
-    array = np.load(path, mmap_mode="r")
+def _row_blocks(array: np.memmap, rows: np.ndarray, block: int) -> np.ndarray:
+    """Indices of the blocks of a memory-mapped ``.npy`` file holding its header and the rows ``rows``."""
     row_bytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.itemsize)
     starts = int(array.offset) + np.asarray(rows, dtype=np.int64) * row_bytes
     first, last = starts // block, (starts + row_bytes - 1) // block
@@ -366,8 +366,11 @@ def _row_blocks(path: Path, rows: np.ndarray, block: int) -> np.ndarray:
 _WHOLE_FILE_NOTICE: set[str] = set()
 
 
-def check_blocks(root: Path, manifest: dict[str, Any], rel: str, rows: np.ndarray | None) -> list[str]:
-    """Problems of the blocks of ``rel`` that hold ``rows`` (None: every block) against the manifest."""
+def check_blocks(
+    root: Path, manifest: dict[str, Any], rel: str, rows: np.ndarray | None, array: np.memmap | None = None
+) -> list[str]:
+    """Problems of the blocks of ``rel`` that hold ``rows`` (None: every block; else ``array`` is the file
+    memory-mapped) against the manifest."""
     entry, path = manifest["files"][rel], Path(root) / rel
     blocks = entry.get("blocks")
     if not blocks:
@@ -379,7 +382,9 @@ def check_blocks(root: Path, manifest: dict[str, Any], rel: str, rows: np.ndarra
                    f"`mmbench data verify --dataset {root}` records them")
         return check_files(root, manifest, [rel], full=True)
     size, digests = int(blocks["bytes"]), blocks["sha256"]
-    wanted = range(len(digests)) if rows is None else _row_blocks(path, rows, size)
+    if rows is not None and not isinstance(array, np.memmap):
+        raise ValueError("check_blocks needs the memory-mapped array to locate rows")
+    wanted = range(len(digests)) if rows is None else _row_blocks(array, rows, size)
     with open(path, "rb") as fh:
         for i in wanted:
             fh.seek(int(i) * size)
