@@ -137,7 +137,12 @@ def notify(message: str) -> None:
 def recover(error: IntegrityError, what: str, action: str, aside: Path | None = None) -> Path:
     """Set aside the file ``error`` names (or ``aside``, e.g. the folder holding it) and say so in one
     line; returns where it went."""
-    moved = set_aside(error.path if aside is None else aside)
+    source = error.path if aside is None else aside
+    try:
+        moved = set_aside(source)
+    except FileNotFoundError:  # another process set it aside first
+        notify(f"{what} {error.path} failed verification ({error.problem}); already moved aside; {action}")
+        return source
     notify(f"{what} {error.path} failed verification ({error.problem}); moved to {moved}; {action}")
     return moved
 
@@ -150,6 +155,8 @@ def load_or_recover(path: str | os.PathLike[str], load: Callable[[Path], T], wha
         return None
     try:
         return load(path)
+    except FileNotFoundError:  # set aside by another process meanwhile
+        return None
     except IntegrityError as exc:
         recover(exc, what, action)
         return None

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_runner import _run, seed_classifiers, tiny_model, tiny_suite  # noqa: F401 (tiny_model: a fixture)
 from test_sbm import tiny
 from test_trainer import Tiny, TinyConfig, assert_same_state, stop_after
 
@@ -350,3 +351,32 @@ def test_replacing_a_file_never_leaves_it_unmatched_by_its_record(tmp_path, monk
     assert [set(d) for d in during] == [{integrity.sha256_bytes(b"old"), integrity.sha256_bytes(b"new")}]
     assert integrity.recorded(path) == [integrity.sha256_bytes(b"new")]
     assert integrity.read_bytes(path) == b"new"
+
+
+# ------------------------------------------------------------------------------------------- through run
+
+
+@pytest.mark.usefixtures("tiny_model")
+def test_a_run_retrains_a_damaged_shared_stage_and_finishes(_isolated_home, capsys):
+    """End to end: a second row sharing the first row's stages meets a bit-flipped one in the store."""
+    from mmbench import tracking
+    from mmbench.suites import unregister_suite
+    from mmbench.suites.spec import Variant, overrides
+
+    seed_classifiers(_isolated_home)
+    tiny_suite("t-integrity", (Variant("ae", "tiny-ae"),))
+    first, _ = _run("t-integrity", _isolated_home)
+    assert [o.status for o in first.outcomes] == ["FINISHED"]
+    stage_file = _stage_file(ArtifactStore(paths.artifacts_dir()), "ae/m0")
+    flip_byte(stage_file)
+    capsys.readouterr()
+    tiny_suite("t-integrity", (Variant("ae", "tiny-ae"), Variant("ae-noisy", "tiny-ae", overrides(sample_noise=0.1))))
+    second, _ = _run("t-integrity", _isolated_home)
+    (outcome,) = second.outcomes
+    assert outcome.title == "ae-noisy seed 0" and outcome.status == "FINISHED"
+    one_line_naming(capsys, stage_file, "training it again")
+    metrics = tracking.Store(f"sqlite:///{_isolated_home / 'store.db'}").run(outcome.run_id).metrics
+    assert metrics["stage/ae/m0/reused"] == 0.0  # retrained, not loaded
+    assert metrics["stage/ae/m1/reused"] == metrics["stage/ae/m2/reused"] == 1.0
+    assert len(set_aside_copies(stage_file)) == 1
+    unregister_suite("t-integrity")
