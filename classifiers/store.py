@@ -2,8 +2,9 @@
 
 ``<dir>/<name>.pt`` holds ``{"arch", "state_dict", "meta"}`` (tensors and plain types only, so it loads
 with ``torch.load(weights_only=True)``); ``<dir>/<name>.json`` repeats the sha256 and the meta for
-humans. Both are written atomically. Loading checks the file against the sidecar's sha256 and against
-an ``expected_sha256`` when given; metrics log the record's name and sha256.
+humans. Both are written atomically. Loading reads the file once and checks its bytes against the
+sidecar's sha256 and against an ``expected_sha256`` when given, before unpickling them; a file with
+neither (no sidecar) is refused. Metrics log the record's name and sha256.
 """
 
 from __future__ import annotations
@@ -126,17 +127,42 @@ def save_classifier(
     return record
 
 
+def _rebuild(path: Path) -> str:
+    return (f"Rebuild it with: {train_command(path.stem, path.parent)} --force (or move it away: `mmbench run` "
+            "trains its suite's missing classifiers)")
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The sha256 the sidecar records; None when there is no sidecar."""
+    sidecar = _sidecar(path)
+    if not sidecar.exists():
+        return None
+    try:
+        recorded = json.loads(sidecar.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ClassifierHashError(f"classifier {path}: its sidecar {sidecar.name} is unreadable ({exc}). "
+                                  + _rebuild(path)) from None
+    if not isinstance(recorded, str):
+        raise ClassifierHashError(f"classifier {path}: its sidecar {sidecar.name} records no sha256. " + _rebuild(path))
+    return recorded
+
+
 def _check_hash(path: Path, actual: str, expected: str | None) -> None:
+    """The file must match ``expected`` when given, and its sidecar's sha256; without either (no sidecar,
+    no expected hash) it cannot be verified and is refused."""
     if expected is not None and actual != expected.lower():
         raise ClassifierHashError(f"classifier {path} has sha256 {actual}, expected {expected}")
-    sidecar = _sidecar(path)
-    if sidecar.exists():
-        recorded = json.loads(sidecar.read_text()).get("sha256")
-        if recorded != actual:
-            raise ClassifierHashError(
-                f"classifier {path} has sha256 {actual} but its sidecar {sidecar.name} records {recorded}: "
-                "the file changed after it was saved; retrain it or restore the original"
-            )
+    recorded = _recorded_sha256(path)
+    if recorded is None and expected is None:
+        raise ClassifierHashError(
+            f"classifier {path} has no sidecar {_sidecar(path).name} recording its sha256, so it cannot be "
+            "verified (pass expected_sha256 / --expected-sha256 if you know it). " + _rebuild(path)
+        )
+    if recorded is not None and recorded != actual:
+        raise ClassifierHashError(
+            f"classifier {path} has sha256 {actual} but its sidecar {_sidecar(path).name} records {recorded}: "
+            "the file changed or was truncated after it was saved. " + _rebuild(path)
+        )
 
 
 def load_classifier(

@@ -20,6 +20,17 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def sha256_file_blocks(path: str | os.PathLike[str], block_bytes: int) -> tuple[str, list[str]]:
+    """sha256 of the whole file and of each ``block_bytes`` block of it (the last may be shorter), in one read."""
+    whole = hashlib.sha256()
+    blocks = []
+    with open(path, "rb") as fh:
+        while block := fh.read(block_bytes):
+            whole.update(block)
+            blocks.append(hashlib.sha256(block).hexdigest())
+    return whole.hexdigest(), blocks
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -1,4 +1,5 @@
-"""Saving and loading a whole trained model (its state, name, config and config hash)."""
+"""Saving and loading a whole trained model (its state, name, config and config hash), with a sha256
+sidecar: :func:`load_model` unpickles only verified bytes (``mmbench.integrity``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mmbench import atomic
+from mmbench import integrity
 from mmbench.config import to_dict
 from mmbench.contract import MultimodalModel
 from mmbench.hashing import config_hash
@@ -25,14 +26,14 @@ def save_model(model: MultimodalModel, path: str | Path, name: str, meta: dict[s
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic.write_bytes(path, buffer.getvalue())
+    integrity.write_bytes(path, buffer.getvalue())
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MultimodalModel:
     """Rebuild a registered model from a file written by :func:`save_model`."""
     from mmbench import registry
 
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = integrity.load_torch(path, map_location)
     model = registry.build(payload["name"], payload["modalities"], payload["config"])
     got = config_hash(to_dict(model.config))
     if got != payload["config_hash"]:

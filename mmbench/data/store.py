@@ -5,11 +5,12 @@ Layout of a dataset folder (PolyMNIST, Sutter et al. 2021 MoPoE ``mmnist/MMNISTD
     manifest.json               # format, name, modalities, splits, sources, sha256 of every file, hashes
     {split}/labels.npy          # int64 (N,)
     {split}/m{i}.npy            # uint8 (N, 3, 28, 28), memory-mappable
-    .verified.json              # optional cache: files whose sha256 was checked, keyed on size + mtime
+    .verified.json              # optional cache: files whose sha256 was checked, keyed on size, mtime, ctime, inode
 
 ``load_dataset`` always checks the manifest, that every file of the split exists with the recorded size
 and array header; ``verify="fast"`` (the default) re-hashes only files that changed since their last
-successful hash (size or mtime differ from the stamp); ``verify=True`` re-hashes every time.
+successful hash (size, mtime, ctime or inode differ from the stamp: rewriting a byte and setting the
+mtime back still changes the ctime); ``verify=True`` re-hashes every time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mmbench.atomic import atomic_path, write_json
-from mmbench.hashing import sha256_bytes, sha256_file
+from mmbench.hashing import sha256_bytes, sha256_file, sha256_file_blocks
 
 if TYPE_CHECKING:  # the dataset class imports torch: only load_dataset needs it
     from mmbench.data.dataset import MultimodalDataset
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # the dataset class imports torch: only load_dataset needs it
 FORMAT = "mmbench-multimodal/1"
 MANIFEST = "manifest.json"
 STAMP = ".verified.json"
+BLOCK_BYTES = 1 << 20  # the manifest records a sha256 per block of each file, so a job checks what it reads
 LABELS = "labels"
 Verify = bool | Literal["fast"]
 
@@ -102,7 +104,11 @@ def dataset_hashes(files: dict[str, dict[str, Any]], modalities: Sequence[str]) 
 
 def _file_entry(path: Path) -> dict[str, Any]:
     array = np.load(path, mmap_mode="r")
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size, "dtype": array.dtype.str, "shape": list(array.shape)}
+    digest, blocks = sha256_file_blocks(path, BLOCK_BYTES)
+    return {
+        "sha256": digest, "bytes": path.stat().st_size, "dtype": array.dtype.str, "shape": list(array.shape),
+        "blocks": {"bytes": BLOCK_BYTES, "sha256": blocks},
+    }
 
 
 def write_manifest(root: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -202,11 +208,31 @@ def check_hashes(manifest: dict[str, Any]) -> list[str]:
 
 
 def verify_dataset(name_or_path: str | os.PathLike[str]) -> tuple[Path, list[str]]:
-    """Re-hash every file of a dataset; returns the folder and the list of problems (empty = intact)."""
+    """Re-hash every file of a dataset; returns the folder and the list of problems (empty = intact).
+
+    The block hashes are checked too; a manifest written before they were recorded gets them (the
+    files hashed as the manifest says), so jobs then check only the blocks they read.
+    """
     root = resolve_dataset(name_or_path)
     manifest = read_manifest(root)
-    problems = check_hashes(manifest) + check_files(root, manifest, sorted(manifest["files"]), full=True)
+    problems = check_hashes(manifest) + check_files(root, manifest, sorted(manifest["files"]), full=False)
+    added = False
+    for rel, entry in sorted(manifest["files"].items()):
+        if any(p.startswith(f"{rel}:") for p in problems):
+            continue
+        digest, blocks = sha256_file_blocks(root / rel, BLOCK_BYTES)
+        recorded = entry.get("blocks")
+        if digest != entry["sha256"]:
+            problems.append(f"{rel}: sha256 {digest[:16]}… does not match the manifest's {entry['sha256'][:16]}…")
+        elif recorded is None:
+            entry["blocks"] = {"bytes": BLOCK_BYTES, "sha256": blocks}
+            added = True
+        elif recorded != {"bytes": BLOCK_BYTES, "sha256": blocks}:
+            problems.append(f"{rel}: the manifest's block hashes do not match the file (its sha256 does)")
     if not problems:
+        if added:
+            with contextlib.suppress(OSError):
+                write_json(root / MANIFEST, manifest)
         write_verified_stamp(root, manifest)
     return root, problems
 
@@ -223,8 +249,10 @@ def _read_stamp(root: Path) -> dict[str, Any]:
 
 
 def _stat_key(path: Path) -> list[int]:
+    """Size, modification and status-change times and inode: any write through the file system changes
+    the status-change time (ctime), which, unlike the modification time, cannot be set back."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def write_verified_stamp(root: Path, manifest: dict[str, Any], rels: Iterable[str] | None = None) -> None:
@@ -296,6 +324,83 @@ def load_dataset(
     return MultimodalDataset(images, labels, name=f"{manifest['name']}.{split}", data_hash=content)
 
 
+def load_rows(
+    name_or_path: str | os.PathLike[str], split: str, modalities: Sequence[str] | None = None, n: int | None = None
+) -> MultimodalDataset:
+    """The first ``n`` tuples of a split (stratified, as :meth:`MultimodalDataset.subset`; all when None),
+    after hashing every block of the files that holds them (and the labels) against the manifest's block
+    hashes: the bytes a job reads are checked, at the cost of reading them once.
+
+    A manifest written before block hashes were recorded: each loaded file is hashed whole (and a line
+    says that ``mmbench data verify`` records the block hashes). A mismatch raises
+    :class:`DatasetIntegrityError` naming the file and the command that rebuilds the dataset.
+    """
+    data = load_dataset(name_or_path, split, verify=False, modalities=modalities)
+    root = resolve_dataset(name_or_path)
+    manifest = read_manifest(root)
+    rows = stratified_rows(np.asarray(data.labels), n)
+    problems = check_blocks(root, manifest, _rel(split, LABELS), None)
+    for m in data.modalities:
+        problems += check_blocks(root, manifest, _rel(split, m), rows, data.images[m])
+    if problems:
+        _raise(root, manifest, problems)
+    return data if n is None else data.subset(n)
+
+
+def stratified_rows(labels: np.ndarray, n: int | None) -> np.ndarray | None:
+    """The rows ``MultimodalDataset.subset(n)`` keeps (None: all of them)."""
+    from mmbench.data.dataset import stratified_first
+
+    return None if n is None or n >= len(labels) else stratified_first(labels, n)
+
+
+def _row_blocks(array: np.memmap, rows: np.ndarray, block: int) -> np.ndarray:
+    """Indices of the blocks of a memory-mapped ``.npy`` file holding its header and the rows ``rows``."""
+    row_bytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.itemsize)
+    starts = int(array.offset) + np.asarray(rows, dtype=np.int64) * row_bytes
+    first, last = starts // block, (starts + row_bytes - 1) // block
+    spans = [first, last] if row_bytes <= block else [np.arange(a, b + 1) for a, b in zip(first, last, strict=True)]
+    return np.unique(np.concatenate([np.arange(int(array.offset) // block + 1), *spans]))
+
+
+_WHOLE_FILE_NOTICE: set[str] = set()
+
+
+def check_blocks(
+    root: Path, manifest: dict[str, Any], rel: str, rows: np.ndarray | None, array: np.memmap | None = None
+) -> list[str]:
+    """Problems of the blocks of ``rel`` that hold ``rows`` (None: every block; else ``array`` is the file
+    memory-mapped) against the manifest."""
+    entry, path = manifest["files"][rel], Path(root) / rel
+    blocks = entry.get("blocks")
+    if not blocks:
+        if str(root) not in _WHOLE_FILE_NOTICE:
+            _WHOLE_FILE_NOTICE.add(str(root))
+            from mmbench.integrity import notify
+
+            notify(f"dataset {root} predates block hashes: whole files are hashed as they are loaded; "
+                   f"`mmbench data verify --dataset {root}` records them")
+        return check_files(root, manifest, [rel], full=True)
+    size, digests = int(blocks["bytes"]), blocks["sha256"]
+    if rows is not None and not isinstance(array, np.memmap):
+        raise ValueError("check_blocks needs the memory-mapped array to locate rows")
+    wanted = range(len(digests)) if rows is None else _row_blocks(array, rows, size)
+    with open(path, "rb") as fh:
+        for i in wanted:
+            fh.seek(int(i) * size)
+            data = fh.read(size)
+            if i >= len(digests) or sha256_bytes(data) != digests[i]:
+                return [f"{rel}: bytes {int(i) * size}–{int(i) * size + len(data)} (block {i}) do not match "
+                        "the manifest's sha256 of that block"]
+    return []
+
+
+def _raise(root: Path, manifest: dict[str, Any], problems: list[str]) -> None:
+    raise DatasetIntegrityError(
+        f"dataset {root} does not match its manifest:\n  " + "\n  ".join(problems) + f"\n{rebuild_hint(manifest)}"
+    )
+
+
 def _check_or_raise(root: Path, manifest: dict[str, Any], rels: list[str], verify: Verify) -> None:
     if verify not in (True, False, "fast"):
         raise ValueError(f"verify must be True, False or 'fast', got {verify!r}")
@@ -306,9 +411,7 @@ def _check_or_raise(root: Path, manifest: dict[str, Any], rels: list[str], verif
         if not problems and to_hash:
             write_verified_stamp(root, manifest, to_hash)
     if problems:
-        raise DatasetIntegrityError(
-            f"dataset {root} does not match its manifest:\n  " + "\n  ".join(problems) + f"\n{rebuild_hint(manifest)}"
-        )
+        _raise(root, manifest, problems)
 
 
 def _open_array(root: Path, manifest: dict[str, Any], rel: str) -> np.ndarray:

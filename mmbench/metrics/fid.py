@@ -8,7 +8,8 @@ KID: Binkowski et al. 2018, unbiased MMD² with the cubic polynomial kernel, ave
 (``kid_features_to_metric``). Generated images of each target are compared with the real images of the
 same modality and split. Real statistics are cached under ``mmbench.paths.cache_dir()/fid_stats`` by
 dataset, split content hash, modality, extractor, extractor weights hash and N (torch-fidelity's own cache
-is keyed by name only).
+is keyed by name only), with a sha256 sidecar: a cached file that fails verification (or has no sidecar)
+is moved aside and the statistics are computed again (``mmbench.integrity``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmbench import atomic, paths
+from mmbench import integrity, paths
 from mmbench.hashing import sha256_array
 from mmbench.metrics.base import MetricOutput
 from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
@@ -98,19 +99,25 @@ def real_statistics(ctx: EvalContext, images: np.ndarray, dataset: str, modality
     content = sha256_array(np.asarray(images))[:16]
     name = f"{_safe(dataset)}-{content}-{modality}-{identity.name}-{identity.weights_sha256[:16]}-n{len(images)}.npz"
     path = paths.cache_dir() / "fid_stats" / name
-    if path.is_file():
-        with np.load(path) as stored:
-            stats = {"mu": stored["mu"], "sigma": stored["sigma"]}
-            # files written before the square root was stored compute it (the same number)
-            root = stored["sigma_sqrt"] if "sigma_sqrt" in stored.files else covariance_sqrt(stats["sigma"])
-            return RealStatistics(stats, stored["features"], path, root)
+    cached = integrity.load_or_recover(path, _load_statistics, "FID statistics", "computing them again")
+    if cached is not None:
+        return cached
     features = ctx.features(("real", content, modality), images)
     stats = statistics(features)
     root = covariance_sqrt(stats["sigma"])
     buffer = io.BytesIO()
     np.savez(buffer, mu=stats["mu"], sigma=stats["sigma"], sigma_sqrt=root, features=features.astype(np.float32))
-    atomic.write_bytes(path, buffer.getvalue())
+    integrity.write_bytes(path, buffer.getvalue())
     return RealStatistics(stats, features, path, root)
+
+
+def _load_statistics(path: Path) -> RealStatistics:
+    """Cached real statistics, from bytes checked against their recorded sha256 (``mmbench.integrity``)."""
+    with np.load(io.BytesIO(integrity.read_bytes(path))) as stored:
+        stats = {"mu": stored["mu"], "sigma": stored["sigma"]}
+        # files written before the square root was stored compute it (the same number)
+        root = stored["sigma_sqrt"] if "sigma_sqrt" in stored.files else covariance_sqrt(stats["sigma"])
+        return RealStatistics(stats, stored["features"], path, root)
 
 
 def _score(ctx: EvalContext, out: MetricOutput, key: str, generated: np.ndarray, real: RealStatistics, kid: bool) -> tuple:

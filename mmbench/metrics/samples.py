@@ -3,7 +3,9 @@
 Samples are grouped; each group is generated in batches (conditional queries of a batch together through
 ``model.sample_conditional_many``), stored as uint8 ``.npy`` files (latents as float32) in a folder under
 the job's workdir named by a content key (model-state hash, data hash, sizes, seed, batch size, queries),
-written atomically, and reused by any later evaluation with the same key.
+written atomically, and reused by any later evaluation with the same key. The group's ``manifest.json``
+records the sha256 of each array; a stored group is re-hashed before it is reused, and one that fails
+(or predates the hashes) is moved aside (``mmbench.integrity``) and generated again.
 
 Groups: ``loo`` (each modality given all others), ``curves`` (the k-observed queries that are not
 leave-one-out; with ``n_curves`` only for a class-stratified part of the tuples, on which every curve point,
@@ -31,7 +33,8 @@ from torch import Tensor
 from mmbench import atomic
 from mmbench.contract import Capability, MultimodalModel
 from mmbench.data.dataset import MultimodalDataset, stratified_first
-from mmbench.hashing import config_hash, sha256_array
+from mmbench.hashing import config_hash, sha256_array, sha256_file
+from mmbench.integrity import IntegrityError, recover, verify_file
 from mmbench.metrics.catalog import ConditionalGroup, conditional_groups, loo_given, subset_id
 from mmbench.seeding import derive_seed, seeded
 
@@ -185,12 +188,13 @@ class SampleCache:
         if key in self._loaded:
             return self._loaded[key]
         folder = self.root / f"{name}-{key}"
-        if not (folder / "manifest.json").is_file():
+        if not (folder / "manifest.json").is_file() or not _verified(folder):
             start = time.perf_counter()
             with atomic.atomic_path(folder) as tmp:
                 tmp.mkdir()
                 generate(tmp)
-                manifest = {"group": name, "key": key, "parts": {k: v for k, v in extra.items()}}
+                hashes = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.npy"))}
+                manifest = {"group": name, "key": key, "parts": {k: v for k, v in extra.items()}, "sha256": hashes}
                 (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
             self.seconds[name] = time.perf_counter() - start
         else:
@@ -266,6 +270,32 @@ class SampleCache:
                 files.put(f"{m}.npy", idx, to_uint8(self._check("sample_unconditional", result, m, len(idx))))
             self._say(f"samples uncond: {idx[-1] + 1}/{n}")
         files.flush()
+
+
+def _verified(folder: Path) -> bool:
+    """Whether a stored sample group matches the sha256 its manifest records for each array; if not, the
+    folder is moved aside with one line saying so (the caller generates the group again)."""
+    try:
+        _check_group(folder)
+    except IntegrityError as exc:
+        recover(exc, "cached samples", "generating them again", aside=folder)
+        return False
+    return True
+
+
+def _check_group(folder: Path) -> None:
+    manifest_path = folder / "manifest.json"
+    try:
+        hashes = json.loads(manifest_path.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise IntegrityError(manifest_path, f"unreadable ({type(exc).__name__})") from None
+    if not isinstance(hashes, dict):
+        raise IntegrityError(manifest_path, "no sha256 per array (written before they were recorded)")
+    present = sorted(p.name for p in folder.glob("*.npy"))
+    if sorted(hashes) != present:
+        raise IntegrityError(folder, f"holds arrays {present}, its manifest records {sorted(hashes)}")
+    for name, digest in hashes.items():
+        verify_file(folder / name, str(digest))
 
 
 def _latent_rows(z: Tensor, n: int) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 A stage with a ``reuse_key`` (a hash of everything that determines its trained state) is stored once
 under that key; any later job with the same key loads it instead of training. A file lock per key
-makes concurrent jobs wait for the one that trains it instead of training it twice.
+makes concurrent jobs wait for the one that trains it instead of training it twice. Each file has a
+sha256 sidecar (``mmbench.integrity``); a stored stage that fails verification is moved aside and
+:meth:`ArtifactStore.load` returns None, so the job trains the stage again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from mmbench import atomic
+from mmbench import integrity
 from mmbench.hashing import sha256_file
 
 
@@ -42,12 +44,18 @@ class ArtifactStore:
         buffer = io.BytesIO()
         torch.save({"state_dict": state_dict, "meta": meta}, buffer)
         path = self.path(key)
-        atomic.write_bytes(path, buffer.getvalue())
+        integrity.write_bytes(path, buffer.getvalue())
         return path
 
-    def load(self, key: str, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-        payload = torch.load(self.path(key), map_location=map_location, weights_only=True)
-        return payload["state_dict"], payload["meta"]
+    def load(
+        self, key: str, map_location: str | torch.device = "cpu"
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(state_dict, meta) of a stored stage; None when none is stored or the file failed verification
+        (it is then moved aside with one line saying so, and the caller trains the stage again)."""
+        payload = integrity.load_or_recover(
+            self.path(key), lambda p: integrity.load_torch(p, map_location), "stored stage", "training it again"
+        )
+        return None if payload is None else (payload["state_dict"], payload["meta"])
 
     def sha256(self, key: str) -> str:
         return sha256_file(self.path(key))

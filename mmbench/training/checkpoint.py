@@ -1,4 +1,9 @@
-"""Atomic training checkpoints: module, optimiser, scheduler, step, RNG states and the config hash."""
+"""Atomic training checkpoints: module, optimiser, scheduler, step, RNG states and the config hash.
+
+Each checkpoint has a sha256 sidecar (``mmbench.integrity``): :func:`load` unpickles only verified bytes;
+:func:`load_or_recover` moves a checkpoint that fails verification aside (one line says so) and returns
+None, so the trainer restarts that stage from step 0.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmbench import atomic
+from mmbench import integrity
 
 FORMAT = 1
 
@@ -59,11 +64,27 @@ def save(path: Path, state: TrainState, config_hash: str, meta: dict[str, Any]) 
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic.write_bytes(path, buffer.getvalue())
+    integrity.write_bytes(path, buffer.getvalue())
+
+
+def load_or_recover(path: Path, config_hash: str, map_location: str | torch.device = "cpu") -> TrainState | None:
+    """The checkpoint at ``path``; None when there is none or it failed verification (then moved aside)."""
+    return integrity.load_or_recover(
+        path, lambda p: load(p, config_hash, map_location), "checkpoint", "the stage restarts from step 0"
+    )
+
+
+def load_if_verified(path: Path, config_hash: str) -> TrainState | None:
+    """The checkpoint at ``path`` if there is one that verifies; None otherwise (nothing is moved)."""
+    try:
+        return load(path, config_hash) if path.exists() else None
+    except integrity.IntegrityError:
+        return None
 
 
 def load(path: Path, config_hash: str, map_location: str | torch.device = "cpu") -> TrainState:
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    """A verified checkpoint (:class:`mmbench.integrity.IntegrityError` if it is not)."""
+    payload = integrity.load_torch(path, map_location)
     if payload.get("format") != FORMAT:
         raise CheckpointMismatchError(f"{path}: checkpoint format {payload.get('format')} is not {FORMAT}")
     if payload["config_hash"] != config_hash:

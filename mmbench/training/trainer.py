@@ -82,8 +82,8 @@ def stage_progress(model: MultimodalModel, options: TrainerOptions) -> list[tupl
     for stage in model.stages():
         path = _checkpoint_path(options, stage)
         stored = bool(stage.reuse_key and options.artifacts and options.artifacts.has(stage.reuse_key))
-        if path.exists():
-            state = ckpt.load(path, options.config_hash)
+        state = ckpt.load_if_verified(path, options.config_hash)
+        if state is not None:
             progress.append((stage.name, state.step, state.done or stored))
         else:
             progress.append((stage.name, 0, stored))
@@ -99,8 +99,8 @@ def _run_stage(
     options: TrainerOptions,
 ) -> StageReport:
     path = _checkpoint_path(options, stage)
-    if path.exists():
-        state = ckpt.load(path, options.config_hash, map_location=options.device)
+    state = ckpt.load_or_recover(path, options.config_hash, map_location=options.device)
+    if state is not None:
         if state.done:
             stage.module.load_state_dict(state.module)
             if state.ema is not None:
@@ -110,9 +110,9 @@ def _run_stage(
     store = options.artifacts if stage.reuse_key else None
     lock = store.lock(stage.reuse_key) if store else contextlib.nullcontext()  # type: ignore[arg-type]
     with lock:
-        if store and store.has(stage.reuse_key):  # type: ignore[arg-type]
-            state_dict, _ = store.load(stage.reuse_key, map_location=options.device)  # type: ignore[arg-type]
-            stage.module.load_state_dict(state_dict)
+        stored = store.load(stage.reuse_key, map_location=options.device) if store else None  # type: ignore[arg-type]
+        if stored is not None:
+            stage.module.load_state_dict(stored[0])
             _finalize(stage)
             return StageReport(stage.name, 0, 0.0, True, None, None)
         report = _train_stage(model, stage, train, val, options, path)
@@ -234,9 +234,9 @@ def _new_loop(stage: Stage, options: TrainerOptions) -> _Loop:
 
 
 def _maybe_resume(loop: _Loop, path: Path, options: TrainerOptions) -> None:
-    if not path.exists():
+    state = ckpt.load_or_recover(path, options.config_hash, map_location=options.device)
+    if state is None:
         return
-    state = ckpt.load(path, options.config_hash, map_location=options.device)
     loop.stage.module.load_state_dict(state.module)
     if state.optimizer is not None:
         loop.optimizer.load_state_dict(state.optimizer)
