@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_concurrency import RUN, cli_env, job_runs
+from test_concurrency import RUN, cli_env, job_runs, permissions_ignored
 from test_runner import seed_classifiers, store_uri, tiny_budget, tiny_suite
 
 from mmbench.cli import main
@@ -205,7 +205,7 @@ def test_a_report_folder_that_cannot_be_written_is_one_line(one_run, tmp_path):
     _one_line_error(result, f"{blocker} is a file", "pass another --out")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+@pytest.mark.skipif(permissions_ignored(), reason="file permissions are not enforced here (root)")
 def test_read_only_out_and_read_only_store_are_one_line(one_run, tmp_path):
     out = tmp_path / "read-only"
     out.mkdir(mode=0o555)
