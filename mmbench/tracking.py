@@ -90,7 +90,7 @@ def reroot_artifacts(db: Path) -> list[str]:
     """Point the artifact locations of a moved or copied SQLite store at the ``mlartifacts`` folder beside it.
 
     MLflow records absolute artifact locations (per experiment and per run); mmbench always puts them in
-    ``<folder of the .db>/mlartifacts/<suite>``. An experiment whose location is ``<X>/mlartifacts/<suite>``
+    ``<folder of the .db>/mlartifacts/<suite>``. An mmbench experiment whose location is ``<X>/mlartifacts/<suite>``
     with another ``X`` was made in the store's old place: it and its runs are rewritten to the new place, so a
     moved home reports and resumes. Returns the ids of the experiments re-rooted.
     """
@@ -101,7 +101,8 @@ def reroot_artifacts(db: Path) -> list[str]:
     root = str(db.parent / "mlartifacts")
     with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
         try:
-            rows = con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+            rows = con.execute("SELECT experiment_id, artifact_location FROM experiments WHERE substr(name, 1, ?) = ?",
+                               (len(EXPERIMENT_PREFIX), EXPERIMENT_PREFIX)).fetchall()
         except sqlite3.DatabaseError:
             return []  # not (yet) an MLflow store: MLflow's own error says so
         moved = [(str(exp), old) for exp, location in rows
