@@ -6,10 +6,21 @@ import os
 from pathlib import Path
 
 
+class HomeError(RuntimeError):
+    """``MMBENCH_HOME`` cannot be used as a folder; the message says what to set instead."""
+
+
 def home() -> Path:
     """``$MMBENCH_HOME`` or ``~/.mmbench``; created on first use."""
     root = Path(os.environ.get("MMBENCH_HOME", "~/.mmbench")).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise HomeError(f"MMBENCH_HOME={root} is a file, not a folder; point MMBENCH_HOME at a folder "
+                        "(it is created if missing)") from None
+    except OSError as exc:
+        raise HomeError(f"cannot create MMBENCH_HOME={root} ({exc.strerror}); point MMBENCH_HOME at a folder "
+                        "you can write") from None
     return root
 
 

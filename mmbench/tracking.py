@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench import paths
+from mmbench.locks import file_lock
 
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
@@ -79,11 +80,57 @@ def artifact_root(uri: str) -> str | None:
     return str(db.parent / "mlartifacts") if db is not None else None
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, with a clear message, when the store at ``uri`` cannot be used."""
+def _beside_store_root(location: str) -> str | None:
+    """``X/mlartifacts`` when ``location`` is ``X/mlartifacts/<one folder>`` (where mmbench puts them), else None."""
+    parent = os.path.dirname(location)
+    return parent if os.path.basename(parent) == "mlartifacts" and os.path.isabs(location) else None
+
+
+def reroot_artifacts(db: Path) -> list[str]:
+    """Point the artifact locations of a moved or copied SQLite store at the ``mlartifacts`` folder beside it.
+
+    MLflow records absolute artifact locations (per experiment and per run); mmbench always puts them in
+    ``<folder of the .db>/mlartifacts/<suite>``. An mmbench experiment whose location is ``<X>/mlartifacts/<suite>``
+    with another ``X`` was made in the store's old place: it and its runs are rewritten to the new place, so a
+    moved home reports and resumes. Returns the ids of the experiments re-rooted.
+    """
+    import sqlite3
+
+    if not db.is_file():
+        return []
+    root = str(db.parent / "mlartifacts")
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
+        try:
+            rows = con.execute("SELECT experiment_id, artifact_location FROM experiments WHERE substr(name, 1, ?) = ?",
+                               (len(EXPERIMENT_PREFIX), EXPERIMENT_PREFIX)).fetchall()
+        except sqlite3.DatabaseError:
+            return []  # not (yet) an MLflow store: MLflow's own error says so
+        moved = [(str(exp), old) for exp, location in rows
+                 if (old := _beside_store_root(str(location or ""))) is not None and old != root]
+        if not moved:
+            return []
+        try:
+            with con:
+                for exp, old in moved:
+                    for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                        con.execute(
+                            f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608 (fixed names)
+                            f"WHERE experiment_id = ? AND substr({column}, 1, ?) = ?",
+                            (root, len(old) + 1, exp, len(old), old),
+                        )
+        except sqlite3.OperationalError as exc:  # a read-only store
+            raise TrackingError(
+                f"the store {db} was moved (its artifacts were at {moved[0][1]}, now beside it at {root}) but it "
+                f"cannot be updated ({exc}); copy its folder somewhere writable and open it there"
+            ) from None
+    return [exp for exp, _ in moved]
+
+
+def check_reachable(uri: str, timeout: float = 5.0, write: bool = True) -> None:
+    """Fail fast, with a clear message, when the store at ``uri`` cannot be used (``write``: to log runs)."""
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme == "sqlite":
-        _check_sqlite(uri)
+        _check_sqlite(uri, write)
     elif scheme in ("http", "https"):
         _check_http(uri, timeout)
     elif scheme in ("file", ""):
@@ -92,20 +139,33 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         )
 
 
-def _check_sqlite(uri: str) -> None:
+def _check_sqlite(uri: str, write: bool) -> None:
     db = sqlite_path(uri)
     assert db is not None
+    if write:
+        _check_sqlite_writable(db)
+    if db.is_dir():
+        raise TrackingError(f"{db} is a folder, not a SQLite store; pass --tracking-uri sqlite:///{db}/mlflow.db")
+    if db.exists():
+        if not os.access(db, os.R_OK):
+            raise TrackingError(f"the SQLite tracking store {db} is not readable (its permissions); chmod u+r it")
+        with open(db, "rb") as fh:
+            head = fh.read(16)
+        if head and not head.startswith(b"SQLite format 3"):
+            raise TrackingError(f"{db} exists but is not a SQLite database; pass another --tracking-uri")
+
+
+def _check_sqlite_writable(db: Path) -> None:
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrackingError(f"cannot create the folder of the SQLite tracking store {db}: {exc}") from None
     if not os.access(db.parent, os.W_OK):
-        raise TrackingError(f"the folder of the SQLite tracking store {db} is not writable; pass another --tracking-uri")
-    if db.exists():
-        with open(db, "rb") as fh:
-            head = fh.read(16)
-        if head and not head.startswith(b"SQLite format 3"):
-            raise TrackingError(f"{db} exists but is not a SQLite database; pass another --tracking-uri")
+        raise TrackingError(f"the folder of the SQLite tracking store {db} is not writable (SQLite writes its journal "
+                            "beside the store); make it writable or pass another --tracking-uri")
+    if db.exists() and not os.access(db, os.W_OK):
+        raise TrackingError(f"the SQLite tracking store {db} is read-only; make it writable (chmod u+w {db}) "
+                            "or pass another --tracking-uri")
 
 
 def _check_http(uri: str, timeout: float) -> None:
@@ -156,7 +216,7 @@ def owner_tags() -> dict[str, str]:
     return {HOST_TAG: machine_id(), PID_TAG: str(os.getpid())}
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if os.name != "posix":  # os.kill(pid, 0) is not a probe elsewhere: never call a run abandoned there
         return True
     try:
@@ -192,8 +252,22 @@ class Store:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = _mlflow().MlflowClient(tracking_uri=self.uri)
+            self._client = self._open()
         return self._client
+
+    def _open(self) -> Any:
+        """The client; a SQLite store is opened under a lock beside it (MLflow creates a fresh store's tables
+        on first use, and two processes doing so at once fail with "table ... already exists") and its
+        artifact locations are re-rooted when the store was moved or copied (see ``reroot_artifacts``)."""
+        db = sqlite_path(self.uri)
+        if db is None:
+            return _mlflow().MlflowClient(tracking_uri=self.uri)
+        with file_lock(db.with_name(db.name + ".lock")):
+            client = _mlflow().MlflowClient(tracking_uri=self.uri)
+            if db.exists() or os.access(db.parent, os.W_OK):
+                client.search_experiments(max_results=1)  # creates a fresh store's tables now, under the lock
+            reroot_artifacts(db)
+        return client
 
     def check(self) -> None:
         """Fail fast when the store cannot be reached; creates a fresh SQLite store's tables."""
@@ -253,7 +327,7 @@ class Store:
         host, reaped = machine_id(), []
         for run in self.runs(experiment_id, f"attributes.status = '{RUNNING}' and tags.`{HOST_TAG}` = '{_quote(host)}'"):
             pid = run.tags.get(PID_TAG, "")
-            if pid.isdigit() and not _process_alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 self.set_tags(run.run_id, {"error": f"abandoned: process {pid} ended without closing the run (killed?)"})
                 self.mark(run.run_id, KILLED)
                 reaped.append(run.run_id)
@@ -323,6 +397,13 @@ class Store:
                 done[job] = (run.start_time, run.run_id)
         return {job: run_id for job, (_, run_id) in done.items()}
 
+    def finished_run(self, experiment_id: str, job_id: str) -> str | None:
+        """The run id of a FINISHED run of the job (the latest), or None."""
+        clauses = (f"tags.kind = '{JOB_KIND}' and tags.job_id = '{_quote(job_id)}' "
+                   f"and attributes.status = '{FINISHED}'")
+        runs = sorted(self.runs(experiment_id, clauses), key=lambda r: r.start_time)
+        return runs[-1].run_id if runs else None
+
     def unfinished_attempts(self, experiment_id: str, budget: str) -> dict[str, str]:
         """job id -> run id of the latest attempt that did not finish (failed, killed or abandoned)."""
         latest: dict[str, tuple[int, str]] = {}
@@ -346,11 +427,25 @@ class Store:
         return Path(self.client.download_artifacts(run_id, path, str(dst)))
 
     def read_json(self, run_id: str, path: str) -> Any:
+        """A run's JSON artifact; a missing or unreadable one is a TrackingError naming the run and the fix."""
+        fix = (f"delete that run (`mlflow runs delete --run-id {run_id}` with MLFLOW_TRACKING_URI={self.uri}) "
+               "and run `mmbench run` again to redo its job")
         with tempfile.TemporaryDirectory() as tmp:
-            return json.loads(self.download(run_id, path, tmp).read_text())
+            try:
+                text = self.download(run_id, path, tmp).read_text()
+            except Exception as exc:  # noqa: BLE001 (MLflow raises its own exception types for a missing file)
+                raise TrackingError(f"run {run_id} has no readable artifact {path} ({_first_line(exc)}); {fix}") from None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise TrackingError(f"run {run_id}'s artifact {path} is corrupt (not JSON: {exc}); {fix}") from None
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _quote(text: str) -> str:

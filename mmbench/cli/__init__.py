@@ -51,3 +51,12 @@ class LazyGroup(click.Group):
 def main() -> None:
     """mmbench: train multimodal generative models and score them with one metric pipeline."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    _check_home()
+
+
+def _check_home() -> None:
+    """A set ``MMBENCH_HOME`` that names a file fails every command at once, with the fix (not a traceback)."""
+    value = os.environ.get("MMBENCH_HOME")
+    if value and os.path.exists(os.path.expanduser(value)) and not os.path.isdir(os.path.expanduser(value)):
+        raise click.ClickException(f"MMBENCH_HOME={value} is a file, not a folder; point MMBENCH_HOME at a folder "
+                                   "(it is created if missing)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from mmbench.suites.spec import Budget, Suite
 
 BACKENDS = ("loky", "dask")
+INCEPTION_ENV = "MMBENCH_INCEPTION_WEIGHTS"  # mmbench.metrics.extractors.INCEPTION_ENV (that module imports torch)
 FORMATS = ("md", "csv", "tex")
 
 
@@ -25,13 +27,30 @@ def _csv_list(value: str | None) -> tuple[str, ...] | None:
 
 
 def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    items = _csv_list(value)
-    if items is None:
+    if value is None:
         return None
+    items = _csv_list(value)
     try:
-        return tuple(int(v) for v in items)
+        seeds = tuple(int(v) for v in items or ())
     except ValueError:
         raise click.BadParameter(f"seeds are comma-separated integers, e.g. 0,1,2; got {value!r}") from None
+    if not seeds:
+        raise click.BadParameter("no seeds given; pass e.g. --seeds 0,1,2 or leave the option out for the budget's")
+    if any(s < 0 for s in seeds):
+        raise click.BadParameter(f"seeds are integers >= 0; got {value!r}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise click.BadParameter(f"seed {repeated[0]} is given twice in {value!r}; give each seed once")
+    return seeds
+
+
+def _models(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = _csv_list(value)
+    if items is None:
+        raise click.BadParameter("no rows given; pass e.g. --models mvae,sbm-vae or leave the option out for all")
+    return items
 
 
 def _suite_and_budget(suite: str, budget: str | None) -> tuple[Suite, Budget]:
@@ -67,7 +86,7 @@ def validate(suite: str, budget: str | None) -> None:
 @click.command()
 @click.option("--suite", required=True, help="Suite name (see `mmbench ls suites`).")
 @click.option("--budget", default=None, help="smoke | quick | paper [the suite's default].")
-@click.option("--models", default=None, help="Comma-separated rows or model names [all].")
+@click.option("--models", default=None, callback=_models, help="Comma-separated rows or model names [all].")
 @click.option("--seeds", default=None, callback=_seeds, help="Comma-separated seeds [the budget's].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--n-jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs in parallel.")
@@ -77,11 +96,14 @@ def validate(suite: str, budget: str | None) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads per job [torch's default; cores / n-jobs with several]. On a shared, busy "
                    "machine 1 is often much faster.")
+@click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Inception-v3 FID weights file, for budgets with fid_extractor inception-v3-compat "
+                   "[$MMBENCH_INCEPTION_WEIGHTS or ~/.mmbench/weights/]. Loaded and tried before any training.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and its estimated cost; run nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bars (CI).")
-def run(suite: str, budget: str | None, models: str | None, seeds: tuple[int, ...] | None, device: str, n_jobs: int,
-        backend: str, scheduler: str | None, tracking_uri: str | None, threads: int | None, dry_run: bool,
-        quiet: bool) -> None:
+def run(suite: str, budget: str | None, models: tuple[str, ...] | None, seeds: tuple[int, ...] | None, device: str,
+        n_jobs: int, backend: str, scheduler: str | None, tracking_uri: str | None, threads: int | None,
+        inception_weights: Path | None, dry_run: bool, quiet: bool) -> None:
     """Train and evaluate a suite's jobs; jobs already FINISHED in the store are skipped.
 
     The exit code is the number of jobs that failed or were stopped (0: all finished).
@@ -91,8 +113,9 @@ def run(suite: str, budget: str | None, models: str | None, seeds: tuple[int, ..
     if scheduler and backend != "dask":
         raise click.UsageError("--scheduler needs --backend dask")
     _suite_and_budget(suite, budget)
-    options = RunOptions(budget, _csv_list(models), seeds, device, n_jobs, backend, scheduler, tracking_uri, quiet,
-                         threads)
+    if inception_weights is not None:  # the environment reaches loky and LocalCluster workers too
+        os.environ[INCEPTION_ENV] = str(inception_weights.resolve())
+    options = RunOptions(budget, models, seeds, device, n_jobs, backend, scheduler, tracking_uri, quiet, threads)
     if dry_run:
         _call(lambda: _dry_run(suite, options))
         return
@@ -137,11 +160,15 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message says what to do: shown as one line, without a traceback."""
     from mmbench.config import ConfigError
     from mmbench.data.store import DatasetError
+    from mmbench.paths import HomeError
     from mmbench.report.collect import NoRuns
+    from mmbench.runner.parallel import BackendError
     from mmbench.runner.validate import SuiteInvalid
     from mmbench.tracking import TrackingError
 
-    expected: tuple[type[BaseException], ...] = (TrackingError, SuiteInvalid, ConfigError, DatasetError, NoRuns)
+    expected: tuple[type[BaseException], ...] = (
+        TrackingError, SuiteInvalid, ConfigError, DatasetError, NoRuns, HomeError, BackendError, OutputError,
+    )
     if "torch" in sys.modules:  # only a run imports torch: missing devices, FID weights, classifiers
         from classifiers.store import ClassifierHashError, ClassifierNotFoundError
         from mmbench.metrics.extractors import InceptionWeightsError
@@ -167,8 +194,28 @@ def report(suite: str, budget: str | None, tracking_uri: str | None, out: Path |
     if unknown:
         raise click.BadParameter(f"unknown format(s) {unknown}; use any of {', '.join(FORMATS)}", param_hint="--format")
     spec, budget_spec = _suite_and_budget(suite, budget)
-    written = _call(lambda: build_report(spec, budget_spec, tracking_uri, out, chosen, click.echo))
+    written = _call(lambda: build_report(spec, budget_spec, tracking_uri, _writable(out, suite, budget_spec.name),
+                                         chosen, click.echo))
     click.echo(f"wrote {len(written.files)} files to {written.folder}")
+
+
+class OutputError(RuntimeError):
+    """The output folder cannot be written; the message names it and what to pass instead."""
+
+
+def _writable(out: Path | None, suite: str, budget: str) -> Path:
+    """The report's folder, checked before the store is read: it, or its nearest existing parent, must be a
+    writable folder (nothing is created here, so a report that fails later leaves nothing behind)."""
+    from mmbench.report import default_folder
+
+    folder = (out if out is not None else default_folder(suite, budget)).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"cannot write the report to {folder}: {existing} is a file; pass another --out")
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"cannot write the report to {folder}: {existing} is not writable; pass another --out "
+                          "or make it writable")
+    return folder
 
 
 @click.command()

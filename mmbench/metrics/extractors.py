@@ -33,7 +33,7 @@ INCEPTION_BATCH = 32  # 299x299 activations: bigger CPU batches only cost memory
 
 
 class InceptionWeightsError(FileNotFoundError):
-    """The Inception FID weights are not on disk; the message says where to put which file."""
+    """The Inception FID weights are not on disk, or cannot be used; the message says where to put which file."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,27 @@ def resolve_inception_weights(option: str | None = None) -> Path:
         f"inception_weights setting (--inception-weights) at it. Looked at: {'; '.join(looked)}. "
         "Or use the offline extractor fid_extractor='mmbench-clf'."
     )
+
+
+def probe_inception(option: str | None = None) -> Path:
+    """Load the Inception FID weights and run them on a dummy batch: a wrong, truncated or damaged file fails
+    here, in seconds, before any training (not at evaluation, hours later). Returns the file's path."""
+    path = resolve_inception_weights(option)
+    try:
+        extractor = build_extractor(ExtractorIdentity(INCEPTION, "2048", str(path), ""), "cpu")
+        features = extract_features(extractor, np.zeros((2, 3, 28, 28), np.uint8), 2, "cpu")
+    except Exception as exc:  # noqa: BLE001 (unpickling, missing keys, wrong shapes: all mean a wrong file)
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InceptionWeightsError(_unusable(path, f"{type(exc).__name__}: {reason}")) from None
+    if features.shape != (2, 2048) or not np.isfinite(features).all():
+        raise InceptionWeightsError(_unusable(path, f"a dummy batch gives features of shape {features.shape} "
+                                                    f"with {int((~np.isfinite(features)).sum())} non-finite values"))
+    return path
+
+
+def _unusable(path: Path, reason: str) -> str:
+    return (f"the Inception FID weights {path} cannot be used ({reason}); put torch-fidelity's {INCEPTION_FILES[0]} "
+            f"(release v0.2.0) or pytorch-fid's {INCEPTION_FILES[1]} there, or pass --inception-weights FILE")
 
 
 def identify(name: str, classifier_path: str | Path | None, inception_weights: str | None) -> ExtractorIdentity:

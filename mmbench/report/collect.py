@@ -82,7 +82,7 @@ class Collected:
 
 def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Collected:
     store = tracking.Store(tracking_uri)
-    tracking.check_reachable(store.uri)
+    tracking.check_reachable(store.uri, write=False)
     db = tracking.sqlite_path(store.uri)
     if db is not None and not db.exists():
         raise NoRuns(f"no MLflow store at {db}; run `mmbench run --suite {suite.name} --budget {budget.name}` first")

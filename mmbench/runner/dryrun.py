@@ -64,7 +64,7 @@ def _store_facts(uri: str | None, suite: str, budget: str) -> tuple[set[str], di
     if db is not None and not db.exists():
         return set(), {}
     try:
-        tracking.check_reachable(store.uri)
+        tracking.check_reachable(store.uri, write=False)  # a dry run writes nothing
         experiment = store.experiment_id(suite, create=False)
     except tracking.TrackingError:
         return set(), {}

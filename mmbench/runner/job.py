@@ -19,9 +19,12 @@ from typing import Any
 
 from mmbench import tracking
 from mmbench.config import flatten
+from mmbench.runner.claims import JobClaim
 from mmbench.runner.plan import Job
 
 StopHook = Callable[[], bool]
+CLAIMED = "CLAIMED"  # another live process holds the job's claim: nothing was run (the invocation waits for it)
+SKIPPED = "SKIPPED"  # found FINISHED once claimed (another invocation finished it meanwhile): nothing was run
 _STOP_HOOKS: dict[str, StopHook] = {}  # in-process hooks by invocation id (sequential backend only)
 
 
@@ -67,14 +70,38 @@ def execute_job(job: Job, ctx: JobContext, previous_run: str | None = None) -> J
     """Open the job's child run, run the job end to end, close the run.
 
     Never raises for the job's own failure: it is recorded in its run (FAILED, or KILLED when stopped).
-    ``previous_run``: the job's last unfinished attempt, recorded as ``resumed_from``. Every closed run
-    carries ``job/seconds``: the attempt's wall time from opening the run to closing it; an evaluated
-    model that reports ``last_nfe`` (the score-based samplers) adds ``job/score_evaluations_per_sample``.
+    ``previous_run``: the job's last unfinished attempt, recorded as ``resumed_from``. The job is run only
+    under its claim: CLAIMED when another live process holds it, SKIPPED when it turns out FINISHED. Every
+    closed run carries ``job/seconds``: the attempt's wall time from opening the run to closing it; an
+    evaluated model that reports ``last_nfe`` (the score-based samplers) adds
+    ``job/score_evaluations_per_sample``.
     """
+    claim = job_claim(job)
+    holder = claim.acquire(ctx.invocation)
+    if holder is not None:
+        return JobOutcome(job.job_id, job.title, "", CLAIMED, 0.0, f"being run by {holder.describe()}")
+    try:
+        return _execute_claimed(job, ctx, previous_run, claim.took_over is not None)
+    finally:
+        claim.release()
+
+
+def job_claim(job: Job) -> JobClaim:
+    """The job's claim (``runs/<suite>/.claims/<job id>.json``): one process at a time trains a job."""
+    return JobClaim(Path(job.workdir).parent / ".claims", job.job_id)
+
+
+def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_over: bool) -> JobOutcome:
     from mmbench.training.trainer import TrainingStopped
 
     store = tracking.Store(ctx.tracking_uri)
     start = time.perf_counter()
+    done = store.finished_run(ctx.experiment_id, job.job_id)
+    if done is not None:
+        return JobOutcome(job.job_id, job.title, done, SKIPPED, 0.0, f"finished by another invocation (run {done})")
+    if took_over:  # the previous owner died: close its run so it does not show RUNNING forever
+        reaped = store.reap_abandoned(ctx.experiment_id)
+        previous_run = next((r for r in reaped if store.run(r).tags.get("job_id") == job.job_id), previous_run)
     run_id = open_child(store, ctx, job, previous_run)
     try:
         _run(job, ctx, store, run_id)

@@ -17,6 +17,11 @@ from mmbench.runner.job import JobContext, JobOutcome, execute_job
 from mmbench.runner.plan import Job
 
 BACKENDS = ("loky", "dask")
+SCHEDULER_PROBE_S = 5.0  # how long to try reaching a dask scheduler before giving up
+
+
+class BackendError(RuntimeError):
+    """The execution backend cannot be used (an unreachable scheduler, a missing package); says what to do."""
 Task = tuple[Job, str | None]  # (job, the run id of its last unfinished attempt)
 
 
@@ -69,7 +74,7 @@ def _dask(tasks: Sequence[Task], ctx: JobContext, n_jobs: int, scheduler: str | 
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise RuntimeError("the dask backend needs dask.distributed: pip install 'mmbench[dask]'") from None
+        raise BackendError("the dask backend needs dask.distributed: pip install 'mmbench[dask]'") from None
     from joblib import Parallel, delayed, parallel_config
 
     with contextlib.ExitStack() as stack:
@@ -83,6 +88,32 @@ def _dask(tasks: Sequence[Task], ctx: JobContext, n_jobs: int, scheduler: str | 
         stack.enter_context(parallel_config(backend="dask", wait_for_workers_timeout=60))
         parallel = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")
         yield parallel(delayed(execute_job)(job, ctx, previous) for job, previous in tasks)
+
+
+def check_scheduler(address: str, timeout: float = SCHEDULER_PROBE_S) -> None:
+    """Fail in seconds, with one line, when nothing listens at a dask scheduler's TCP address.
+
+    ``tcp://host:port``, ``tls://host:port`` or ``host:port`` (dask's default port 8786 when none is given);
+    other protocols (``inproc://``, ``ucx://``) are left to dask.
+    """
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    if parsed.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parsed.hostname or "", parsed.port or 8786
+    except ValueError:
+        raise BackendError(f"--scheduler {address!r} is not an address; pass e.g. tcp://HOST:8786") from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BackendError(
+            f"cannot reach the dask scheduler at {address} ({exc.strerror or exc}); start it (`dask scheduler`) "
+            "or leave --scheduler out to use a LocalCluster of --n-jobs workers"
+        ) from None
 
 
 def describe_backend(backend: str, n_jobs: int, scheduler: str | None) -> str:

@@ -16,8 +16,18 @@ from typing import Any
 
 from mmbench import paths, tracking
 from mmbench.runner import data as data_mod
-from mmbench.runner.job import JobContext, JobOutcome, StopHook, cpu_threads, register_stop_hook
-from mmbench.runner.parallel import describe_backend, execute, threads_per_job
+from mmbench.runner.job import (
+    CLAIMED,
+    SKIPPED,
+    JobContext,
+    JobOutcome,
+    StopHook,
+    cpu_threads,
+    execute_job,
+    job_claim,
+    register_stop_hook,
+)
+from mmbench.runner.parallel import check_scheduler, describe_backend, execute, threads_per_job
 from mmbench.runner.plan import Job, plan_jobs
 from mmbench.runner.provenance import git_commit, package_versions
 from mmbench.runner.validate import require_valid
@@ -58,7 +68,12 @@ class RunSummary:
 
     @property
     def failed(self) -> list[JobOutcome]:
-        return [o for o in self.outcomes if o.status != tracking.FINISHED]
+        return [o for o in self.outcomes if o.status not in (tracking.FINISHED, SKIPPED)]
+
+    @property
+    def done_elsewhere(self) -> list[JobOutcome]:
+        """Jobs another invocation on the same home finished while this one ran."""
+        return [o for o in self.outcomes if o.status == SKIPPED]
 
 
 def resolve(suite_name: str, options: RunOptions) -> tuple[Suite, Budget]:
@@ -75,6 +90,8 @@ def run_suite(suite_name: str, options: RunOptions, say: Say = print, should_sto
     """Run a suite at a budget: every job not already FINISHED in the store; returns the summary."""
     suite, budget = resolve(suite_name, options)
     require_valid(suite, [budget.name], options.models)
+    if options.backend == "dask" and options.scheduler:
+        check_scheduler(options.scheduler)
     store = tracking.Store(options.tracking_uri)
     store.check()
     experiment_id = store.experiment_id(suite.name)
@@ -101,8 +118,9 @@ def run_suite(suite_name: str, options: RunOptions, say: Say = print, should_sto
 def _plan_with_classifiers(suite: Suite, budget: Budget, options: RunOptions, say: Say) -> tuple[list[Job], dict[str, str]]:
     first = data_mod.data_ref(suite.dataset, budget, suite.dataset.modalities)
     plan = data_mod.classifier_plan(suite, budget, first.dataset_hash)
-    hashes = data_mod.ensure_classifiers(suite, budget, plan, say, _classifier_device(options.device))
     jobs = plan_jobs(suite, budget, plan, options.models, options.seeds)
+    _probe_fid_weights(jobs)
+    hashes = data_mod.ensure_classifiers(suite, budget, plan, say, _classifier_device(options.device))
     _check_resources(jobs)
     tags = {
         "dataset": suite.dataset.name, "dataset_hash": first.dataset_hash,
@@ -122,6 +140,21 @@ def _fid_weights(settings: dict[str, Any], tags: dict[str, str]) -> str:
         path = resolve_inception_weights(settings.get("inception_weights"))
         return f"{path.name} sha256 {sha256_file(path)}"
     return f"{tags['classifier']} sha256 {tags['classifier_sha256']}"
+
+
+def _probe_fid_weights(jobs: list[Job]) -> None:
+    """Load and try the Inception FID weights the jobs will use, before anything is trained (classifiers too)."""
+    from mmbench.metrics.base import get_metric
+    from mmbench.metrics.extractors import INCEPTION, probe_inception
+    from mmbench.metrics.pipeline import FID_METRICS
+
+    probed: set[str | None] = set()
+    for job in jobs:
+        settings = dict(job.eval_settings)
+        wants_fid = any(get_metric(m).name in FID_METRICS for m in job.metrics)
+        if wants_fid and settings.get("fid_extractor") == INCEPTION and settings.get("inception_weights") not in probed:
+            probe_inception(settings.get("inception_weights"))
+            probed.add(settings.get("inception_weights"))
 
 
 def _check_resources(jobs: list[Job]) -> None:
@@ -177,6 +210,7 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
     register_stop_hook(invocation, should_stop)
     try:
         outcomes = execute(tasks, ctx, options.backend, options.n_jobs, options.scheduler, progress.start, progress.done)
+        outcomes = _wait_for_claimed(tasks, outcomes, ctx, progress, say)
     except BaseException:
         _abandon(store, experiment_id, parent)
         store.mark(parent, tracking.KILLED)
@@ -184,6 +218,22 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
     finally:
         register_stop_hook(invocation, None)
     return outcomes
+
+
+def _wait_for_claimed(tasks: list[tuple[Job, str | None]], outcomes: list[JobOutcome], ctx: JobContext,
+                      progress: Progress, say: Say) -> list[JobOutcome]:
+    """Jobs another invocation was running: wait until each is released, then run it here unless it FINISHED."""
+    previous = {job.job_id: (job, before) for job, before in tasks}
+    settled = [o for o in outcomes if o.status != CLAIMED]
+    waiting = [o for o in outcomes if o.status == CLAIMED]
+    while waiting:
+        job, before = previous[waiting.pop(0).job_id]
+        job_claim(job).wait(on_wait=lambda owner, job=job: say(
+            f"waiting for {job.title} (job {job.job_id}): another invocation is running it ({owner.describe()})"))
+        outcome = execute_job(job, ctx, before)
+        progress.done(outcome)
+        (waiting if outcome.status == CLAIMED else settled).append(outcome)
+    return settled
 
 
 def _default_threads(options: RunOptions) -> int | None:
@@ -208,6 +258,10 @@ class Progress:
         self.say(f"[{self.count + 1}/{self.total}] {job.title}  started  (job {job.job_id})")
 
     def done(self, outcome: JobOutcome) -> None:
+        if outcome.status == CLAIMED:
+            self.say(f"[-/{self.total}] {outcome.title}  {outcome.error} (another invocation): "
+                     "left to it; waiting for it at the end")
+            return
         self.count += 1
         self.seconds += outcome.seconds
         left = self.total - self.count
@@ -230,6 +284,7 @@ def _close_parent(store: tracking.Store, parent: str, summary: RunSummary) -> No
     counts = {
         "jobs/planned": len(summary.planned), "jobs/skipped": len(summary.skipped),
         "jobs/finished": sum(o.status == tracking.FINISHED for o in summary.outcomes),
+        "jobs/finished_elsewhere": len(summary.done_elsewhere),
         "jobs/failed": len(summary.failed),
     }
     store.log_metrics(parent, [(k, float(v), 0) for k, v in counts.items()], int(time.time() * 1000))
@@ -238,8 +293,9 @@ def _close_parent(store: tracking.Store, parent: str, summary: RunSummary) -> No
 
 def _say_summary(summary: RunSummary, budget: Budget, say: Say) -> None:
     ok = sum(o.status == tracking.FINISHED for o in summary.outcomes)
+    elsewhere = f", {len(summary.done_elsewhere)} finished by another invocation" if summary.done_elsewhere else ""
     say(f"done: {ok} finished, {len(summary.failed)} failed or stopped, {len(summary.skipped)} skipped "
-        f"(already finished); parent run {summary.parent_run_id}")
+        f"(already finished){elsewhere}; parent run {summary.parent_run_id}")
     for outcome in summary.failed:
         say(f"  {outcome.status}: {outcome.title} (run {outcome.run_id}): {outcome.error}")
     if not budget.ranks:
