@@ -146,7 +146,6 @@ def _z_scores(differences: torch.Tensor) -> torch.Tensor:
 
 
 def test_sub_sampled_loss_is_unbiased(paired_differences):
-    print("z", _z_scores(paired_differences[0]), _z_scores(paired_differences[1]), paired_differences[0].std(), paired_differences[2].std())
     values, _, _ = paired_differences
     assert values.std() > 0  # the draw does change the estimate
     assert _z_scores(values).abs() < 4.0, _z_scores(values)
