@@ -13,7 +13,10 @@ every latent sample (the targets are drawn last), so the differences isolate the
   relative to the mean exact loss;
 * bias/se — the mean of (estimate − exact) over its standard error (a few at most if unbiased);
 * grad sd, extra grad sd — the same two for the gradient of every parameter, as root-mean-square
-  distances relative to the norm of the mean exact gradient.
+  distances relative to the norm of the mean exact gradient;
+* batch grad sd — the exact gradient's root-mean-square distance from its mean over ``--draws`` *different*
+  batches (seed i, batch i), relative to the norm of that mean: the noise SGD has anyway, the scale the
+  extra noise should be compared with.
 
 At initialisation (the default) the targets' reconstruction errors differ more than after training, so
 the extra noise is an upper estimate of what training sees later.
@@ -80,8 +83,28 @@ def paired_draws(models: dict[int, torch.nn.Module], batch, labels, draws: int) 
         out["bias"][k] = diff.mean().item() / (sd / math.sqrt(draws)) if sd > 0 else 0.0
         out["extra_grad"][k] = math.sqrt(extra_sq[k] / draws) / norm
     out["exact"] = {0: exact.std().item() / scale}
-    out["grad"] = {0: math.sqrt(max(grad_sq / draws - norm**2, 0.0) * draws / (draws - 1)) / norm}
+    out["grad"] = {0: relative_spread(grad_sum, grad_sq, draws)}
     return out
+
+
+def relative_spread(total: torch.Tensor, total_sq: float, n: int) -> float:
+    """Root-mean-square distance of n vectors from their mean (n − 1 normalised) over the mean's norm,
+    from their sum and the sum of their squared norms."""
+    norm = (total / n).norm().item()
+    return math.sqrt(max(total_sq / n - norm**2, 0.0) * n / (n - 1)) / norm
+
+
+def batch_spread(model, data, batch_size: int, draws: int) -> float:
+    """The exact gradient's relative spread over ``draws`` different batches (seed i, batch i)."""
+    total, total_sq = 0.0, 0.0
+    for i in range(draws):
+        batch, labels = data.batch(range(i * batch_size, (i + 1) * batch_size))
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(i)
+        model.loss(batch, labels)["loss"].backward()
+        g = gradient(model)
+        total, total_sq = total + g, total_sq + g.square().sum().item()
+    return relative_spread(total, total_sq, draws)
 
 
 def main() -> None:
@@ -98,22 +121,24 @@ def main() -> None:
     if ks[0] != 0:
         parser.error("--ks must start with 0, the exact objective the others are compared with")
     torch.set_num_threads(args.threads)
-    data = make_patterns(args.modalities, n=args.batch_size, seed=0)
+    data = make_patterns(args.modalities, n=args.batch_size * args.draws, seed=0)
     batch, labels = data.batch(range(args.batch_size))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; M {args.modalities}, width {args.width}, batch {args.batch_size}; "
           f"{args.draws} paired seeds at initialisation")
     print(f"{'model':<10} {'K':>2} {'decodes':>8} {'s/step':>7} {'speed-up':>8} {'exact sd':>9} {'extra sd':>9} "
-          f"{'bias/se':>8} {'grad sd':>8} {'extra grad sd':>14}")
+          f"{'bias/se':>8} {'grad sd':>8} {'extra grad sd':>14} {'batch grad sd':>14}")
     m = args.modalities
     for name in args.models.split(","):
         models = {k: build(name, data.modalities, args.width, args.batch_size, k) for k in ks}
         r = paired_draws(models, batch, labels, args.draws)
+        across_batches = batch_spread(models[0], data, args.batch_size, args.draws)
         for k in ks:
             decodes = m * m if k == 0 else m * (k + 1)
             print(f"{name:<10} {k:>2} {decodes:>8} {r['time'][k]:>7.2f} {r['time'][0] / r['time'][k]:>7.2f}× "
                   f"{100 * r['exact'][0]:>8.2f}% {100 * r['extra'][k]:>8.2f}% {r['bias'][k]:>8.2f} "
-                  f"{100 * r['grad'][0]:>7.1f}% {100 * r['extra_grad'][k]:>13.1f}%", flush=True)
+                  f"{100 * r['grad'][0]:>7.1f}% {100 * r['extra_grad'][k]:>13.1f}% {100 * across_batches:>13.1f}%",
+                  flush=True)
 
 
 if __name__ == "__main__":
