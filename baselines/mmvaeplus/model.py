@@ -12,8 +12,8 @@ where w_d = w_r for d = r and w_d ~ r_d(w) = Laplace(0, learnable scale) for d �
 of the cross reconstructions); the loss is −mean_r log-mean-exp_K(log w). With K = 1 (the paper's) the loss
 is linear in the M² log-likelihood terms, so ``cross_targets`` (1..M−1: each source keeps its own target and
 K' others drawn per step, weighted (M−1)/K'; ``baselines.cross_targets``) estimates it and its gradient
-without bias; with K > 1 the log-mean-exp is not linear in them and the option is refused. ``estimator = "dreg"`` gives the
-DReG gradient (Tucker et al. 2019): posterior densities with stopped parameters and the reparameterised
+without bias; with K > 1 the log-mean-exp is not linear in them and the option is refused.
+``estimator = "dreg"`` gives the DReG gradient (Tucker et al. 2019): posterior densities with stopped parameters and the reparameterised
 samples' gradient weighted by the normalised importance weights. (The reference's ``_m_dreg`` builds its
 densities from the non-detached parameters; we detach them, as DReG prescribes.)
 
