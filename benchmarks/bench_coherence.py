@@ -22,6 +22,10 @@ model already at its target or cap is reported without training. With ``--artifa
 autoencoder stages are stored by their reuse key and shared by every model (and by ``mmbench run``, when
 it is the harness's store, ``$MMBENCH_HOME/artifacts``, and the settings match a budget's).
 
+``--set FIELD=VALUE`` (repeatable; VALUE a Python literal, strings quoted) overrides a config field of
+every measured model after the scale's fields, e.g. ``--set cross_targets=2`` for MMVAE's sub-sampled
+cross reconstructions; the overrides are part of the settings, so of the state directory's hash.
+
 Usage (from the repository root, data and classifier prepared)::
 
     python benchmarks/bench_coherence.py --dataset polymnist10 --models mvae,sbm-vae \\
@@ -32,14 +36,16 @@ Usage (from the repository root, data and classifier prepared)::
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -135,8 +141,25 @@ class _Watcher:
         self.mark = time.perf_counter()
 
 
-def _overrides(name: str, scale: Scale, max_steps: int, data_id: str) -> dict:
-    """The model's scaled fields, with the last stage's step count raised to ``max_steps``."""
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` items as overrides; each VALUE is a Python literal (``2``, ``0.5``, ``'dreg'``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"--set {key}: {text!r} is not a Python literal; quote strings, e.g. --set \"{key}='{text}'\""
+            ) from None
+    return out
+
+
+def _overrides(name: str, scale: Scale, max_steps: int, data_id: str, sets: dict[str, Any] | None = None) -> dict:
+    """The model's scaled fields, with the last stage's step count raised to ``max_steps``, then ``sets``."""
     fields = scaled(scale, name)
     probe = registry.build(name, ["m0", "m1"], fields)
     last = probe.stages()[-1].name
@@ -145,17 +168,22 @@ def _overrides(name: str, scale: Scale, max_steps: int, data_id: str) -> dict:
     config = registry.entry(name).target
     if config.startswith(("sbm.", "baselines.mld")):
         fields["data_id"] = data_id
-    return fields
+    return {**fields, **(sets or {})}
+
+
+def run_settings(name: str, overrides: dict, args: argparse.Namespace, data_hash: str) -> dict:
+    """What a trace was measured with (its state directory is named by their hash)."""
+    return json.loads(json.dumps({"model": name, "overrides": overrides, "eval_every": args.eval_every,
+                                  "eval_n": args.eval_n, "target": args.target, "dataset": data_hash}))
 
 
 def measure(name: str, args: argparse.Namespace, train, test, classifier, store: ArtifactStore, say) -> Trace:
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=args.sampler_steps,
                   score_width=args.score_width)
-    overrides = _overrides(name, scale, args.max_steps, train.data_hash)
+    overrides = _overrides(name, scale, args.max_steps, train.data_hash, args.sets)
     seed_everything(0)
     model = registry.build(name, train.modalities, overrides)
-    settings = json.loads(json.dumps({"model": name, "overrides": overrides, "eval_every": args.eval_every,
-                                      "eval_n": args.eval_n, "target": args.target, "dataset": train.data_hash}))
+    settings = run_settings(name, overrides, args, train.data_hash)
     say(f"{name}: {json.dumps(overrides, sort_keys=True)}")
     with _workdir(args.state, f"{name}-{config_hash(settings, length=12)}") as workdir:
         options = TrainerOptions(workdir=workdir, config_hash=config_hash(settings), quiet=True,
@@ -230,7 +258,13 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")
     parser.add_argument("--state", default=None, help="keep checkpoints and traces here, resume from them [none]")
     parser.add_argument("--log-every", type=int, default=50, help="steps between training-clock records")
+    parser.add_argument("--set", dest="set_items", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field of every model (repeatable; VALUE a Python literal)")
     args = parser.parse_args()
+    try:
+        args.sets = parse_sets(args.set_items)
+    except ValueError as error:
+        parser.error(str(error))
     if args.eval_every % args.log_every:
         parser.error(f"--eval-every ({args.eval_every}) must be a multiple of --log-every ({args.log_every})")
     if args.threads > 0:

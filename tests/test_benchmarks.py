@@ -60,3 +60,27 @@ def test_trace_round_trips_through_its_file(bench, tmp_path):
     again = bench.Trace.load(tmp_path / "trace.json")
     assert again == trace
     assert again.reached is None and again.best == (150, 0.3)
+
+
+def test_set_items_parse_as_python_literals(bench):
+    assert bench.parse_sets(["cross_targets=2", "beta = 0.5", "estimator='dreg'"]) == {
+        "cross_targets": 2, "beta": 0.5, "estimator": "dreg"}
+    for bad in ["cross_targets", "=2", "estimator=dreg"]:
+        with pytest.raises(ValueError, match="--set"):
+            bench.parse_sets([bad])
+
+
+def test_set_items_reach_the_model_and_the_settings_hash(bench):
+    from argparse import Namespace
+
+    from mmbench.hashing import config_hash
+    from mmbench.suites.spec import Scale
+
+    scale = Scale(width=0.25, steps=100, batch_size=64, sampler_steps=10, score_width=64)
+    args = Namespace(eval_every=50, eval_n=100, target=0.5)
+    plain = bench._overrides("mmvae", scale, 300, "data")
+    varied = bench._overrides("mmvae", scale, 300, "data", {"cross_targets": 2})
+    assert varied == {**plain, "cross_targets": 2} and "cross_targets" not in plain
+    hashes = {config_hash(bench.run_settings("mmvae", o, args, "data")) for o in (plain, varied)}
+    assert len(hashes) == 2
+    assert bench.run_settings("mmvae", plain, args, "data")["overrides"] == plain  # no --set: the old settings

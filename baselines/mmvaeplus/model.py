@@ -9,8 +9,11 @@ for each modality r, u_r = (w_r, z_r) ~ q(· | x_r) (K samples) and
   log w = Σ_d log p(x_d | w_d, z_r) + β [log p(w_r, z_r) − log (1/M) Σ_m q(z_r | x_m) − log q(w_r | x_r)]
 
 where w_d = w_r for d = r and w_d ~ r_d(w) = Laplace(0, learnable scale) for d ≠ r (the auxiliary prior
-of the cross reconstructions); the loss is −mean_r log-mean-exp_K(log w). ``estimator = "dreg"`` gives the
-DReG gradient (Tucker et al. 2019): posterior densities with stopped parameters and the reparameterised
+of the cross reconstructions); the loss is −mean_r log-mean-exp_K(log w). With K = 1 (the paper's) the loss
+is linear in the M² log-likelihood terms, so ``cross_targets`` (1..M−1: each source keeps its own target and
+K' others drawn per step, weighted (M−1)/K'; ``baselines.cross_targets``) estimates it and its gradient
+without bias; with K > 1 the log-mean-exp is not linear in them and the option is refused.
+``estimator = "dreg"`` gives the DReG gradient (Tucker et al. 2019): posterior densities with stopped parameters and the reparameterised
 samples' gradient weighted by the normalised importance weights. (The reference's ``_m_dreg`` builds its
 densities from the non-detached parameters; we detach them, as DReG prescribes.)
 
@@ -31,6 +34,7 @@ from torch import Tensor, nn
 from torch.distributions import Laplace
 
 from baselines.common import PAPER_STEPS, image_nll, laplace_log_density, to_images
+from baselines.cross_targets import check_cross_targets, cross_target_weights, sources_per_target
 from baselines.mmvaeplus.nets import Decoder, Encoder
 from mmbench.config import src
 from mmbench.contract import Batch, Capability, MultimodalModel, Stage, StageHParams, Subset
@@ -45,6 +49,12 @@ class MMVAEPlusConfig:
     likelihood_scale: float = src(0.75, "epalu/mmvaeplus vae_polymnist.py Dec: Laplace scale 0.75")
     k: int = src(1, "paper A.2: IWAE estimator with K = 1")
     estimator: str = src("iwae", "paper A.2: IWAE; 'dreg' = DReG (the reference's default objective)")
+    cross_targets: int = src(
+        0,
+        "Decision: 0 = every source's sample reconstructs every modality (the exact objective); K' in 1..M−1 = "
+        "its own modality and K' others drawn per step, weighted (M−1)/K' (unbiased at k = 1; "
+        "baselines.cross_targets)",
+    )
     width: float = src(1.0, "channel multiplier of MMVAE+'s ResNet; 1.0 = the reference's nf = 64")
     lr: float = src(1e-3, "epalu/mmvaeplus main_polymnist.py: Adam lr 1e-3, amsgrad")
     amsgrad: bool = src(True, "epalu/mmvaeplus main_polymnist.py: Adam(amsgrad=True)")
@@ -61,6 +71,12 @@ class MMVAEPlusConfig:
             raise ValueError(f"MMVAE+ estimator must be 'iwae' or 'dreg', got {self.estimator!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.cross_targets and self.k != 1:
+            raise ValueError(
+                f"cross_targets = {self.cross_targets} needs k = 1, got k = {self.k}: the IWAE bound's log-mean-exp "
+                "over k > 1 samples is not linear in the sub-sampled terms, so the estimate would be biased; "
+                "set cross_targets = 0 (exact) or k = 1"
+            )
         if self.width <= 0 or self.likelihood_scale <= 0:
             raise ValueError(f"width and likelihood_scale must be positive, got {self.width}, {self.likelihood_scale}")
 
@@ -96,6 +112,7 @@ class MMVAEPlus(MultimodalModel):
     def __init__(self, modalities: Sequence[str], config: MMVAEPlusConfig) -> None:
         super().__init__(modalities, config)
         config.check()
+        check_cross_targets(config.cross_targets, len(self.modalities))
         self.latent_dim = config.shared_dim
         self.encoders = nn.ModuleDict({m: Encoder(config.private_dim, config.shared_dim, config.width) for m in self.modalities})
         self.decoders = nn.ModuleDict({m: Decoder(config.private_dim + config.shared_dim, config.width) for m in self.modalities})
@@ -133,7 +150,9 @@ class MMVAEPlus(MultimodalModel):
         dens = {m: p.detached() for m, p in post.items()} if self.config.estimator == "dreg" else post
         w = {m: Laplace(post[m].w_loc, post[m].w_scale).rsample((k,)) for m in mods}  # (K, B, Dw)
         z = {m: Laplace(post[m].z_loc, post[m].z_scale).rsample((k,)) for m in mods}  # (K, B, Dz)
-        lpx = self._cross_log_likelihood(batch, w, z)  # (M, K, B)
+        aux = self._auxiliary_w(w)
+        weights = cross_target_weights(len(mods), self.config.cross_targets, self.device)  # drawn after every sample
+        lpx = self._cross_log_likelihood(batch, w, z, aux, weights)  # (M, K, B)
         lpu = torch.stack([laplace_log_density(w[r], 0.0, 1.0).sum(-1) + laplace_log_density(z[r], 0.0, 1.0).sum(-1) for r in mods])
         lqz = torch.stack([self._mixture_log_density(z[r], dens) for r in mods])
         lqw = torch.stack([laplace_log_density(w[r], dens[r].w_loc, dens[r].w_scale).sum(-1) for r in mods])
@@ -150,21 +169,31 @@ class MMVAEPlus(MultimodalModel):
         per = torch.stack([laplace_log_density(z, p.z_loc, p.z_scale).sum(-1) for p in dens.values()])
         return log_mean_exp(per, dim=0)
 
-    def _cross_log_likelihood(self, batch: Batch, w: dict[str, Tensor], z: dict[str, Tensor]) -> Tensor:
-        """Σ_d log p(x_d | w_d, z_r) for every source r, each decoder run once on all sources ``(M, K, B)``."""
+    def _auxiliary_w(self, w: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:
+        """w_d ~ r_d(w) for every target d and every other source r, keyed (d, r), each shaped as ``w[r]``;
+        all drawn, in one order, whatever targets are kept."""
         mods = self.modalities
-        total = 0.0
-        for d in mods:
-            inputs = []
-            for r in mods:
-                w_d = w[r] if r == d else Laplace(torch.zeros_like(w[r]), self.aux_w_scale(d).expand_as(w[r])).rsample()
-                inputs.append(torch.cat([w_d, z[r]], dim=-1))
-            u = torch.stack(inputs)  # (M, K, B, Dw + Dz)
-            means = self.decoders[d](u.flatten(0, 2))
+        return {
+            (d, r): Laplace(torch.zeros_like(w[r]), self.aux_w_scale(d).expand_as(w[r])).rsample()
+            for d in mods
+            for r in mods
+            if r != d
+        }
+
+    def _cross_log_likelihood(self, batch: Batch, w: dict[str, Tensor], z: dict[str, Tensor],
+                              aux: dict[tuple[str, str], Tensor], weights: Tensor) -> Tensor:
+        """Σ_d weights[r, d] · log p(x_d | w_d, z_r) for every source r ``(M, K, B)``; each decoder runs once,
+        on the sources of non-zero weight stacked (the decoders have no batch statistics)."""
+        mods = self.modalities
+        total = torch.zeros(len(mods), *z[mods[0]].shape[:2], device=self.device)
+        for j, (d, rows) in enumerate(zip(mods, sources_per_target(weights), strict=True)):
+            sources = [mods[r] for r in rows.tolist()]
+            u = torch.stack([torch.cat([w[r] if r == d else aux[d, r], z[r]], dim=-1) for r in sources])
+            means = self.decoders[d](u.flatten(0, 2))  # u: (len(rows), K, B, Dw + Dz)
             x = batch[d].unsqueeze(0).unsqueeze(0).expand(*u.shape[:3], *batch[d].shape[1:])
-            ll = self.image_log_likelihood(x.flatten(0, 2), means)
-            total = total + ll.view(u.shape[:3])
-        return total  # type: ignore[return-value]
+            ll = self.image_log_likelihood(x.flatten(0, 2), means).view(u.shape[:3])
+            total = total.index_add(0, rows, weights[rows, j].view(-1, 1, 1) * ll)
+        return total
 
     def image_log_likelihood(self, x: Tensor, means: Tensor) -> Tensor:
         """log p(x | means) summed over pixels, per sample: Laplace (default) or Gaussian, fixed scale."""
