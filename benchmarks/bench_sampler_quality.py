@@ -20,6 +20,10 @@ Where the stages come from (one of):
     python benchmarks/bench_sampler_quality.py --dataset polymnist10 --models sbm-vae,sbm-rae \\
         --artifacts ~/.mmbench/artifacts --width 0.25 --batch-size 64 --steps 3000 --max-steps 3000 \\
         --score-width 64 --n 500 --n-uncond 500 --threads 1
+
+``--synthetic``: a demonstration on the pattern data (``make_patterns``, 3 modalities, the tests' splits)
+with small models of fixed settings (``SYNTHETIC``) and a classifier trained on the fly; in this mode only,
+stages missing from ``--artifacts`` are first trained there by the real trainer (and said so), then loaded.
 """
 
 from __future__ import annotations
@@ -58,14 +62,16 @@ EVALUATIONS = (100, 50, 20, 10)
 
 @dataclass(frozen=True)
 class Setting:
-    """A sampler and its step count (``steps`` as the model's ``sampler_steps``)."""
+    """A sampler, its step count (``steps`` as the model's ``sampler_steps``) and re-imposition mode
+    (``reimpose``; "" = the model's own)."""
 
     sampler: str
     steps: int
+    reimpose: str = ""
 
     @property
     def label(self) -> str:
-        return f"{self.sampler} N={self.steps}"
+        return f"{self.sampler} N={self.steps}" + (f" ({self.reimpose})" if self.reimpose else "")
 
 
 @dataclass
@@ -132,7 +138,10 @@ def with_sampler(model: MultimodalModel, setting: Setting) -> MultimodalModel:
     fields = {f.name for f in dataclasses.fields(model.config)}
     if not {"sampler", "sampler_steps"} <= fields:
         raise ValueError(f"{type(model).__name__} has no sampler settings")
-    model.config = dataclasses.replace(model.config, sampler=setting.sampler, sampler_steps=setting.steps)
+    if setting.reimpose and "reimpose" not in fields:
+        raise ValueError(f"{type(model).__name__} has a fixed re-imposition mode; leave --reimpose empty")
+    mode = {"reimpose": setting.reimpose} if setting.reimpose else {}
+    model.config = dataclasses.replace(model.config, sampler=setting.sampler, sampler_steps=setting.steps, **mode)
     return model
 
 
@@ -183,34 +192,93 @@ def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: st
     classifier, record = load_classifier(classifier_path)
     extractor = build_extractor(identify(CLASSIFIER, record.path, None))
     real = {m: _features(extractor, np.asarray(test.images[m])) for m in model.modalities}
-    rows = []
+    rows, own = [], model.config
     model.eval()
     for setting in settings:
+        model.config = own  # every setting starts from the model's own configuration
         values = evaluate(with_sampler(model, setting), test, classifier, extractor, real, n_uncond, batch_size)
         expected = nfe_of(setting.sampler, setting.steps)
         if values["nfe"] != expected:
             raise AssertionError(f"{setting.label}: {values['nfe']} score evaluations, nfe_of says {expected}")
         rows.append(Row(setting, **values))
         say(f"  {setting.label}: {format_row(rows[-1])}")
+    model.config = own
     return rows
 
 
-def settings_for(evaluations: Sequence[int], samplers: Sequence[str]) -> list[Setting]:
-    """PC-100 and each few-step sampler at each evaluation count (the steps that give that count)."""
+def settings_for(evaluations: Sequence[int], samplers: Sequence[str], modes: Sequence[str] = ("",)) -> list[Setting]:
+    """PC-100 (the model's mode) and each few-step sampler at each evaluation count (the steps that give that
+    count) in each re-imposition mode ("" = the model's)."""
     out = [Setting("pc", 100)]
     for sampler in samplers:
         per_step = nfe_of(sampler, 1)
-        out += [Setting(sampler, n // per_step) for n in evaluations]
+        out += [Setting(sampler, n // per_step, mode) for mode in modes for n in evaluations]
     return out
 
 
 def format_row(row: Row) -> str:
-    return (f"| {row.setting.sampler} | {row.setting.steps} | {row.nfe} | {row.loo:.3f} | {row.given_one:.3f} | "
+    return (f"| {row.setting.sampler} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | {row.loo:.3f} | {row.given_one:.3f} | "
             f"{row.all_agree:.3f} | {row.fid:.2f} | {row.seconds_per_sample * 1000:.1f} |")
 
 
-HEADER = ("| sampler | steps | evaluations / sample | coherence loo | coherence given one | uncond. all agree | "
-          "cond. FID (mmbench-clf) | ms / sample |\n|---|---|---|---|---|---|---|---|")
+HEADER = ("| sampler | re-imposition | steps | evaluations / sample | coherence loo | coherence given one | "
+          "uncond. all agree | cond. FID (mmbench-clf) | ms / sample |\n|---|---|---|---|---|---|---|---|---|")
+
+
+# --- the synthetic demonstration ------------------------------------------------------------------------
+SYNTHETIC_AE = {"width": 0.125, "latent_dim": 16, "ae_batch_size": 32, "ae_lr": 3e-3}
+SYNTHETIC = {  # small SBMs that learn the pattern data (tests/test_sbm.py's, with a wider, longer-trained UNet)
+    "sbm-rae": {**SYNTHETIC_AE, "ae_steps": 250, "dim": 16, "dim_mults": [1, 2], "attn_heads": 2,
+                "attn_dim_head": 8, "score_steps": 1000, "score_batch_size": 64, "score_lr": 1e-3},
+    "sbm-vae": {**SYNTHETIC_AE, "ae_steps": 400, "dim": 16, "dim_mults": [1, 2], "attn_heads": 2,
+                "attn_dim_head": 8, "score_steps": 1000, "score_batch_size": 64, "score_lr": 1e-3},
+}
+
+
+def synthetic_jobs(names: Sequence[str], store: ArtifactStore, n_test: int, say=print):
+    """(test data, classifier path, model jobs) for the pattern data; trains what the store lacks."""
+    import tempfile
+
+    from classifiers.store import save_classifier
+    from classifiers.train import train_classifier
+    from mmbench.data.synthetic import make_patterns
+    from mmbench.training.trainer import train_model
+
+    train, test = make_patterns(3, n=2000, seed=0), make_patterns(3, n=500, seed=1).subset(n_test)
+    torch.manual_seed(0)
+    classifier = train_classifier("pmclf", train, None, epochs=1, batch_size=128, lr=1e-3, seed=0, device="cpu",
+                                  progress=False)
+    record = save_classifier(classifier, "patterns3-eval", {"seed": 0}, Path(tempfile.mkdtemp()))
+
+    def job(name: str):
+        overrides = {**SYNTHETIC[name], "data_id": train.data_hash}
+        model = registry.build(name, train.modalities, overrides)
+        if not all(s.reuse_key and store.has(s.reuse_key) for s in model.stages()):
+            say(f"  training {name} into {store.root} (synthetic demonstration)")
+            with tempfile.TemporaryDirectory() as tmp:
+                train_model(model, train, None, TrainerOptions(workdir=Path(tmp), config_hash=name, quiet=True,
+                                                               artifacts=store, model_name=name))
+        return model_from_store(name, overrides, train.modalities, store)
+
+    return test, record, [lambda name=name: job(name) for name in names]
+
+
+def stored_jobs(args: argparse.Namespace, store: ArtifactStore | None):
+    """(test data, classifier record, model jobs) for a prepared dataset and models trained elsewhere."""
+    from mmbench.data.store import load_dataset
+
+    train = load_dataset(args.dataset, "train", verify=False)
+    test = load_dataset(args.dataset, "test", verify=False).subset(args.n)
+    _, record = load_classifier(args.classifier or f"{args.dataset}-eval")
+    if args.state:
+        return test, record, [lambda: model_from_state(Path(args.state).expanduser(), train.modalities, store)]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_coherence import _overrides
+
+    scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
+                  sampler_steps=args.sampler_steps, score_width=args.score_width)
+    return test, record, [lambda name=name: model_from_store(name, _overrides(name, scale, args.max_steps, train.data_hash),
+                                                             train.modalities, store) for name in args.models.split(",")]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -228,35 +296,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-batch", type=int, default=100, help="test tuples per sampler pass")
     parser.add_argument("--evaluations", default=",".join(map(str, EVALUATIONS)))
     parser.add_argument("--samplers", default=",".join(FEWSTEP))
+    parser.add_argument("--reimpose", default="", help="comma-separated re-imposition modes of the few-step rows "
+                        "('' = the model's; SBM: fresh, fixed, sbmae, clean)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--synthetic", action="store_true", help="the pattern-data demonstration (see above)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.state and not args.artifacts:
         parser.error("pass --artifacts (with --models and the scale) or --state")
-    from mmbench.data.store import load_dataset
-
-    train = load_dataset(args.dataset, "train", verify=False)
-    test = load_dataset(args.dataset, "test", verify=False).subset(args.n)
-    _, record = load_classifier(args.classifier or f"{args.dataset}-eval")
     store = ArtifactStore(Path(args.artifacts).expanduser()) if args.artifacts else None
-    settings = settings_for([int(k) for k in args.evaluations.split(",")], args.samplers.split(","))
-    if args.state:
-        jobs = [lambda: model_from_state(Path(args.state).expanduser(), train.modalities, store)]
+    settings = settings_for([int(k) for k in args.evaluations.split(",")], args.samplers.split(","),
+                            args.reimpose.split(","))
+    if args.synthetic:
+        test, record, jobs = synthetic_jobs(args.models.split(","), store, args.n)
+        args.dataset = "patterns3 (synthetic)"
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_coherence import _overrides
-
-        scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
-                      sampler_steps=args.sampler_steps, score_width=args.score_width)
-        jobs = [lambda name=name: model_from_store(name, _overrides(name, scale, args.max_steps, train.data_hash),
-                                                    train.modalities, store) for name in args.models.split(",")]
+        test, record, jobs = stored_jobs(args, store)
     print(f"# {args.dataset}: {len(test)} test tuples, {args.n_uncond} unconditional samples, classifier "
           f"{record.name} {record.sha256[:8]}, {torch.get_num_threads()} threads")
     for job in jobs:
         model, lines = job()
-        print(f"\n## {type(model).__name__} {model.config.family if hasattr(model.config, 'family') else ''}: "
-              + "; ".join(lines), flush=True)
+        print(f"\n## {type(model).__name__} {getattr(model.config, 'family', '')}: " + "; ".join(lines), flush=True)
         rows = measure(model, test, record.path, settings, args.n_uncond, args.eval_batch, say=lambda s: print(s, flush=True))
         print("\n" + HEADER)
         for row in rows:

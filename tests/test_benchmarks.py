@@ -111,11 +111,12 @@ def test_sampler_quality_smoke(quality, patterns3, patterns_classifier, tmp_path
     assert all("checkpoint at step 2" in line for line in state_lines) and state_model.config.family == "vae"
 
     record = save_classifier(patterns_classifier, "clf", {}, tmp_path / "classifiers")
-    settings = [quality.Setting("pc", 3), quality.Setting("dpmpp2m", 4), quality.Setting("unipc", 4)]
+    settings = [quality.Setting("pc", 3), quality.Setting("dpmpp2m", 4), quality.Setting("unipc", 4, "sbmae")]
     rows = quality.measure(model, test.subset(40), record.path, settings, n_uncond=20, batch_size=20, say=lambda s: None)
-    assert [r.nfe for r in rows] == [6, 4, 4]
+    assert [r.nfe for r in rows] == [6, 4, 4] and model.config.reimpose == "fresh"  # restored
     for row in rows:
         assert 0 <= row.loo <= 1 and 0 <= row.given_one <= 1 and 0 <= row.all_agree <= 1
         assert row.fid >= 0 and row.seconds_per_sample > 0
         assert quality.format_row(row).count("|") == quality.HEADER.splitlines()[0].count("|")
-    assert [s.label for s in quality.settings_for([20, 10], ["dpmpp2m"])] == ["pc N=100", "dpmpp2m N=20", "dpmpp2m N=10"]
+    assert [s.label for s in quality.settings_for([20, 10], ["dpmpp2m"], ["", "fixed"])] == [
+        "pc N=100", "dpmpp2m N=20", "dpmpp2m N=10", "dpmpp2m N=20 (fixed)", "dpmpp2m N=10 (fixed)"]
