@@ -5,7 +5,9 @@ with forward hooks on mutually exclusive parts: per ConvNeXt block the depthwise
 the two GroupNorms, the two dense 3×3 convs, the GELU and the residual 1×1 conv; each attention module
 (linear at the levels, full softmax attention in the middle) as a whole; the down/up resampling convs; the
 input 7×7 and output 1×1 convs and the time-embedding MLP. The rest (concatenations, additions, layout
-changes) is "other". Prints a markdown table; ``--variant`` compares leaner UNets (``sbm.unet.UNet`` options).
+changes) is "other". Prints a markdown table; ``--variants`` compares leaner UNets (``sbm.unet.UNet`` options).
+Times are the calling thread's CPU time (``time.thread_time``), so a machine shared with other jobs changes
+them little; run with one torch thread (the default here) for that to hold.
 
     python benchmarks/bench_unet_profile.py [--dim 64] [--modalities 10] [--batch 200] [--repeats 5] [--threads 1]
 """
@@ -58,17 +60,17 @@ def profile(net: UNet, x: torch.Tensor, t: torch.Tensor, repeats: int) -> tuple[
     starts: dict[nn.Module, float] = {}
     handles = []
     for module, label in components(net).items():
-        handles.append(module.register_forward_pre_hook(lambda m, _: starts.__setitem__(m, time.perf_counter())))
+        handles.append(module.register_forward_pre_hook(lambda m, _: starts.__setitem__(m, time.thread_time())))
         handles.append(module.register_forward_hook(
-            lambda m, _i, _o, label=label: spent.__setitem__(label, spent[label] + time.perf_counter() - starts[m])))
+            lambda m, _i, _o, label=label: spent.__setitem__(label, spent[label] + time.thread_time() - starts[m])))
     best_total, best = float("inf"), {}
     with torch.no_grad():
         net(x, t)  # warm-up
         for _ in range(repeats):
             spent.clear()
-            start = time.perf_counter()
+            start = time.thread_time()
             net(x, t)
-            total = time.perf_counter() - start
+            total = time.thread_time() - start
             if total < best_total:
                 best_total, best = total, dict(spent)
     for handle in handles:
@@ -81,9 +83,9 @@ def train_step_seconds(net: UNet, batch: int, channels: int, repeats: int) -> fl
     x, t = torch.randn(batch, channels, 8, 8), torch.rand(batch)
     best = float("inf")
     for _ in range(repeats + 1):  # the first is a warm-up
-        start = time.perf_counter()
+        start = time.thread_time()
         net(x, t).square().mean().backward()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.thread_time() - start)
         net.zero_grad(set_to_none=True)
     return best
 
