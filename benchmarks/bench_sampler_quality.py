@@ -207,10 +207,10 @@ def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: st
 
 
 def settings_for(evaluations: Sequence[int], samplers: Sequence[str], modes: Sequence[str] = ("",)) -> list[Setting]:
-    """PC-100 (the model's mode) and each few-step sampler at each evaluation count (the steps that give that
-    count) in each re-imposition mode ("" = the model's)."""
-    out = [Setting("pc", 100)]
-    for sampler in samplers:
+    """PC-100 and each few-step sampler at each evaluation count (the steps that give that count), each in
+    every re-imposition mode of ``modes`` ("" = the model's)."""
+    out = [Setting("pc", 100, mode) for mode in modes]
+    for sampler in filter(None, samplers):
         per_step = nfe_of(sampler, 1)
         out += [Setting(sampler, n // per_step, mode) for mode in modes for n in evaluations]
     return out

@@ -119,4 +119,5 @@ def test_sampler_quality_smoke(quality, patterns3, patterns_classifier, tmp_path
         assert row.fid >= 0 and row.seconds_per_sample > 0
         assert quality.format_row(row).count("|") == quality.HEADER.splitlines()[0].count("|")
     assert [s.label for s in quality.settings_for([20, 10], ["dpmpp2m"], ["", "fixed"])] == [
-        "pc N=100", "dpmpp2m N=20", "dpmpp2m N=10", "dpmpp2m N=20 (fixed)", "dpmpp2m N=10 (fixed)"]
+        "pc N=100", "pc N=100 (fixed)", "dpmpp2m N=20", "dpmpp2m N=10", "dpmpp2m N=20 (fixed)", "dpmpp2m N=10 (fixed)"]
+    assert [s.label for s in quality.settings_for([20], [""], ["sbmae"])] == ["pc N=100 (sbmae)"]
