@@ -245,7 +245,7 @@ def ode_sampler(
 
 
 # --- exponential-integrator solvers in data prediction (one score evaluation per step) ----------------
-FEWSTEP_GRID = "logsnr"  # the default grid of dpmpp2m/unipc: docs/sbm.md, "Few-step samplers" (measured)
+FEWSTEP_GRID = "logsnr"  # the default grid of dpmpp2m, dpmpp2m-sde, unipc: docs/sbm.md, "Few-step samplers" (measured)
 
 
 def _data_prediction(score_fn: ScoreFn, sde: VPSDE, x: Tensor, t: Tensor) -> Tensor:
@@ -280,7 +280,6 @@ class _Schedule:
     def first_order(self, i: int, x: Tensor, x0: Tensor) -> Tensor:
         """DPM-Solver++(1) (= DDIM) from point i to i + 1: (σ_{i+1}/σ_i) x − α_{i+1} (e^(−h) − 1) x̂_0."""
         return (self.sigma[i + 1] / self.sigma[i]) * x - self.alpha[i + 1] * math.expm1(-self.h(i)) * x0
-
 
     def stochastic_first_order(self, i: int, x: Tensor, x0: Tensor) -> Tensor:
         """SDE-DPM-Solver++(1) from point i to i + 1: (σ_{i+1}/σ_i) e^(−h) x + α_{i+1}(1 − e^(−2h)) x̂_0
