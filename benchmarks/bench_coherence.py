@@ -148,10 +148,24 @@ def _overrides(name: str, scale: Scale, max_steps: int, data_id: str) -> dict:
     return fields
 
 
+def extra_fields(pairs: list[str]) -> dict:
+    """``--set field=JSON`` pairs as config overrides (e.g. ``unet_block_mult=1``, ``unet_level_attention=false``)."""
+    fields = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: use field=value (a JSON value)")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--set {pair!r}: the value is not JSON ({exc})") from exc
+    return fields
+
+
 def measure(name: str, args: argparse.Namespace, train, test, classifier, store: ArtifactStore, say) -> Trace:
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=args.sampler_steps,
                   score_width=args.score_width)
-    overrides = _overrides(name, scale, args.max_steps, train.data_hash)
+    overrides = {**_overrides(name, scale, args.max_steps, train.data_hash), **extra_fields(args.set)}
     seed_everything(0)
     model = registry.build(name, train.modalities, overrides)
     settings = json.loads(json.dumps({"model": name, "overrides": overrides, "eval_every": args.eval_every,
@@ -230,6 +244,8 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")
     parser.add_argument("--state", default=None, help="keep checkpoints and traces here, resume from them [none]")
     parser.add_argument("--log-every", type=int, default=50, help="steps between training-clock records")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="an extra config field of every model (repeatable; part of the settings hash)")
     args = parser.parse_args()
     if args.eval_every % args.log_every:
         parser.error(f"--eval-every ({args.eval_every}) must be a multiple of --log-every ({args.log_every})")
