@@ -29,17 +29,20 @@ from sbm.contrastive import AuxEncoders, clip_loss, condition_from, random_given
 from sbm.energy import PairEnergy, nce_loss
 from sbm.guidance import EnergyGuidance, WithCondition
 from sbm.losses import WEIGHTINGS, dsm_loss
-from sbm.sampling import REIMPOSE_MODES, Known, get_sampler
+from sbm.grids import GRIDS
+from sbm.sampling import REIMPOSE_MODES, Known, get_sampler, takes_grid
 from sbm.sde import VPSDE, ScoreFn
 from sbm.unet import UNet
 
 GUIDANCES = ("none", "energy", "contrastive")
 # SBMConfig fields that do not change what the unconditional score stage trains (sampling, guidance)
 _NOT_SCORE_TRAINING = frozenset({
-    "guidance", "sampler", "sampler_steps", "corrector_steps", "snr", "t_end", "reimpose",
+    "guidance", "sampler", "sampler_steps", "corrector_steps", "snr", "t_end", "reimpose", "sampler_grid",
     "energy_gamma", "energy_width", "energy_layers", "energy_steps", "energy_lr", "energy_batch_size",
     "aux_width", "aux_proj_dim", "aux_steps", "aux_lr", "aux_batch_size", "cond_null_prob",
 })
+# score-net fields added after stores existed: in the score stage's key only when changed from these defaults
+_KEYED_WHEN_CHANGED = {"unet_level_attention": True, "unet_block_mult": 2}
 EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
 
 
@@ -65,6 +68,8 @@ class SBMConfig:
     dim_mults: tuple[int, ...] = src((1, 2, 2, 2), "sbmae: annotated-diffusion UNet dim_mults")
     attn_heads: int = src(4, "annotated-diffusion UNet attention heads")
     attn_dim_head: int = src(32, "annotated-diffusion UNet attention head size")
+    unet_level_attention: bool = src(True, "annotated-diffusion UNet: linear attention at every level (False = lean, docs/sbm.md)")
+    unet_block_mult: int = src(2, "annotated-diffusion ConvNeXt block expansion (1 = lean, docs/sbm.md)")
     time_scale: float = src(1.0, "sbmae: sinusoidal embedding of the raw t in [eps, 1]")
     beta_min: float | None = src(None, "Table 4: 0.1 for 10 modalities, 1 for fewer (None = that rule)")
     beta_max: float = src(5.0, "Table 4")
@@ -82,6 +87,7 @@ class SBMConfig:
     snr: float = src(0.16, "score_sde default Langevin snr (sbmae)")
     t_end: float = src(1e-3, "score_sde: sampling ends at t = 1e-3")
     reimpose: str = src("fresh", "PROTOCOL.md §2 decision: fresh noise; 'sbmae' = alpha*z + sigma*z as the reference code")
+    sampler_grid: str = src("", "mmbench: time grid of samplers that take one ('' = the sampler's default; docs/sbm.md)")
     # -C: energy-based coherence guidance
     energy_gamma: float = src(1.0, "per sample; chosen on validation coherence over {0, 1, 3.9, 10, 30} (docs/sbm.md, bench_guidance.py); the paper's EBM-scale 1000 at batch 256 is 3.9 (guidance.per_sample_gamma)")
     energy_width: int = src(128, "sbmae: 128-wide MLP")
@@ -113,6 +119,9 @@ def _check(config: SBMConfig) -> None:
         if value not in allowed:
             raise ValueError(f"SBMConfig.{name} = {value!r}; use one of {allowed}")
     get_sampler(config.sampler)
+    if config.sampler_grid and (config.sampler_grid not in GRIDS or not takes_grid(config.sampler)):
+        raise ValueError(f"SBMConfig.sampler_grid = {config.sampler_grid!r}: use '' or one of {GRIDS} with a sampler "
+                         f"that takes a grid (not {config.sampler!r})")
     side = math.isqrt(config.latent_dim)
     if side * side != config.latent_dim:
         raise ValueError(f"latent_dim {config.latent_dim} must be a perfect square (it is reshaped to side x side)")
@@ -139,6 +148,7 @@ class SBM(LatentGenerativeModel):
         self.score_net = UNet(
             m, resolve_dim(config, m), config.dim_mults, cond_dim=config.aux_proj_dim if contrastive else 0,
             time_scale=config.time_scale, heads=config.attn_heads, dim_head=config.attn_dim_head,
+            level_attention=config.unet_level_attention, block_mult=config.unet_block_mult,
         )
         self.energy = PairEnergy(config.latent_dim, m, config.energy_width, config.energy_layers) if config.guidance == "energy" else None
 
@@ -168,7 +178,8 @@ class SBM(LatentGenerativeModel):
         ae_keys = [s.reuse_key for s in self.ae_stages()]
         if self.config.guidance == "contrastive" or not all(ae_keys):
             return None
-        fields = {k: v for k, v in to_dict(self.config).items() if k not in _NOT_SCORE_TRAINING}
+        fields = {k: v for k, v in to_dict(self.config).items()
+                  if k not in _NOT_SCORE_TRAINING and (k not in _KEYED_WHEN_CHANGED or v != _KEYED_WHEN_CHANGED[k])}
         return config_hash({"stage": "sbm.score/1", "fields": fields, "autoencoders": ae_keys,
                             "modalities": list(self.modalities)}, length=32)
 
@@ -286,9 +297,10 @@ class SBM(LatentGenerativeModel):
         mask = observed[:, :, None, None].expand(-1, -1, self.side, self.side)
         spec = Known(mask, self._to_image(known), cfg.reimpose) if observed.any() else None
         x_init = self.sde.prior_sample((n, self.num_modalities, self.side, self.side), self.device)
+        grid = {"grid": cfg.sampler_grid} if cfg.sampler_grid else {}
         result = get_sampler(cfg.sampler)(
             self.score_fn(observed, cond), self.sde, x_init, known=spec, steps=cfg.sampler_steps,
-            corrector_steps=cfg.corrector_steps, snr=cfg.snr, t_end=cfg.t_end,
+            corrector_steps=cfg.corrector_steps, snr=cfg.snr, t_end=cfg.t_end, **grid,
         )
         self.last_nfe = result.nfe
         return result.x.reshape(n, self.num_modalities, -1)

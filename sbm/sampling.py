@@ -2,7 +2,9 @@
 
 Sources: Song et al. 2021 (``yang-song/score_sde_pytorch`` ``sampling.py``: Euler–Maruyama predictor,
 Langevin corrector, PC sampler, probability-flow ODE; ``controllable_generation.py``: known entries
-re-imposed at every step); Karras et al. 2022 (Heun's method for the probability-flow ODE).
+re-imposed at every step); Karras et al. 2022 (Heun's method for the probability-flow ODE); Lu et al.
+2022 (DPM-Solver++(2M), multistep second order in data prediction); Zhao et al. 2023 (UniPC, B(h) = e^h − 1,
+"bh2").
 
 Every sampler has the same leading signature ``(score_fn, sde, x_init, *, known=None, steps, ...)``
 and returns a :class:`SampleResult` with the number of score evaluations it used (each evaluation
@@ -12,17 +14,20 @@ sample: :class:`Known` names, for each sample, the entries to hold at their obse
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from mmbench.config import did_you_mean
+from sbm.grids import time_grid
 from sbm.sde import VPSDE, ScoreFn, expand_like
 
-REIMPOSE_MODES = ("fresh", "sbmae", "clean")
+REIMPOSE_MODES = ("fresh", "fixed", "sbmae", "clean")
 
 
 @dataclass(frozen=True)
@@ -31,15 +36,18 @@ class Known:
 
     ``mask``: bool, broadcastable to ``x`` (True = known); ``values``: the clean observed values
     (read only where ``mask``). Before every score evaluation at time t the known entries are set to
-    ``α_t·x_o + σ_t·ε`` with fresh ε (``mode="fresh"``, the principled imputation), to
+    ``α_t·x_o + σ_t·ε`` with fresh ε (``mode="fresh"``, the principled imputation), with one ε per
+    sample drawn when sampling starts and reused at every step (``"fixed"``: the known entries follow one
+    forward-diffusion path, so a deterministic solver sees a smooth conditioning signal), to
     ``α_t·x_o + σ_t·x_o`` (``"sbmae"``: the reference code reuses the clean latent as the noise), or
     to ``x_o`` itself (``"clean"``: MLD, whose score net is told these entries sit at time 0).
-    The sampler's output holds ``x_o`` exactly at known entries.
+    The sampler's output holds ``x_o`` exactly at known entries. Samplers call :meth:`start` first.
     """
 
     mask: Tensor
     values: Tensor
     mode: str = "fresh"
+    noise: Tensor | None = None  # "fixed": the per-sample ε, drawn by start()
 
     def __post_init__(self) -> None:
         if self.mode not in REIMPOSE_MODES:
@@ -47,12 +55,27 @@ class Known:
         if self.mask.dtype != torch.bool:
             raise TypeError(f"Known.mask must be a bool tensor, got {self.mask.dtype}")
 
+    def start(self, x_init: Tensor) -> Known:
+        """This specification ready for one sampling pass from ``x_init`` ("fixed": its noise drawn now)."""
+        if self.mode != "fixed" or self.noise is not None:
+            return self
+        return replace(self, noise=torch.randn_like(x_init))
+
+    def _noise(self, x: Tensor) -> Tensor:
+        if self.mode == "fresh":
+            return torch.randn_like(x)
+        if self.mode == "sbmae":
+            return self.values
+        if self.noise is None:
+            raise ValueError("Known(mode='fixed') has no noise yet: call known.start(x_init) before sampling")
+        return self.noise
+
     def impose(self, sde: VPSDE, x: Tensor, t: Tensor) -> Tensor:
         if self.mode == "clean":
             target = self.values
         else:
             alpha, sigma = sde.alpha_sigma(t)
-            noise = torch.randn_like(x) if self.mode == "fresh" else self.values
+            noise = self._noise(x)
             target = expand_like(alpha, x) * self.values + expand_like(sigma, x) * noise
         return torch.where(self.mask, target, x)
 
@@ -78,12 +101,14 @@ class _Counted:
         return self.score_fn(x, t)
 
 
-def _times(sde: VPSDE, steps: int, t_end: float, device: torch.device) -> Tensor:
+def _times(sde: VPSDE, steps: int, t_end: float, device: torch.device, grid: str = "time") -> Tensor:
     if steps < 2:
         raise ValueError(f"a sampler needs at least 2 steps, got {steps}")
-    if not 0.0 < t_end < sde.T:
-        raise ValueError(f"t_end must lie in (0, T={sde.T}), got {t_end}")
-    return torch.linspace(sde.T, t_end, steps, device=device)
+    return time_grid(sde, steps, t_end, grid, device)
+
+
+def _started(known: Known | None, x_init: Tensor) -> Known | None:
+    return None if known is None else known.start(x_init)
 
 
 def _imposed(known: Known | None, sde: VPSDE, x: Tensor, t: Tensor) -> Tensor:
@@ -169,6 +194,7 @@ def pc_sampler(
     counted = _Counted(score_fn)
     times = _times(sde, steps, t_end, x_init.device)
     dt = float(times[0] - times[1])
+    known = _started(known, x_init)
     free = _FreeEntries.of(known, x_init)
     x, mean = x_init, x_init
     for t_scalar in times:
@@ -193,15 +219,18 @@ def ode_sampler(
     known: Known | None = None,
     steps: int = 100,
     t_end: float = 1e-3,
+    grid: str = "time",
     **_: Any,
 ) -> SampleResult:
     """Probability-flow ODE (Song et al. 2021, Eq. 13) by Heun's method (Karras et al. 2022, Alg. 1).
 
-    ``steps`` fixed steps on ``linspace(T, t_end, steps + 1)``, two score evaluations each (``2·steps``).
+    ``steps`` steps between the ``steps + 1`` times of ``grid`` (``"time"``: ``linspace(T, t_end, steps + 1)``;
+    ``"karras"``: Karras et al.'s ρ = 7 schedule), two score evaluations each (``2·steps``).
     Corrector options passed by a caller (``snr``, ``corrector_steps``) are ignored.
     """
     counted = _Counted(score_fn)
-    times = _times(sde, steps + 1, t_end, x_init.device)
+    times = _times(sde, steps + 1, t_end, x_init.device, grid)
+    known = _started(known, x_init)
     flow = sde.reverse(counted, probability_flow=True)
     x = x_init
     for t_now, t_next in zip(times[:-1], times[1:], strict=True):
@@ -215,8 +244,203 @@ def ode_sampler(
     return SampleResult(x if known is None else known.finish(x), counted.calls)
 
 
+# --- exponential-integrator solvers in data prediction (one score evaluation per step) ----------------
+FEWSTEP_GRID = "logsnr"  # the default grid of dpmpp2m, dpmpp2m-sde, unipc: docs/sbm.md, "Few-step samplers" (measured)
+
+
+def _data_prediction(score_fn: ScoreFn, sde: VPSDE, x: Tensor, t: Tensor) -> Tensor:
+    """x̂_0 = (x − σ_t ε̂)/α_t with ε̂ = −σ_t s(x, t), i.e. (x + σ_t² s)/α_t (Lu et al. 2022, Eq. 9)."""
+    alpha, sigma = sde.alpha_sigma(t)
+    return (x + expand_like(sigma**2, x) * score_fn(x, t)) / expand_like(alpha, x)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """α, σ and λ = log(α/σ) at each grid time, as Python floats (every sample shares the grid)."""
+
+    times: Tensor
+    alpha: list[float]
+    sigma: list[float]
+    lam: list[float]
+
+    @staticmethod
+    def of(sde: VPSDE, steps: int, t_end: float, grid: str, device: torch.device) -> _Schedule:
+        times = _times(sde, steps + 1, t_end, device, grid)
+        t64 = times.double().cpu()
+        alpha, sigma = sde.alpha_sigma(t64)
+        return _Schedule(times, alpha.tolist(), sigma.tolist(), sde.log_snr(t64).tolist())
+
+    def at(self, i: int, x: Tensor) -> Tensor:
+        return self.times[i].expand(x.shape[0])
+
+    def h(self, i: int) -> float:
+        """λ_{i+1} − λ_i > 0: the step from grid point i to i + 1."""
+        return self.lam[i + 1] - self.lam[i]
+
+    def first_order(self, i: int, x: Tensor, x0: Tensor) -> Tensor:
+        """DPM-Solver++(1) (= DDIM) from point i to i + 1: (σ_{i+1}/σ_i) x − α_{i+1} (e^(−h) − 1) x̂_0."""
+        return (self.sigma[i + 1] / self.sigma[i]) * x - self.alpha[i + 1] * math.expm1(-self.h(i)) * x0
+
+    def stochastic_first_order(self, i: int, x: Tensor, x0: Tensor) -> Tensor:
+        """SDE-DPM-Solver++(1) from point i to i + 1: (σ_{i+1}/σ_i) e^(−h) x + α_{i+1}(1 − e^(−2h)) x̂_0
+        + σ_{i+1} sqrt(1 − e^(−2h)) z (the exact solution of the reverse SDE for a constant x̂_0)."""
+        h = self.h(i)
+        decay = -math.expm1(-2.0 * h)
+        return ((self.sigma[i + 1] / self.sigma[i]) * math.exp(-h) * x + self.alpha[i + 1] * decay * x0
+                + self.sigma[i + 1] * math.sqrt(decay) * torch.randn_like(x))
+
+
+def _finished(known: Known | None, x: Tensor) -> Tensor:
+    return x if known is None else known.finish(x)
+
+
+def _keep_known(known: Known | None, evaluated: Tensor, x: Tensor) -> Tensor:
+    """``x`` with the known entries of ``evaluated`` (where the score net saw them) restored."""
+    return x if known is None else torch.where(known.mask, evaluated, x)
+
+
+def dpmpp_2m_sampler(
+    score_fn: ScoreFn,
+    sde: VPSDE,
+    x_init: Tensor,
+    *,
+    known: Known | None = None,
+    steps: int = 20,
+    t_end: float = 1e-3,
+    grid: str = FEWSTEP_GRID,
+    **_: Any,
+) -> SampleResult:
+    """DPM-Solver++(2M) on the probability-flow ODE (Lu et al. 2022, "DPM-Solver++", Alg. 2).
+
+    ``steps`` steps between the ``steps + 1`` times of ``grid``, one score evaluation each (``steps``).
+    Step i → i+1 with h_i = λ_{i+1} − λ_i: x ← (σ_{i+1}/σ_i) x − α_{i+1}(e^(−h_i) − 1) D_i, where
+    D_0 = x̂_0 (first order) and D_i = (1 + 1/(2r)) x̂_0^(i) − 1/(2r) x̂_0^(i−1), r = h_{i−1}/h_i. Known
+    entries are re-imposed before each evaluation; the output is x at ``t_end`` (no extra denoising
+    evaluation: σ_{t_end} ≈ 0.01 for the paper's SDE). Corrector options (``snr``, ...) are ignored.
+    """
+    counted = _Counted(score_fn)
+    sched = _Schedule.of(sde, steps, t_end, grid, x_init.device)
+    known = _started(known, x_init)
+    x, previous = x_init, None
+    for i in range(steps):
+        x = _imposed(known, sde, x, sched.at(i, x))
+        x0 = _data_prediction(counted, sde, x, sched.at(i, x))
+        d = x0 if previous is None else x0 + (x0 - previous) * (sched.h(i) / (2.0 * sched.h(i - 1)))
+        x, previous = sched.first_order(i, x, d), x0
+    return SampleResult(_finished(known, x), counted.calls)
+
+
+def dpmpp_2m_sde_sampler(
+    score_fn: ScoreFn,
+    sde: VPSDE,
+    x_init: Tensor,
+    *,
+    known: Known | None = None,
+    steps: int = 20,
+    t_end: float = 1e-3,
+    grid: str = FEWSTEP_GRID,
+    **_: Any,
+) -> SampleResult:
+    """SDE-DPM-Solver++(2M) on the reverse SDE (Lu et al. 2022, "DPM-Solver++", §4 and App. B; the
+    second-order term as its midpoint variant): x ← (σ_{i+1}/σ_i) e^(−h) x + α_{i+1}(1 − e^(−2h)) D_i +
+    σ_{i+1} sqrt(1 − e^(−2h)) z with D_i as in :func:`dpmpp_2m_sampler`; one evaluation per step.
+    It injects fresh noise at every step like Euler–Maruyama, which the replacement method of conditioning
+    needs to mix (docs/sbm.md, "Few-step samplers"). Corrector options (``snr``, ...) are ignored.
+    """
+    counted = _Counted(score_fn)
+    sched = _Schedule.of(sde, steps, t_end, grid, x_init.device)
+    known = _started(known, x_init)
+    x, previous = x_init, None
+    for i in range(steps):
+        x = _imposed(known, sde, x, sched.at(i, x))
+        x0 = _data_prediction(counted, sde, x, sched.at(i, x))
+        d = x0 if previous is None else x0 + (x0 - previous) * (sched.h(i) / (2.0 * sched.h(i - 1)))
+        x, previous = sched.stochastic_first_order(i, x, d), x0
+    return SampleResult(_finished(known, x), counted.calls)
+
+
+@dataclass(frozen=True)
+class _UniPCStep:
+    """A UniPC step from grid point i (state ``x``, data prediction ``m``) to i + 1, order 1 or 2."""
+
+    i: int
+    x: Tensor
+    m: Tensor
+    slope: Tensor | None  # order 2: D1 = (m_{i−1} − m_i)/r1; order 1: None
+    r1: float  # (λ_{i−1} − λ_i)/h_i (order 2)
+
+    def predict(self, sched: _Schedule) -> Tensor:
+        """UniP-2 (bh2): the first-order step − α_{i+1} B(h) · ½ D1 (B(h) = e^(−h) − 1 in data prediction)."""
+        x = sched.first_order(self.i, self.x, self.m)
+        if self.slope is None:
+            return x
+        return x - sched.alpha[self.i + 1] * math.expm1(-sched.h(self.i)) * 0.5 * self.slope
+
+    def correct(self, sched: _Schedule, m_next: Tensor) -> Tensor:
+        """UniC (bh2) with the evaluation at the predicted point, which the next step reuses (no extra one)."""
+        h = sched.h(self.i)
+        b_h = math.expm1(-h)
+        change = m_next - self.m
+        if self.slope is None:
+            update = 0.5 * change
+        else:
+            rho_slope, rho_change = _unic_weights(h, self.r1)
+            update = rho_slope * self.slope + rho_change * change
+        return sched.first_order(self.i, self.x, self.m) - sched.alpha[self.i + 1] * b_h * update
+
+
+def _unic_weights(h: float, r1: float) -> tuple[float, float]:
+    """The order-2 UniC weights ρ solving [[1, 1], [r1, 1]] ρ = b, b_k = k!·φ_{k+1}(−h)/B(h) (Zhao et al., Alg. 2)."""
+    hh = -h
+    b_h = math.expm1(hh)
+    phi_2 = math.expm1(hh) / hh - 1.0
+    phi_3 = phi_2 / hh - 0.5
+    b1, b2 = phi_2 / b_h, 2.0 * phi_3 / b_h
+    rho_slope = (b1 - b2) / (1.0 - r1)
+    return rho_slope, b1 - rho_slope
+
+
+def unipc_sampler(
+    score_fn: ScoreFn,
+    sde: VPSDE,
+    x_init: Tensor,
+    *,
+    known: Known | None = None,
+    steps: int = 20,
+    t_end: float = 1e-3,
+    grid: str = FEWSTEP_GRID,
+    **_: Any,
+) -> SampleResult:
+    """UniPC, bh2, order 2, data prediction (Zhao et al. 2023, "UniPC", Alg. 2 and 3; B(h) = e^h − 1).
+
+    ``steps`` steps between the ``steps + 1`` times of ``grid``, one score evaluation each (``steps``):
+    the evaluation at each new point first corrects that point (UniC) and then drives the next
+    prediction (UniP, second order from the second step on); the last point is not corrected (that
+    would cost an evaluation). Known entries are re-imposed before each evaluation and kept at the
+    values the net saw through the correction. Corrector options (``snr``, ...) are ignored.
+    """
+    counted = _Counted(score_fn)
+    sched = _Schedule.of(sde, steps, t_end, grid, x_init.device)
+    known = _started(known, x_init)
+    x, last = x_init, None
+    for i in range(steps):
+        x = _imposed(known, sde, x, sched.at(i, x))
+        m = _data_prediction(counted, sde, x, sched.at(i, x))
+        slope, r1 = None, 0.0
+        if last is not None:
+            x = _keep_known(known, x, last.correct(sched, m))
+            r1 = (sched.lam[i - 1] - sched.lam[i]) / sched.h(i)
+            slope = (last.m - m) / r1
+        last = _UniPCStep(i, x, m, slope, r1)
+        x = last.predict(sched)
+    return SampleResult(_finished(known, x), counted.calls)
+
+
 Sampler = Callable[..., SampleResult]
-SAMPLERS: dict[str, Sampler] = {"pc": pc_sampler, "euler": euler_sampler, "ode": ode_sampler}
+SAMPLERS: dict[str, Sampler] = {
+    "pc": pc_sampler, "euler": euler_sampler, "ode": ode_sampler, "dpmpp2m": dpmpp_2m_sampler,
+    "dpmpp2m-sde": dpmpp_2m_sde_sampler, "unipc": unipc_sampler,
+}
 
 
 def get_sampler(name: str) -> Sampler:
@@ -228,4 +452,10 @@ def get_sampler(name: str) -> Sampler:
 def nfe_of(name: str, steps: int, corrector_steps: int = 1) -> int:
     """Score evaluations per sample a registered sampler uses (for budgets and reports)."""
     get_sampler(name)  # a clear error for unknown names
-    return {"pc": steps * (1 + corrector_steps), "euler": steps, "ode": 2 * steps}[name]
+    return {"pc": steps * (1 + corrector_steps), "euler": steps, "ode": 2 * steps, "dpmpp2m": steps, "dpmpp2m-sde": steps,
+            "unipc": steps}[name]
+
+
+def takes_grid(name: str) -> bool:
+    """Whether a registered sampler has a ``grid`` option (of :data:`sbm.grids.GRIDS`)."""
+    return "grid" in inspect.signature(get_sampler(name)).parameters

@@ -52,6 +52,19 @@ class VPSDE:
         log_alpha = self.log_alpha(t)
         return log_alpha.exp(), (-torch.expm1(2.0 * log_alpha)).clamp_min(0.0).sqrt()
 
+    def log_snr(self, t: Tensor) -> Tensor:
+        """λ_t = log(α_t / σ_t), half the log signal-to-noise ratio (Lu et al. 2022's λ); decreasing in t."""
+        log_alpha = self.log_alpha(t)
+        return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
+
+    def t_of_log_snr(self, lam: Tensor) -> Tensor:
+        """The time whose λ_t is ``lam``: log α = −½ log(1 + e^(−2λ)), then the quadratic log_alpha(t) = log α."""
+        log_alpha = -0.5 * torch.nn.functional.softplus(-2.0 * lam)
+        slope = self.beta_max - self.beta_min
+        if slope == 0:
+            return -2.0 * log_alpha / self.beta_min
+        return (-0.5 * self.beta_min + torch.sqrt(0.25 * self.beta_min**2 - slope * log_alpha)) / (0.5 * slope)
+
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean ``α_t x0`` and std ``σ_t`` (broadcastable to ``x0``) of p_0t(x_t | x_0)."""
         alpha, sigma = self.alpha_sigma(t)

@@ -53,6 +53,13 @@ def test_rewind_when_everything_is_finished_keeps_everything(bench):
     assert len(trace.points) == 2 and len(trace.clock) == 5
 
 
+def test_extra_fields_parse_json_values(bench):
+    assert bench.extra_fields(["unet_block_mult=1", "unet_level_attention=false"]) == {
+        "unet_block_mult": 1, "unet_level_attention": False}
+    with pytest.raises(SystemExit, match="field=value"):
+        bench.extra_fields(["unet_block_mult"])
+
+
 def test_trace_round_trips_through_its_file(bench, tmp_path):
     trace = _trace(bench)
     trace.settings = {"model": "m", "overrides": {"width": 0.25}}
@@ -84,3 +91,64 @@ def test_set_items_reach_the_model_and_the_settings_hash(bench):
     hashes = {config_hash(bench.run_settings("mmvae", o, args, "data")) for o in (plain, varied)}
     assert len(hashes) == 2
     assert bench.run_settings("mmvae", plain, args, "data")["overrides"] == plain  # no --set: the old settings
+
+
+# --- benchmarks/bench_sampler_quality.py: loads trained stages, never trains, prints its table -------------
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("bench_sampler_quality", ROOT / "benchmarks" / "bench_sampler_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_TINY_SBM = {"width": 0.125, "latent_dim": 16, "dim": 8, "dim_mults": [1], "attn_heads": 2, "attn_dim_head": 8,
+             "ae_steps": 2, "score_steps": 2, "ae_batch_size": 16, "score_batch_size": 16}
+
+
+def test_sampler_quality_smoke(quality, patterns3, patterns_classifier, tmp_path):
+    import json
+
+    import torch
+
+    from classifiers.store import save_classifier
+    from mmbench import registry
+    from mmbench.hashing import config_hash
+    from mmbench.training.artifacts import ArtifactStore
+    from mmbench.training.trainer import TrainerOptions, train_model
+
+    train, test = patterns3
+    overrides = {**_TINY_SBM, "data_id": train.data_hash}
+    empty = ArtifactStore(tmp_path / "empty")
+    with pytest.raises(quality.StageMissingError, match="'ae/m0' is not trained"):
+        quality.model_from_store("sbm-rae", overrides, train.modalities, empty)
+    # a store filled by the real trainer: every stage loads
+    store = ArtifactStore(tmp_path / "store")
+    torch.manual_seed(0)
+    trained = registry.build("sbm-rae", train.modalities, overrides)
+    train_model(trained, train, None, TrainerOptions(workdir=tmp_path / "run", config_hash="x", quiet=True, artifacts=store))
+    model, lines = quality.model_from_store("sbm-rae", overrides, train.modalities, store)
+    assert [line.split(":")[0] for line in lines] == ["ae/m0", "ae/m1", "ae/m2", "score"]
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # a bench_coherence --state folder: checkpoints under the hash of its trace's settings
+    settings = {"model": "sbm-vae", "overrides": overrides}
+    folder = tmp_path / "state" / "sbm-vae-abc"
+    train_model(registry.build("sbm-vae", train.modalities, overrides), train, None,
+                TrainerOptions(workdir=folder, config_hash=config_hash(settings), quiet=True))
+    (folder / "trace.json").write_text(json.dumps({"settings": settings}))
+    state_model, state_lines = quality.model_from_state(folder, train.modalities, None)
+    assert all("checkpoint at step 2" in line for line in state_lines) and state_model.config.family == "vae"
+
+    record = save_classifier(patterns_classifier, "clf", {}, tmp_path / "classifiers")
+    settings = [quality.Setting("pc", 3), quality.Setting("dpmpp2m", 4), quality.Setting("unipc", 4, "sbmae")]
+    rows = quality.measure(model, test.subset(40), record.path, settings, n_uncond=20, batch_size=20, say=lambda s: None)
+    assert [r.nfe for r in rows] == [6, 4, 4] and model.config.reimpose == "fresh"  # restored
+    for row in rows:
+        assert 0 <= row.loo <= 1 and 0 <= row.given_one <= 1 and 0 <= row.all_agree <= 1
+        assert row.fid >= 0 and row.seconds_per_sample > 0
+        assert quality.format_row(row).count("|") == quality.HEADER.splitlines()[0].count("|")
+    assert [s.label for s in quality.settings_for([20, 10], ["dpmpp2m"], ["", "fixed"])] == [
+        "pc N=100", "pc N=100 (fixed)", "dpmpp2m N=20", "dpmpp2m N=10", "dpmpp2m N=20 (fixed)", "dpmpp2m N=10 (fixed)"]
+    assert [s.label for s in quality.settings_for([20], [""], ["sbmae"])] == ["pc N=100 (sbmae)"]

@@ -1,0 +1,329 @@
+"""Sample quality against score evaluations: a trained SBM/MLD model under PC-100 and the few-step samplers.
+
+Loads every stage of a trained model — never trains: a stage found neither in the artifact store nor in the
+state folder is an error naming it — and reports on the same test tuples and classifier, per sampler setting:
+leave-one-out coherence (each modality from all others), coherence given one modality (each modality from
+each single other one), the unconditional all-agree share (all image modalities of a joint sample labelled
+alike), the conditional FID of the leave-one-out samples against the test images (the offline extractor
+``mmbench-clf``: the evaluation classifier's penultimate layer; mean over modalities), generation seconds per
+sample (every query of the table) and score evaluations per sample. Settings: PC, N = 100 (the paper's, 200
+evaluations) and each few-step sampler at 100, 50, 20 and 10 evaluations. Prints a markdown table.
+
+Where the stages come from (one of):
+
+- ``--state DIR/<model>-<hash>``: one model's folder of ``benchmarks/bench_coherence.py --state`` (its
+  ``trace.json`` names the model and its fields; checkpoints of the stages it trained, the last one possibly
+  stopped at its target), with ``--artifacts`` for the stages it loaded from a store;
+- ``--artifacts DIR --models a,b`` with bench_coherence's scale options (``--width --batch-size --steps
+  --max-steps --sampler-steps --score-width``): every stage must have a reuse key stored there (SBM-VAE/-RAE).
+
+    python benchmarks/bench_sampler_quality.py --dataset polymnist10 --models sbm-vae,sbm-rae \\
+        --artifacts ~/.mmbench/artifacts --width 0.25 --batch-size 64 --steps 3000 --max-steps 3000 \\
+        --score-width 64 --n 500 --n-uncond 500 --threads 1
+
+``--synthetic``: a demonstration on the pattern data (``make_patterns``, 3 modalities, the tests' splits)
+with small models of fixed settings (``SYNTHETIC``) and a classifier trained on the fly; in this mode only,
+stages missing from ``--artifacts`` are first trained there by the real trainer (and said so), then loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classifiers.store import load_classifier
+from mmbench import registry
+from mmbench.contract import MultimodalModel
+from mmbench.data.dataset import MultimodalDataset
+from mmbench.hashing import config_hash
+from mmbench.metrics.coherence import agreement_shares
+from mmbench.metrics.extractors import CLASSIFIER, build_extractor, extract_features, identify
+from mmbench.metrics.fid import fid_from_features
+from mmbench.metrics.samples import to_uint8
+from mmbench.seeding import seeded
+from mmbench.suites.spec import Scale
+from mmbench.training import checkpoint as ckpt
+from mmbench.training.artifacts import ArtifactStore
+from mmbench.training.trainer import TrainerOptions, _checkpoint_path
+from sbm.sampling import nfe_of
+
+FEWSTEP = ("dpmpp2m", "unipc", "dpmpp2m-sde")
+EVALUATIONS = (100, 50, 20, 10)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A sampler, its step count (``steps`` as the model's ``sampler_steps``) and re-imposition mode
+    (``reimpose``; "" = the model's own)."""
+
+    sampler: str
+    steps: int
+    reimpose: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.sampler} N={self.steps}" + (f" ({self.reimpose})" if self.reimpose else "")
+
+
+@dataclass
+class Row:
+    setting: Setting
+    nfe: int
+    loo: float
+    given_one: float
+    all_agree: float
+    fid: float
+    seconds_per_sample: float
+
+
+class StageMissingError(RuntimeError):
+    """A stage of the model is not stored: this benchmark evaluates trained models only."""
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+def load_stages(model: MultimodalModel, store: ArtifactStore | None, workdir: Path | None = None,
+                run_hash: str = "") -> list[str]:
+    """Load every stage's weights from a checkpoint in ``workdir`` (finished or not) or the store; one line each."""
+    lines = []
+    for stage in model.stages():
+        path = _checkpoint_path(TrainerOptions(workdir=workdir, config_hash=run_hash), stage) if workdir else None
+        if path is not None and path.exists():
+            state = ckpt.load(path, run_hash)
+            stage.module.load_state_dict(state.module)
+            lines.append(f"{stage.name}: checkpoint at step {state.step}{'' if state.done else ' (stopped early)'}")
+        elif stage.reuse_key and store is not None and store.has(stage.reuse_key):
+            state_dict, _ = store.load(stage.reuse_key)
+            stage.module.load_state_dict(state_dict)
+            lines.append(f"{stage.name}: artifact {stage.reuse_key[:12]}")
+        else:
+            where = [f"artifact store {store.root}" if store else "no artifact store"]
+            if workdir:
+                where.append(f"checkpoints in {workdir}")
+            raise StageMissingError(
+                f"stage {stage.name!r} is not trained ({'; '.join(where)}; reuse key {stage.reuse_key}): this benchmark "
+                "never trains. Train the model first (benchmarks/bench_coherence.py with --artifacts/--state, or "
+                "mmbench run) with the same scale options, or pass that run's --state folder."
+            )
+        if stage.finalize is not None:
+            stage.finalize()
+    return lines
+
+
+def model_from_state(folder: Path, modalities: Sequence[str], store: ArtifactStore | None) -> tuple[MultimodalModel, list[str]]:
+    """The model a bench_coherence ``--state`` folder trained, with its stages loaded."""
+    trace = folder / "trace.json"
+    if not trace.is_file():
+        raise SystemExit(f"{folder} has no trace.json: pass one model's folder of bench_coherence.py --state")
+    settings = json.loads(trace.read_text())["settings"]
+    model = registry.build(settings["model"], list(modalities), settings["overrides"])
+    return model, load_stages(model, store, folder, config_hash(settings))
+
+
+def model_from_store(name: str, scale_overrides: dict, modalities: Sequence[str], store: ArtifactStore) -> tuple[MultimodalModel, list[str]]:
+    model = registry.build(name, list(modalities), scale_overrides)
+    return model, load_stages(model, store)
+
+
+def with_sampler(model: MultimodalModel, setting: Setting) -> MultimodalModel:
+    """The same trained model sampling with ``setting`` (config fields replaced in place)."""
+    fields = {f.name for f in dataclasses.fields(model.config)}
+    if not {"sampler", "sampler_steps"} <= fields:
+        raise ValueError(f"{type(model).__name__} has no sampler settings")
+    if setting.reimpose and "reimpose" not in fields:
+        raise ValueError(f"{type(model).__name__} has a fixed re-imposition mode; leave --reimpose empty")
+    mode = {"reimpose": setting.reimpose} if setting.reimpose else {}
+    model.config = dataclasses.replace(model.config, sampler=setting.sampler, sampler_steps=setting.steps, **mode)
+    return model
+
+
+# --- measuring -------------------------------------------------------------------------------------------
+def _features(extractor, images: np.ndarray) -> np.ndarray:
+    return extract_features(extractor, images, 256, "cpu")
+
+
+def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.nn.Module, extractor,
+             real_features: dict[str, np.ndarray], n_uncond: int, batch_size: int, seed: int = 1) -> dict[str, float]:
+    """The table's numbers for the model's current sampler (seconds: generation only, decoding included)."""
+    names = list(model.modalities)
+    everything = frozenset(names)
+    queries = [(everything - {m}, frozenset({m})) for m in names]
+    queries += [(frozenset({g}), everything - {g}) for g in names]
+    loo_right, given_right, given_total, seconds, generated_samples = 0, 0, 0, 0.0, 0
+    loo_images: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    nfe = []
+    with seeded(seed, model.device), torch.no_grad():
+        for batch, labels in test.iter_batches(batch_size, names):
+            start = time.perf_counter()
+            outputs = model.sample_conditional_many(batch, queries)
+            seconds += time.perf_counter() - start
+            nfe.append(model.last_nfe)
+            generated_samples += len(labels) * len(queries)
+            for (given, targets), out in zip(queries, outputs, strict=True):
+                for m in targets:
+                    right = int((classifier(out[m]).argmax(1).cpu() == labels).sum())
+                    if len(given) == len(names) - 1:
+                        loo_right += right
+                        loo_images[m].append(to_uint8(out[m]))
+                    else:
+                        given_right, given_total = given_right + right, given_total + len(labels)
+    with seeded(seed + 1, model.device), torch.no_grad():  # its own stream: the same start in every mode
+        start = time.perf_counter()
+        joint = model.sample_unconditional(n_uncond)
+        seconds += time.perf_counter() - start
+        generated_samples += n_uncond
+        predictions = np.stack([classifier(joint[m]).argmax(1).cpu().numpy() for m in names], axis=1)
+    fids = [fid_from_features(real_features[m], _features(extractor, np.concatenate(loo_images[m]))) for m in names]
+    return {"nfe": max(nfe + [model.last_nfe]), "loo": loo_right / (len(test) * len(names)),
+            "given_one": given_right / given_total, "all_agree": agreement_shares(predictions)[len(names)],
+            "fid": float(np.mean(fids)), "seconds_per_sample": seconds / generated_samples}
+
+
+def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: str | Path, settings: Sequence[Setting],
+            n_uncond: int, batch_size: int, say=print) -> list[Row]:
+    """Every setting on the same model, tuples, classifier and seed."""
+    classifier, record = load_classifier(classifier_path)
+    extractor = build_extractor(identify(CLASSIFIER, record.path, None))
+    real = {m: _features(extractor, np.asarray(test.images[m])) for m in model.modalities}
+    rows, own = [], model.config
+    model.eval()
+    for setting in settings:
+        model.config = own  # every setting starts from the model's own configuration
+        values = evaluate(with_sampler(model, setting), test, classifier, extractor, real, n_uncond, batch_size)
+        expected = nfe_of(setting.sampler, setting.steps)
+        if values["nfe"] != expected:
+            raise AssertionError(f"{setting.label}: {values['nfe']} score evaluations, nfe_of says {expected}")
+        rows.append(Row(setting, **values))
+        say(f"  {setting.label}: {format_row(rows[-1])}")
+    model.config = own
+    return rows
+
+
+def settings_for(evaluations: Sequence[int], samplers: Sequence[str], modes: Sequence[str] = ("",)) -> list[Setting]:
+    """PC-100 and each few-step sampler at each evaluation count (the steps that give that count), each in
+    every re-imposition mode of ``modes`` ("" = the model's)."""
+    out = [Setting("pc", 100, mode) for mode in modes]
+    for sampler in filter(None, samplers):
+        per_step = nfe_of(sampler, 1)
+        out += [Setting(sampler, n // per_step, mode) for mode in modes for n in evaluations]
+    return out
+
+
+def format_row(row: Row) -> str:
+    return (f"| {row.setting.sampler} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | {row.loo:.3f} | {row.given_one:.3f} | "
+            f"{row.all_agree:.3f} | {row.fid:.2f} | {row.seconds_per_sample * 1000:.1f} |")
+
+
+HEADER = ("| sampler | re-imposition | steps | evaluations / sample | coherence loo | coherence given one | "
+          "uncond. all agree | cond. FID (mmbench-clf) | ms / sample |\n|---|---|---|---|---|---|---|---|---|")
+
+
+# --- the synthetic demonstration ------------------------------------------------------------------------
+SYNTHETIC_AE = {"width": 0.125, "latent_dim": 16, "ae_batch_size": 32, "ae_lr": 3e-3}
+SYNTHETIC = {  # small SBMs that learn the pattern data (tests/test_sbm.py's, with a wider, longer-trained UNet)
+    "sbm-rae": {**SYNTHETIC_AE, "ae_steps": 250, "dim": 16, "dim_mults": [1, 2], "attn_heads": 2,
+                "attn_dim_head": 8, "score_steps": 1000, "score_batch_size": 64, "score_lr": 1e-3},
+    "sbm-vae": {**SYNTHETIC_AE, "ae_steps": 400, "dim": 16, "dim_mults": [1, 2], "attn_heads": 2,
+                "attn_dim_head": 8, "score_steps": 1000, "score_batch_size": 64, "score_lr": 1e-3},
+}
+
+
+def synthetic_jobs(names: Sequence[str], store: ArtifactStore, n_test: int, say=print):
+    """(test data, classifier path, model jobs) for the pattern data; trains what the store lacks."""
+    import tempfile
+
+    from classifiers.store import save_classifier
+    from classifiers.train import train_classifier
+    from mmbench.data.synthetic import make_patterns
+    from mmbench.training.trainer import train_model
+
+    train, test = make_patterns(3, n=2000, seed=0), make_patterns(3, n=500, seed=1).subset(n_test)
+    torch.manual_seed(0)
+    classifier = train_classifier("pmclf", train, None, epochs=1, batch_size=128, lr=1e-3, seed=0, device="cpu",
+                                  progress=False)
+    record = save_classifier(classifier, "patterns3-eval", {"seed": 0}, Path(tempfile.mkdtemp()))
+
+    def job(name: str):
+        overrides = {**SYNTHETIC[name], "data_id": train.data_hash}
+        model = registry.build(name, train.modalities, overrides)
+        if not all(s.reuse_key and store.has(s.reuse_key) for s in model.stages()):
+            say(f"  training {name} into {store.root} (synthetic demonstration)")
+            with tempfile.TemporaryDirectory() as tmp:
+                train_model(model, train, None, TrainerOptions(workdir=Path(tmp), config_hash=name, quiet=True,
+                                                               artifacts=store, model_name=name))
+        return model_from_store(name, overrides, train.modalities, store)
+
+    return test, record, [lambda name=name: job(name) for name in names]
+
+
+def stored_jobs(args: argparse.Namespace, store: ArtifactStore | None):
+    """(test data, classifier record, model jobs) for a prepared dataset and models trained elsewhere."""
+    from mmbench.data.store import load_dataset
+
+    train = load_dataset(args.dataset, "train", verify=False)
+    test = load_dataset(args.dataset, "test", verify=False).subset(args.n)
+    _, record = load_classifier(args.classifier or f"{args.dataset}-eval")
+    if args.state:
+        return test, record, [lambda: model_from_state(Path(args.state).expanduser(), train.modalities, store)]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_coherence import _overrides
+
+    scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
+                  sampler_steps=args.sampler_steps, score_width=args.score_width)
+    return test, record, [lambda name=name: model_from_store(name, _overrides(name, scale, args.max_steps, train.data_hash),
+                                                             train.modalities, store) for name in args.models.split(",")]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="polymnist10")
+    parser.add_argument("--classifier", default=None, help="evaluation classifier name or path [DATASET-eval]")
+    parser.add_argument("--models", default="sbm-vae", help="comma-separated registered names (with --artifacts)")
+    parser.add_argument("--state", default=None, help="one model's bench_coherence --state folder")
+    parser.add_argument("--artifacts", default=None, help="artifact store holding the stages")
+    for flag, kind, default in (("--width", float, 0.25), ("--batch-size", int, 64), ("--steps", int, 2000),
+                                ("--max-steps", int, 6000), ("--sampler-steps", int, 100), ("--score-width", int, 64)):
+        parser.add_argument(flag, type=kind, default=default, help="scale, as bench_coherence.py")
+    parser.add_argument("--n", type=int, default=500, help="test tuples")
+    parser.add_argument("--n-uncond", type=int, default=500, help="unconditional samples")
+    parser.add_argument("--eval-batch", type=int, default=100, help="test tuples per sampler pass")
+    parser.add_argument("--evaluations", default=",".join(map(str, EVALUATIONS)))
+    parser.add_argument("--samplers", default=",".join(FEWSTEP))
+    parser.add_argument("--reimpose", default="", help="comma-separated re-imposition modes of the few-step rows "
+                        "('' = the model's; SBM: fresh, fixed, sbmae, clean)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--synthetic", action="store_true", help="the pattern-data demonstration (see above)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.state and not args.artifacts:
+        parser.error("pass --artifacts (with --models and the scale) or --state")
+    store = ArtifactStore(Path(args.artifacts).expanduser()) if args.artifacts else None
+    settings = settings_for([int(k) for k in args.evaluations.split(",")], args.samplers.split(","),
+                            args.reimpose.split(","))
+    if args.synthetic:
+        test, record, jobs = synthetic_jobs(args.models.split(","), store, args.n)
+        args.dataset = "patterns3 (synthetic)"
+    else:
+        test, record, jobs = stored_jobs(args, store)
+    print(f"# {args.dataset}: {len(test)} test tuples, {args.n_uncond} unconditional samples, classifier "
+          f"{record.name} {record.sha256[:8]}, {torch.get_num_threads()} threads")
+    for job in jobs:
+        model, lines = job()
+        print(f"\n## {type(model).__name__} {getattr(model.config, 'family', '')}: " + "; ".join(lines), flush=True)
+        rows = measure(model, test, record.path, settings, args.n_uncond, args.eval_batch, say=lambda s: print(s, flush=True))
+        print("\n" + HEADER)
+        for row in rows:
+            print(format_row(row))
+
+
+if __name__ == "__main__":
+    main()
