@@ -27,9 +27,9 @@ from sbm.autoencoders import FAMILIES, reset_parameters
 from sbm.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
 from sbm.contrastive import AuxEncoders, clip_loss, condition_from, random_given
 from sbm.energy import PairEnergy, nce_loss
+from sbm.grids import GRIDS
 from sbm.guidance import EnergyGuidance, WithCondition
 from sbm.losses import WEIGHTINGS, dsm_loss
-from sbm.grids import GRIDS
 from sbm.sampling import REIMPOSE_MODES, Known, get_sampler, takes_grid
 from sbm.sde import VPSDE, ScoreFn
 from sbm.unet import UNet
