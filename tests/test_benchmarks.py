@@ -53,13 +53,6 @@ def test_rewind_when_everything_is_finished_keeps_everything(bench):
     assert len(trace.points) == 2 and len(trace.clock) == 5
 
 
-def test_extra_fields_parse_json_values(bench):
-    assert bench.extra_fields(["unet_block_mult=1", "unet_level_attention=false"]) == {
-        "unet_block_mult": 1, "unet_level_attention": False}
-    with pytest.raises(SystemExit, match="field=value"):
-        bench.extra_fields(["unet_block_mult"])
-
-
 def test_trace_round_trips_through_its_file(bench, tmp_path):
     trace = _trace(bench)
     trace.settings = {"model": "m", "overrides": {"width": 0.25}}
