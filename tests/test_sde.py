@@ -276,3 +276,75 @@ def test_a_score_net_trained_on_a_correlated_gaussian_recovers_its_correlation()
     corr = torch.corrcoef(x.T)[0, 1].item()
     assert corr == pytest.approx(rho, abs=0.05)
     assert x.std(0).tolist() == pytest.approx([1.0, 1.0], abs=0.1)
+
+
+# --- gaps a mutation campaign found (each test fails on the bug named in its docstring) -------------------
+def test_ode_sampler_converges_at_second_order():
+    """Heun's method is second order: from one start, 20 steps lie within 0.01 of a 400-step reference and
+    halving the step cuts the error about 4x (plain Euler, Heun without its second evaluation, gives ~2x
+    and 0.058 at 20 steps). Measured: max errors 0.0250 / 0.0057 / 0.0013 at 10 / 20 / 40 steps."""
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    x_init = score.sample_prior(256)
+    reference = ode_sampler(score, sde, x_init, steps=400).x
+    errors = [(ode_sampler(score, sde, x_init, steps=s).x - reference).abs().max().item() for s in (10, 20, 40)]
+    assert errors[1] < 0.01
+    for coarse, fine in zip(errors[:-1], errors[1:], strict=True):
+        assert 3.2 < coarse / fine < 5.0, errors
+
+
+def _heun_reference(score, sde: VPSDE, x: Tensor, known: Known, steps: int, t_end: float = 1e-3) -> Tensor:
+    """The conditional probability-flow ODE written out by hand: before each of Heun's two score
+    evaluations the known entries are set to α_t·v + σ_t·v (the "sbmae" imposition, deterministic)."""
+    mask, v = known.mask, known.values
+
+    def impose(y: Tensor, t: float) -> Tensor:
+        alpha, sigma = sde.alpha_sigma(torch.tensor([t]))
+        return torch.where(mask, alpha * v + sigma * v, y)
+
+    def drift(y: Tensor, t: float) -> Tensor:
+        beta = sde.beta_min + t * (sde.beta_max - sde.beta_min)
+        return -0.5 * beta * y - 0.5 * beta * score(y, torch.full((len(y),), t))
+
+    times = torch.linspace(sde.T, t_end, steps + 1).tolist()
+    for t_now, t_next in zip(times[:-1], times[1:], strict=True):
+        h = t_now - t_next
+        x = impose(x, t_now)
+        d1 = drift(x, t_now)
+        d2 = drift(impose(x - h * d1, t_next), t_next)
+        x = x - 0.5 * h * (d1 + d2)
+    return torch.where(mask, v, x)
+
+
+def test_conditional_ode_samples_equal_a_hand_written_heun_loop():
+    """Known entries are re-imposed before both of Heun's evaluations (a sampler that skips the second
+    re-imposition drifts from this loop by 0.03), and come back exactly at the end."""
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    n = 64
+    known, values, groups = _two_query_known(n)
+    known = Known(known.mask, known.values, "sbmae")
+    x_init = score.sample_prior(n)
+    result = ode_sampler(score, sde, x_init, known=known, steps=25)
+    torch.testing.assert_close(result.x, _heun_reference(score, sde, x_init, known, 25), atol=1e-5, rtol=0)
+    assert torch.all(result.x[: n // 2, groups[0]] == values[groups[0]])
+
+
+def test_fresh_imposition_draws_new_noise_around_the_scaled_observation():
+    """``fresh``: known entries ~ N(α_t·v, σ_t²) over draws, independent of the observed value as noise
+    (the "sbmae" mode, α·v + σ·v, has standard deviation 0); free entries are left alone."""
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    n = 20000
+    values = torch.tensor([0.5, -1.5, 2.0]).expand(n, 3).clone()
+    mask = torch.tensor([True, True, False]).expand(n, 3)
+    x = torch.randn(n, 3)
+    t = torch.full((n,), 0.4)
+    alpha, sigma = (v.item() for v in sde.alpha_sigma(t[:1]))
+    imposed = Known(mask, values, "fresh").impose(sde, x, t)
+    torch.testing.assert_close(imposed[:, :2].mean(0), alpha * values[0, :2], atol=4 * sigma / n**0.5, rtol=0)
+    torch.testing.assert_close(imposed[:, :2].std(0), torch.full((2,), sigma), atol=0.02, rtol=0)
+    assert torch.corrcoef(imposed[:, :2].T)[0, 1].abs() < 0.03  # one fresh draw per entry
+    assert torch.equal(imposed[:, 2], x[:, 2])
