@@ -247,3 +247,30 @@ def test_real_statistics_are_cached_with_their_square_root(tmp_path, monkeypatch
     generated = statistics(features[:150] + 0.5)
     assert frechet_distance(generated, again.stats, again.sigma_sqrt) == pytest.approx(
         frechet_distance(generated, first.stats), rel=1e-9)
+
+
+def test_real_statistics_of_other_images_with_the_same_name_and_size_are_recomputed(tmp_path, monkeypatch):
+    """The cache name holds the images' content hash: another split (or a regenerated dataset) with the same
+    dataset name, modality and N gets its own statistics, not the first one's."""
+    from types import SimpleNamespace
+
+    from mmbench.metrics.fid import real_statistics
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path))
+    rng = np.random.default_rng(0)
+    extracted = []
+
+    def extract(key, images):
+        extracted.append(rng.normal(size=(len(images), 4)) + len(extracted))  # each set its own features
+        return extracted[-1]
+
+    ctx = SimpleNamespace(extractor_identity=SimpleNamespace(name="test-extractor", weights_sha256="0" * 64), features=extract)
+    first_images = rng.integers(0, 256, size=(50, 1, 4, 4), dtype=np.uint8)
+    second_images = rng.integers(0, 256, size=(50, 1, 4, 4), dtype=np.uint8)
+    first = real_statistics(ctx, first_images, "data", "m0")
+    second = real_statistics(ctx, second_images, "data", "m0")
+    assert len(extracted) == 2 and first.path != second.path
+    np.testing.assert_allclose(second.stats["mu"], extracted[1].mean(0))
+    again = real_statistics(ctx, first_images.copy(), "data", "m0")  # the same content: read back
+    assert len(extracted) == 2
+    np.testing.assert_allclose(again.stats["mu"], extracted[0].mean(0))
