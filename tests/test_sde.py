@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from sbm.losses import dsm_loss
 from sbm.sampling import Known, SampleResult, euler_sampler, get_sampler, nfe_of, ode_sampler, pc_sampler
-from sbm.sde import VPSDE
+from sbm.sde import VPSDE, expand_like
 
 # A correlated 4-D Gaussian N(MU, SIGMA).
 _A = torch.tensor([[1.0, 0, 0, 0], [0.8, 0.6, 0, 0], [0.3, -0.5, 0.7, 0], [0.2, 0.4, 0.1, 0.5]])
@@ -348,3 +348,31 @@ def test_fresh_imposition_draws_new_noise_around_the_scaled_observation():
     torch.testing.assert_close(imposed[:, :2].std(0), torch.full((2,), sigma), atol=0.02, rtol=0)
     assert torch.corrcoef(imposed[:, :2].T)[0, 1].abs() < 0.03  # one fresh draw per entry
     assert torch.equal(imposed[:, 2], x[:, 2])
+
+
+def test_vpsde_accepts_its_boundary_schedules_and_rejects_a_zero_horizon():
+    """β_min = 0 and a constant β (β_min = β_max) are valid schedules; T = 0 is not; errors say why."""
+    assert VPSDE(0.0, 5.0).alpha_sigma(torch.tensor([0.0]))[0].item() == 1.0
+    constant = VPSDE(2.0, 2.0)
+    torch.testing.assert_close(constant.beta(torch.tensor([0.0, 0.7])), torch.tensor([2.0, 2.0]))
+    with pytest.raises(ValueError, match="T must be positive, got 0"):
+        VPSDE(T=0.0)
+    with pytest.raises(ValueError, match=r"shape \(4,\), got \(3,\)"):
+        expand_like(torch.zeros(3), torch.zeros(4, 2))
+
+
+def test_perturb_and_prior_sample_closed_forms():
+    """x_t = α_t x0 + σ_t ε with the given ε; fresh ε has the marginal's moments; p_T draws are N(0, I)."""
+    torch.manual_seed(0)
+    sde = VPSDE(1.0, 5.0)
+    x0, t, eps = torch.randn(5, 3), torch.rand(5), torch.randn(5, 3)
+    alpha, sigma = sde.alpha_sigma(t)
+    torch.testing.assert_close(sde.perturb(x0, t, eps), alpha[:, None] * x0 + sigma[:, None] * eps)
+    many = sde.perturb(torch.full((20000, 1), 2.0), torch.full((20000,), 0.3))
+    mean, std = sde.marginal(torch.full((1, 1), 2.0), torch.tensor([0.3]))
+    assert many.mean().item() == pytest.approx(mean.item(), abs=0.02)
+    assert many.std().item() == pytest.approx(std.item(), abs=0.02)
+    prior = sde.prior_sample((20000, 2))
+    assert prior.shape == (20000, 2) and prior.device.type == "cpu"
+    torch.testing.assert_close(prior.mean(0), torch.zeros(2), atol=0.03, rtol=0)
+    torch.testing.assert_close(prior.std(0), torch.ones(2), atol=0.03, rtol=0)
