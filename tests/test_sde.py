@@ -376,3 +376,86 @@ def test_perturb_and_prior_sample_closed_forms():
     assert prior.shape == (20000, 2) and prior.device.type == "cpu"
     torch.testing.assert_close(prior.mean(0), torch.zeros(2), atol=0.03, rtol=0)
     torch.testing.assert_close(prior.std(0), torch.ones(2), atol=0.03, rtol=0)
+
+
+def test_clean_imposition_holds_the_observed_values_and_bad_masks_are_named():
+    """``clean`` (MLD): known entries are the observed values themselves at every t, noise-free."""
+    sde = VPSDE(1.0, 5.0)
+    mask = torch.tensor([[True, False], [False, True]])
+    values = torch.tensor([[0.7, 9.0], [9.0, -0.3]])
+    x = torch.randn(2, 2)
+    imposed = Known(mask, values, "clean").impose(sde, x, torch.full((2,), 0.8))
+    assert torch.equal(imposed, torch.where(mask, values, x))
+    with pytest.raises(TypeError, match="Known.mask must be a bool tensor, got torch.float32"):
+        Known(mask.float(), values)
+
+
+def test_group_mean_is_the_mean_over_each_group():
+    """Per-sample values replaced by their group's mean (float64 in, float64 out)."""
+    from sbm.sampling import _group_mean
+
+    values = torch.tensor([1.0, 2.0, 4.0, 10.0, 7.0], dtype=torch.float64)
+    groups = torch.tensor([0, 1, 0, 1, 2])
+    expected = torch.tensor([2.5, 6.0, 2.5, 6.0, 7.0], dtype=torch.float64)
+    torch.testing.assert_close(_group_mean(values, groups, 3), expected)
+
+
+def test_langevin_step_follows_its_formula():
+    """x + ε·s + sqrt(2ε)·z with ε = 2 exp(−β(t)/N) (snr·mean‖z‖ / mean‖s‖)², the means over the samples
+    of each group of free entries; a score of norm < 1 (no clamp reached) and the same noise draw."""
+    from sbm.sampling import _FreeEntries, langevin_step
+
+    sde = VPSDE(1.0, 5.0)
+    x, t, snr, steps = torch.randn(6, 4), torch.full((6,), 0.6), 0.16, 10
+    known = Known(torch.tensor([[True, False, False, False]] * 3 + [[False] * 4] * 3), torch.zeros(6, 4))
+    free = _FreeEntries.of(known, x)
+
+    def score(y: Tensor, tt: Tensor) -> Tensor:
+        return -0.01 * y
+
+    torch.manual_seed(5)
+    out = langevin_step(score, sde, x, t, snr, steps, free)
+    torch.manual_seed(5)
+    z = torch.randn_like(x)
+    grad = score(x, t)
+    step = torch.empty(6)
+    for rows, cols in ((slice(0, 3), slice(1, 4)), (slice(3, 6), slice(0, 4))):
+        noise_norm = z[rows, cols].norm(dim=1).mean()
+        grad_norm = grad[rows, cols].norm(dim=1).mean()
+        step[rows] = 2 * math.exp(-(1.0 + 0.6 * 4.0) / steps) * (snr * noise_norm / grad_norm) ** 2
+    expected = x + step[:, None] * grad + (2 * step[:, None]).sqrt() * z
+    torch.testing.assert_close(out, expected)
+
+
+def test_sampler_defaults_names_and_evaluation_counts():
+    """The registry's names, its error listing them, and the score evaluations of each sampler (Table 4's
+    N = 100 and one corrector step by default: 200 for PC and for the ODE)."""
+    assert nfe_of("pc", 100) == 200 and nfe_of("pc", 10, 2) == 30
+    assert nfe_of("euler", 20) == 20 and nfe_of("ode", 30) == 60
+    with pytest.raises(KeyError, match="Known: pc, euler, ode"):
+        get_sampler("heun")
+    sde = VPSDE(1.0, 5.0)
+    score = GaussianScore(sde, MU, SIGMA)
+    assert ode_sampler(score, sde, torch.randn(2, 4)).nfe == pc_sampler(score, sde, torch.randn(2, 4)).nfe == 200
+
+
+def test_times_are_uniform_on_eps_to_T_and_keywords_reach_the_score():
+    """t ~ U(eps, T) (checked on T = 2, eps = 0.1); ``dsm_loss`` passes extra keywords to the score
+    function (SBM-T's condition) and names a bad weighting."""
+    from sbm.losses import sample_times
+
+    torch.manual_seed(0)
+    t = sample_times(50000, 0.1, 2.0, "cpu")
+    assert 0.1 <= t.min().item() and t.max().item() < 2.0
+    assert t.mean().item() == pytest.approx(1.05, abs=0.01) and t.max().item() > 1.99
+    seen = {}
+
+    def conditioned(x: Tensor, tt: Tensor, cond: Tensor) -> Tensor:
+        seen["cond"] = cond
+        return -x
+
+    sde = VPSDE(1.0, 5.0)
+    dsm_loss(conditioned, sde, torch.randn(3, 2), cond=torch.ones(3, 5))
+    assert torch.equal(seen["cond"], torch.ones(3, 5))
+    with pytest.raises(ValueError, match="unknown weighting 'lambda'"):
+        dsm_loss(conditioned, sde, torch.randn(3, 2), weighting="lambda", cond=None)
