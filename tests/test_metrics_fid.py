@@ -237,8 +237,12 @@ def test_real_statistics_are_cached_with_their_square_root(tmp_path, monkeypatch
     images = rng.integers(0, 256, size=(300, 1, 4, 4), dtype=np.uint8)
     first = real_statistics(ctx, images, "data", "m0")
     again = real_statistics(ctx, images, "data", "m0")
-    assert len(calls) == 1
+    assert len(calls) == 1 and again.path == first.path
     np.testing.assert_array_equal(again.sigma_sqrt, first.sigma_sqrt)
+    for read in (first, again):  # KID needs the features, computed or read back (stored as float32)
+        np.testing.assert_allclose(read.features, features, rtol=1e-6)
+    with np.load(first.path) as stored:
+        assert {"mu", "sigma", "sigma_sqrt", "features"} <= set(stored.files)
     np.testing.assert_allclose(first.sigma_sqrt @ first.sigma_sqrt, first.stats["sigma"], atol=1e-8)
     with np.load(first.path) as stored:
         np.savez(first.path, **{k: stored[k] for k in stored.files if k != "sigma_sqrt"})  # an older file
@@ -274,3 +278,25 @@ def test_real_statistics_of_other_images_with_the_same_name_and_size_are_recompu
     again = real_statistics(ctx, first_images.copy(), "data", "m0")  # the same content: read back
     assert len(extracted) == 2
     np.testing.assert_allclose(again.stats["mu"], extracted[0].mean(0))
+
+
+def test_kid_subset_size_seed_and_defaults_reach_torch_fidelity():
+    """Subsets of min(subset_size, N1, N2) rows (either set may be the smaller), the given seed, and the
+    defaults 100 subsets of 1000 from seed 0: the same numbers as torch-fidelity called directly."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(50, 6)), rng.normal(size=(30, 6)) + 0.3
+
+    def reference(x, y, subsets, size, seed):
+        out = kid_features_to_metric(torch.from_numpy(x), torch.from_numpy(y), kid_subsets=subsets,
+                                     kid_subset_size=size, rng_seed=seed, verbose=False)
+        return float(out[KEY_METRIC_KID_MEAN])
+
+    assert kid_from_features(a, b, subsets=7, subset_size=10, seed=3)[0] == pytest.approx(reference(a, b, 7, 10, 3), rel=1e-12)
+    assert kid_from_features(a, b, subsets=7, subset_size=1000, seed=3)[0] == pytest.approx(reference(a, b, 7, 30, 3), rel=1e-12)
+    assert kid_from_features(b, a, subsets=7, subset_size=1000, seed=3)[0] == pytest.approx(reference(b, a, 7, 30, 3), rel=1e-12)
+    assert kid_from_features(a, b)[0] == pytest.approx(reference(a, b, 100, 30, 0), rel=1e-12)
+    assert np.isfinite(kid_from_features(a[:2], b[:2], subsets=2)[0])
+    with pytest.raises(ValueError, match="KID needs at least 2 samples per set, got 1 and 30"):
+        kid_from_features(a[:1], b)
