@@ -9,8 +9,11 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BUDGET ?= quick
 SUITE ?= polymnist10
 DEVICE ?= auto
+# make mutation MUTANTS='sbm.sampling.*': only these mutants (mutmut name globs); empty = every configured module
+MUTANTS ?=
+MUTATION_CHILDREN ?= 1
 
-.PHONY: demo test venv install install-test clean-venv
+.PHONY: demo test mutation venv install install-test clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +32,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Mutation testing (docs/testing.md): not part of `make test` nor of CI (hours for every configured module).
+# Modules and tests: [tool.mutmut] in pyproject.toml; results stay in mutants/ and a rerun resumes.
+mutation: install
+	$(BIN)/pip install -q -e '.[test,mutation]'
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(BIN)/mutmut results

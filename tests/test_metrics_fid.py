@@ -349,8 +349,12 @@ def test_real_statistics_are_cached_with_their_square_root(tmp_path, monkeypatch
     images = rng.integers(0, 256, size=(300, 1, 4, 4), dtype=np.uint8)
     first = real_statistics(ctx, images, "data", "m0")
     again = real_statistics(ctx, images, "data", "m0")
-    assert len(calls) == 1
+    assert len(calls) == 1 and again.path == first.path
     np.testing.assert_array_equal(again.sigma_sqrt, first.sigma_sqrt)
+    for read in (first, again):  # KID needs the features, computed or read back (stored as float32)
+        np.testing.assert_allclose(read.features, features, rtol=1e-6)
+    with np.load(first.path) as stored:
+        assert {"mu", "sigma", "sigma_sqrt", "features"} <= set(stored.files)
     np.testing.assert_allclose(first.sigma_sqrt @ first.sigma_sqrt, first.stats["sigma"], atol=1e-8)
     with np.load(first.path) as stored:
         np.savez(first.path, **{k: stored[k] for k in stored.files if k != "sigma_sqrt"})  # an older file
@@ -359,3 +363,52 @@ def test_real_statistics_are_cached_with_their_square_root(tmp_path, monkeypatch
     generated = statistics(features[:150] + 0.5)
     assert frechet_distance(generated, again.stats, again.sigma_sqrt) == pytest.approx(
         frechet_distance(generated, first.stats), rel=1e-9)
+
+
+def test_real_statistics_of_other_images_with_the_same_name_and_size_are_recomputed(tmp_path, monkeypatch):
+    """The cache name holds the images' content hash: another split (or a regenerated dataset) with the same
+    dataset name, modality and N gets its own statistics, not the first one's."""
+    from types import SimpleNamespace
+
+    from mmbench.metrics.fid import real_statistics
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path))
+    rng = np.random.default_rng(0)
+    extracted = []
+
+    def extract(key, images):
+        extracted.append(rng.normal(size=(len(images), 4)) + len(extracted))  # each set its own features
+        return extracted[-1]
+
+    ctx = SimpleNamespace(extractor_identity=SimpleNamespace(name="test-extractor", weights_sha256="0" * 64), features=extract)
+    first_images = rng.integers(0, 256, size=(50, 1, 4, 4), dtype=np.uint8)
+    second_images = rng.integers(0, 256, size=(50, 1, 4, 4), dtype=np.uint8)
+    first = real_statistics(ctx, first_images, "data", "m0")
+    second = real_statistics(ctx, second_images, "data", "m0")
+    assert len(extracted) == 2 and first.path != second.path
+    np.testing.assert_allclose(second.stats["mu"], extracted[1].mean(0))
+    again = real_statistics(ctx, first_images.copy(), "data", "m0")  # the same content: read back
+    assert len(extracted) == 2
+    np.testing.assert_allclose(again.stats["mu"], extracted[0].mean(0))
+
+
+def test_kid_subset_size_seed_and_defaults_reach_torch_fidelity():
+    """Subsets of min(subset_size, N1, N2) rows (either set may be the smaller), the given seed, and the
+    defaults 100 subsets of 1000 from seed 0: the same numbers as torch-fidelity called directly."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(50, 6)), rng.normal(size=(30, 6)) + 0.3
+
+    def reference(x, y, subsets, size, seed):
+        out = kid_features_to_metric(torch.from_numpy(x), torch.from_numpy(y), kid_subsets=subsets,
+                                     kid_subset_size=size, rng_seed=seed, verbose=False)
+        return float(out[KEY_METRIC_KID_MEAN])
+
+    assert kid_from_features(a, b, subsets=7, subset_size=10, seed=3)[0] == pytest.approx(reference(a, b, 7, 10, 3), rel=1e-12)
+    assert kid_from_features(a, b, subsets=7, subset_size=1000, seed=3)[0] == pytest.approx(reference(a, b, 7, 30, 3), rel=1e-12)
+    assert kid_from_features(b, a, subsets=7, subset_size=1000, seed=3)[0] == pytest.approx(reference(b, a, 7, 30, 3), rel=1e-12)
+    assert kid_from_features(a, b)[0] == pytest.approx(reference(a, b, 100, 30, 0), rel=1e-12)
+    assert np.isfinite(kid_from_features(a[:2], b[:2], subsets=2)[0])
+    with pytest.raises(ValueError, match="KID needs at least 2 samples per set, got 1 and 30"):
+        kid_from_features(a[:1], b)

@@ -571,3 +571,87 @@ def test_planned_generation_counts_the_sampler_passes_by_hand():
     assert planned_generation(names, ["coherence"], with_subset, 100) == (11 * 100, 0)
     assert planned_generation(names, ["unconditional_fid"], settings, 1000) == (0, 2000)
 
+
+
+# --- gaps a mutation campaign found ---------------------------------------------------------------------
+# Every direction rule of every registered metric, written out by hand: a flipped direction ranks models
+# backwards in every report, so each one is pinned here (a new metric must add its rules).
+DIRECTIONS = {
+    "coherence": (("coherence/*", True),),
+    "unconditional_coherence": (("coherence/uncond/*", True),),
+    "fid": (("fid/*", False), ("kid/*", False)),
+    "unconditional_fid": (("fid/uncond/*", False), ("kid/uncond/*", False)),
+    "mode_coverage": (("mode_coverage/*/entropy_norm", True), ("mode_coverage/*/kl_uniform", False),
+                      ("mode_coverage/*/classes_covered", True)),
+    "fgsm": (("fgsm/*/drop_pct", False), ("fgsm/coherence/*", True), ("fgsm/f1/*", True),
+             ("fgsm/substitute_acc/*", None), ("fgsm/eval_acc/*", None)),
+    "latent_cosine": (("latent_cosine/*", True),),
+    "f1": (("f1/*", True),),
+}
+
+
+def test_every_catalog_rule_has_its_pinned_direction():
+    from mmbench.metrics.base import get_metric
+
+    assert set(metric_names()) == set(DIRECTIONS)
+    for name, rules in DIRECTIONS.items():
+        assert get_metric(name).rules == rules, name
+    by_key = {
+        "coherence/loo/m0": True, "coherence/last_given/k2": True, "coherence/uncond/all_agree": True,
+        "fid/loo/mean": False, "kid/loo/m1": False, "fid/uncond/m0": False, "kid/uncond/mean": False,
+        "mode_coverage/m0/entropy_norm": True, "mode_coverage/mean/kl_uniform": False,
+        "mode_coverage/mean/classes_covered": True, "fgsm/coherence/drop_pct": False, "fgsm/f1/drop_pct": False,
+        "fgsm/coherence/adv/mean": True, "fgsm/f1/clean/attrs": True, "fgsm/substitute_acc/adv": None,
+        "fgsm/eval_acc/clean": None, "latent_cosine/mean": True, "f1/loo/attrs": True,
+    }
+    assert {key: higher_is_better(key) for key in by_key} == by_key
+
+
+class MissingLastClass(Oracle):
+    """Unconditional samples are test tuples the classifier labels 0-8 in every modality: class 9 never shows."""
+
+    def __init__(self, modalities, config, data, keep: np.ndarray) -> None:
+        super().__init__(modalities, config, data)
+        self.keep = keep
+
+    def _sample_unconditional(self, n):
+        images, _ = self.data.batch(self.keep[(self.served + np.arange(n)) % len(self.keep)], self.modalities)
+        self.served += n
+        return images
+
+
+def test_mode_coverage_of_a_model_that_never_produces_the_last_class(patterns3, classifier_path, patterns_classifier, tmp_path):
+    """Counts have a column for every class (class_9 = 0) and the KL to uniform uses K = 10, not the
+    number of classes that happened to appear: KL = log 10 - H(p), entropy normalised by log 10."""
+    _, test = patterns3
+    with torch.no_grad():
+        labels = {m: patterns_classifier(torch.from_numpy(test.images[m]).float() / 255).argmax(1).numpy()
+                  for m in test.modalities}
+    keep = np.flatnonzero(np.all([labels[m] < 9 for m in test.modalities], axis=0))
+    assert len(keep) >= 100
+    model = MissingLastClass(test.modalities, OracleConfig(), test, keep)
+    result = evaluate(model, test, ["mode_coverage"], _settings(classifier_path), tmp_path)
+    with open(result.artifacts["mode_coverage_counts.csv"]) as fh:
+        rows = {r["modality"]: r for r in csv.DictReader(fh)}
+    for m in test.modalities:
+        counts = np.bincount(labels[m][keep[:100]], minlength=10)
+        p = counts[counts > 0] / 100
+        entropy = -(p * np.log(p)).sum()
+        assert result.values[f"mode_coverage/{m}/kl_uniform"] == pytest.approx(np.log(10) - entropy)
+        assert result.values[f"mode_coverage/{m}/entropy_norm"] == pytest.approx(entropy / np.log(10))
+        assert result.values[f"mode_coverage/{m}/classes_covered"] == 9
+        assert [rows[m][f"class_{c}"] for c in range(10)] == [str(c) for c in counts], "one column per class"
+        assert counts[9] == 0 and counts.sum() == 100
+
+
+def test_fgsm_epsilon_is_part_of_the_adversarial_cache_key(patterns3, classifier_path, tmp_path):
+    """Two evaluations in one work folder, ε = 0.1 then ε = 0: the second attacks afresh, and at ε = 0 the
+    attacked inputs are the clean ones, so adversarial coherence equals clean coherence."""
+    _, test = patterns3
+    model = Oracle(test.modalities, OracleConfig())
+    attacked = evaluate(model, test, ["fgsm"], _settings(classifier_path, fgsm_epsilon=0.1), tmp_path).values
+    unattacked = evaluate(model, test, ["fgsm"], _settings(classifier_path, fgsm_epsilon=0.0), tmp_path).values
+    assert attacked["fgsm/coherence/adv/mean"] < attacked["fgsm/coherence/clean/mean"]
+    assert unattacked["fgsm/coherence/adv/mean"] == unattacked["fgsm/coherence/clean/mean"]
+    assert unattacked["fgsm/coherence/clean/mean"] == attacked["fgsm/coherence/clean/mean"]
+    assert unattacked["fgsm/coherence/drop_pct"] == 0.0

@@ -152,3 +152,12 @@ def test_f1_rejects_images_and_shape_mismatch():
         f1_samples(np.ones((2, 3)), np.ones((2, 3)), "image")
     with pytest.raises(ValueError, match="same"):
         f1_samples(np.ones((2, 3)), np.ones((2, 4)))
+
+
+def test_coverage_input_checks_and_two_class_boundaries():
+    """Two classes and a single sample are valid; no total, a negative count, one class or a table are not."""
+    assert coverage_stats(np.array([3, 3])) == {"entropy_norm": 1.0, "kl_uniform": 0.0, "classes_covered": 2.0}
+    assert coverage_stats(np.array([1, 0, 0])) == {"entropy_norm": 0.0, "kl_uniform": pytest.approx(np.log(3)), "classes_covered": 1.0}
+    for bad in (np.zeros(3), np.array([2, -1, 1]), np.array([5]), np.ones((2, 3))):
+        with pytest.raises(ValueError, match="non-negative counts over at least 2 classes with a positive total"):
+            coverage_stats(bad)

@@ -349,6 +349,12 @@ def test_failing_job_is_recorded_and_others_go_on_and_stages_are_shared(_isolate
     assert metrics["stage/ae/m0/reused"] == metrics["stage/ae/m1/reused"] == 1.0
     assert any("FAILED" in line and "boom" in line for line in lines)
     assert store.run(summary.parent_run_id).status == "FAILED"
+    # a rerun skips the finished jobs, not the failed one: it runs (and fails) again, from its failed attempt
+    rerun, lines = _run("t-fail", _isolated_home)
+    assert any("3 jobs, 2 already finished, 1 to run" in line for line in lines), lines
+    assert [(o.title, o.status) for o in rerun.outcomes] == [("bad seed 0", "FAILED")]
+    assert rerun.outcomes[0].run_id != bad.run_id
+    assert set(rerun.skipped) == {o.job_id for o in summary.outcomes if o.status == "FINISHED"}
     unregister_suite("t-fail")
 
 

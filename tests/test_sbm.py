@@ -459,3 +459,29 @@ def test_guidance_strength_is_per_sample_and_independent_of_the_batch():
     torch.testing.assert_close(guided[:, 0], score[:, 0])
     alone = EnergyGuidance(lambda z, t: score[:1], _QuadraticEnergy(), observed[:1], gamma)(x[:1], torch.full((1,), 0.3))
     torch.testing.assert_close(alone[0], guided[0])
+
+
+# --- reuse keys follow everything that trains a stage (a key that misses a field loads a wrong stage) ----
+def _stage_key(model, name: str) -> str:
+    return next(s.reuse_key for s in model.stages() if s.name == name)
+
+
+@pytest.mark.parametrize(("name", "stage", "changes"), [
+    ("sbm-vae", "ae/m0", {"ae_lr": 5e-4, "ae_steps": 3, "ae_batch_size": 8, "latent_dim": 64, "width": 0.25,
+                          "vae_beta": 0.5, "seed": 2, "data_id": "xyz"}),
+    ("sbm-rae", "ae/m0", {"ae_lr": 5e-4, "rae_l2": 1e-4, "rae_noise_var": 0.02}),
+    ("sbm-vae", "score", {"score_lr": 1e-4, "score_steps": 3, "score_batch_size": 8, "sde_eps": 1e-3,
+                          "loss_weighting": "unit", "beta_min": 0.5, "beta_max": 10.0, "missing_rate": 0.2,
+                          "dim": 16, "time_scale": 1000.0, "attn_heads": 1, "ae_lr": 5e-4, "seed": 2}),
+    ("sbm-vae-t", "aux", {"aux_lr": 5e-4, "aux_steps": 3, "aux_batch_size": 8, "aux_width": 0.25,
+                          "aux_proj_dim": 8, "missing_rate": 0.2, "seed": 2, "data_id": "xyz"}),
+])
+def test_every_field_that_trains_a_stage_changes_its_reuse_key(name, stage, changes):
+    """Each stage's key changes with its learning rate (and every other field that determines its trained
+    state): a job with another lr must train, not load a stage trained with a different one."""
+    data = {"data_id": "abc", "seed": 1}
+    base = _stage_key(tiny(name, **data), stage)
+    assert base
+    keys = {field: _stage_key(tiny(name, **{**data, field: value}), stage) for field, value in changes.items()}
+    assert [f for f, key in keys.items() if key == base] == []
+    assert len(set(keys.values())) == len(keys)

@@ -145,3 +145,16 @@ def test_runs_left_running_by_a_dead_process_are_reaped(store):
     assert store.run(dead).end_time is not None
     assert [store.run(r).status for r in (alive, elsewhere, finished)] == ["RUNNING", "RUNNING", "FINISHED"]
     assert store.reap_abandoned(experiment) == []
+
+
+def test_the_newest_of_several_unfinished_attempts_is_resumed(store):
+    """Two KILLED attempts of one job (and a FAILED one of another, older than its KILLED retry): the
+    newest attempt is the one to resume, whatever order the store returns them in."""
+    experiment = store.experiment_id("suite-resume-newest")
+    runs = {}
+    for name, job_id, status in (("k1", "a", "KILLED"), ("k2", "a", "KILLED"), ("f1", "b", "FAILED"),
+                                 ("k3", "b", "KILLED"), ("k4", "a", "KILLED")):
+        runs[name] = store.create_run(experiment, name, {"kind": "job", "job_id": job_id, "budget": "quick"})
+        store.mark(runs[name], status)
+        time.sleep(0.01)  # distinct start times
+    assert store.unfinished_attempts(experiment, "quick") == {"a": runs["k4"], "b": runs["k3"]}
