@@ -73,7 +73,7 @@ def quick(**extra_eval: object) -> Budget:
             "unmeasured, to be sized (docs/harness.md, 'Sizing quick'): measured so far at width 0.25, batch 64 - "
             "MVTCAE reaches coherence/loo/mean 0.53 after 1000 steps (so it trains 1500 here); SBM-VAE 0.60 after "
             "3000-step VAEs and 2000 score steps (it trains 3000); MoPoE 0.555 after 4500 (0.444 after 4000; it "
-            "trains 6750); MVAE 0.16 after 1000; a unimodal VAE's / RAE's reconstructions are read correctly in "
+            "trains 6750; measured with its subset-PoE conditional, before version 3 - to re-measure); MVAE 0.16 after 1000; a unimodal VAE's / RAE's reconstructions are read correctly in "
             "77 % / 78 % of cases after 3000 steps; raise steps until every model reaches 0.5"
         ),
     )
