@@ -270,6 +270,10 @@ class _Schedule:
         alpha, sigma = sde.alpha_sigma(t64)
         return _Schedule(times, alpha.tolist(), sigma.tolist(), sde.log_snr(t64).tolist())
 
+    @property
+    def steps(self) -> int:
+        return len(self.times) - 1
+
     def at(self, i: int, x: Tensor) -> Tensor:
         return self.times[i].expand(x.shape[0])
 
@@ -318,16 +322,8 @@ def dpmpp_2m_sampler(
     entries are re-imposed before each evaluation; the output is x at ``t_end`` (no extra denoising
     evaluation: σ_{t_end} ≈ 0.01 for the paper's SDE). Corrector options (``snr``, ...) are ignored.
     """
-    counted = _Counted(score_fn)
-    sched = _Schedule.of(sde, steps, t_end, grid, x_init.device)
-    known = _started(known, x_init)
-    x, previous = x_init, None
-    for i in range(steps):
-        x = _imposed(known, sde, x, sched.at(i, x))
-        x0 = _data_prediction(counted, sde, x, sched.at(i, x))
-        d = x0 if previous is None else x0 + (x0 - previous) * (sched.h(i) / (2.0 * sched.h(i - 1)))
-        x, previous = sched.first_order(i, x, d), x0
-    return SampleResult(_finished(known, x), counted.calls)
+    return _multistep_2m(score_fn, sde, x_init, known, _Schedule.of(sde, steps, t_end, grid, x_init.device),
+                         stochastic=False)
 
 
 def dpmpp_2m_sde_sampler(
@@ -347,15 +343,23 @@ def dpmpp_2m_sde_sampler(
     It injects fresh noise at every step like Euler–Maruyama, which the replacement method of conditioning
     needs to mix (docs/sbm.md, "Few-step samplers"). Corrector options (``snr``, ...) are ignored.
     """
+    return _multistep_2m(score_fn, sde, x_init, known, _Schedule.of(sde, steps, t_end, grid, x_init.device),
+                         stochastic=True)
+
+
+def _multistep_2m(
+    score_fn: ScoreFn, sde: VPSDE, x_init: Tensor, known: Known | None, sched: _Schedule, stochastic: bool
+) -> SampleResult:
+    """The 2M loop shared by the ODE and SDE forms: re-impose, predict x̂_0, extrapolate D_i, step."""
     counted = _Counted(score_fn)
-    sched = _Schedule.of(sde, steps, t_end, grid, x_init.device)
     known = _started(known, x_init)
+    step = sched.stochastic_first_order if stochastic else sched.first_order
     x, previous = x_init, None
-    for i in range(steps):
+    for i in range(sched.steps):
         x = _imposed(known, sde, x, sched.at(i, x))
         x0 = _data_prediction(counted, sde, x, sched.at(i, x))
         d = x0 if previous is None else x0 + (x0 - previous) * (sched.h(i) / (2.0 * sched.h(i - 1)))
-        x, previous = sched.stochastic_first_order(i, x, d), x0
+        x, previous = step(i, x, d), x0
     return SampleResult(_finished(known, x), counted.calls)
 
 
