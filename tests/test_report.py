@@ -190,9 +190,11 @@ def test_provenance_names_each_rows_generation_settings():
     collected = _collected()
     for run in collected.runs:
         if run.tags["variant"] == "alpha":
-            run.params.update({"model/conditional": "mixture", "model/width": "0.25"})
+            run.params.update({"model/conditional": "mixture", "model/width": "0.25", "model/guidance": "none",
+                               "model/energy_gamma": "1.0"})
         if run.tags["variant"] == "beta_model":
-            run.params.update({"model/sampler": "pc", "model/sampler_steps": "100", "model/energy_gamma": "3.90625"})
+            run.params.update({"model/sampler": "pc", "model/sampler_steps": "100", "model/energy_gamma": "3.90625",
+                               "model/guidance": "energy"})
     prov = provenance(collected)
     assert prov["generation"] == {"alpha": {"conditional": "mixture"},
                                   "beta_model": {"sampler": "pc", "sampler_steps": "100", "energy_gamma": "3.90625"}}

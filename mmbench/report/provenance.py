@@ -23,6 +23,8 @@ def generation_settings(collected: Collected) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     for run in collected.runs:
         found = {k.split("/", 1)[1]: run.params[k] for k in GENERATION_PARAMS if k in run.params}
+        if run.params.get("model/guidance", "energy") != "energy":
+            found.pop("energy_gamma", None)  # only energy guidance reads it
         if found:
             rows.setdefault(run.tags["variant"], found)
     return rows
