@@ -324,3 +324,11 @@ def test_averaged_weights_shows_the_average_during_training(data, tmp_path):
     train_model(model, data, None, options(tmp_path, callback=callback, log_every=1))
     for k, v in model.ae.named_parameters():
         assert torch.equal(v, seen[k])
+
+
+def test_progress_on_a_non_terminal_is_plain_lines(data, tmp_path, capsys):
+    """Piped output (pytest's capture is not a terminal) gets lines, never a bar's carriage returns."""
+    train_model(build(), data, None, TrainerOptions(workdir=tmp_path, config_hash="h1", seed=0, model_name="tiny-model"))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "tiny-model:recon: 6/6 (100 %)" in err and "tiny-model:head: 5/5 (100 %)" in err

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mmbench.contract import MultimodalModel, Stage
 from mmbench.data.dataset import MultimodalDataset
+from mmbench.progress import progress_bar
 from mmbench.seeding import derive_seed
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
@@ -279,8 +279,7 @@ def _optimise(
     step_fn = _compiled_step(stage, options)
     running: dict[str, float] = {}
     last: float | None = None
-    bar = tqdm(total=hp.steps, initial=loop.step, desc=f"{options.model_name}:{stage.name}",
-               disable=options.quiet, leave=False, dynamic_ncols=True)
+    bar = progress_bar(hp.steps, loop.step, f"{options.model_name}:{stage.name}", disable=options.quiet)
     with bar:
         while loop.step < hp.steps:
             if options.should_stop is not None and options.should_stop():

@@ -1,0 +1,77 @@
+"""Progress of long loops: a tqdm bar on a terminal, plain periodic lines anywhere else.
+
+Piped to a file or a CI log, a tqdm bar writes a carriage return per refresh (kilobytes of noise); there
+:class:`LineProgress` writes one line every ``interval`` seconds (and one at the end) with the step, the
+rate and the time left.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+LINE_INTERVAL_S = 60.0  # seconds between lines on a non-terminal
+
+
+class LineProgress:
+    """The subset of tqdm's interface the trainer uses, printed as periodic lines."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", stream: TextIO | None = None,
+                 interval: float = LINE_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
+                 silent: bool = False) -> None:
+        self.total, self.n, self.desc, self.silent = total, initial, desc, silent
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval, self.clock = interval, clock
+        self.start_n, self.start = initial, clock()
+        self.last_line = self.start
+        self.postfix = ""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.last_line >= self.interval:
+            self._line(now)
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        if self.n > self.start_n and not self.silent:
+            self._line(self.clock())
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _line(self, now: float) -> None:
+        self.last_line = now
+        done, elapsed = self.n - self.start_n, now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = f", {_duration((self.total - self.n) / rate)} left" if rate > 0 and self.n < self.total else ""
+        extra = f"  {self.postfix}" if self.postfix else ""
+        self.stream.write(f"{self.desc}: {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f} %), "
+                          f"{rate:.3g} it/s{left}{extra}\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def progress_bar(total: int, initial: int = 0, desc: str = "", disable: bool = False,
+                 stream: TextIO | None = None) -> Any:
+    """A tqdm bar when ``stream`` (stderr) is a terminal, else a :class:`LineProgress`; ``disable``: neither."""
+    stream = stream if stream is not None else sys.stderr
+    if disable:
+        return LineProgress(total, initial, desc, stream, interval=float("inf"), silent=True)
+    if stream.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, file=stream)
+    return LineProgress(total, initial, desc, stream)
