@@ -47,10 +47,12 @@ def _one_line_error(result, *needles: str) -> None:
 
 
 def _evaluated(run) -> dict[str, float]:
-    """Everything but wall-clock figures and whether a stage was reused (a resumed job reuses its finished stages)."""
-    return {k: v for k, v in run.metrics.items() if not k.startswith(("stage/", "job/seconds"))}
+    """The evaluation: not wall-clock figures, whether a stage was reused, nor the training curves (a resumed job
+    loads its finished stages, so its run logs the curves of what it still trained only)."""
+    return {k: v for k, v in run.metrics.items() if not k.startswith(("stage/", "job/seconds", "train/", "val/"))}
 
 
+@pytest.mark.slow  # once (fresh clone, load ≈ 3): FID differed after a kill 1.08 s in, coherence equal; not reproduced
 def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
     args = [*RUN[:RUN.index("dummy")], "mvae", *RUN[RUN.index("dummy") + 1:], "--seeds", "0"]
     reference_home, home = tmp_path / "reference", tmp_path / "killed"
@@ -61,7 +63,8 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_numbers(tm
     assert reference.exit_code == 0, reference.output
     [expected] = job_runs(store_uri(reference_home))
 
-    delay = random.Random(16).uniform(0.0, 3.0)  # seconds after the job starts: training, checkpoints or evaluation
+    # seconds after the job starts (training, checkpoints or evaluation); KILL_DELAY pins it to investigate
+    delay = float(os.environ.get("KILL_DELAY", random.Random(16).uniform(0.0, 3.0)))
     command = [sys.executable, "-m", "mmbench", *args, "--tracking-uri", store_uri(home)]
     proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(home), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
