@@ -542,7 +542,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _stop_group(proc: Any) -> None:
-    """SIGTERM the server's process group (started in its own session, so only ours), SIGKILL if it lingers."""
+    """SIGTERM the server's process group (started as its own process group leader, so only ours), SIGKILL if it lingers."""
     import signal
     import subprocess
 

@@ -345,9 +345,9 @@ def test_mopoe_mixture_conditional_samples_subsets_of_the_given_modalities(small
 # --- learning -----------------------------------------------------------------------------------------------
 
 # Budgets (width 0.125, batch 4, lr 5e-3, constant) found by measuring: with seed 0 each model passes
-# with a margin ≥ 0.1 (measured minima, session 4 — per-stage RNG seeding, channels-last nets, per-row
+# with a margin ≥ 0.1 (measured minima at commit 7a4110b — per-stage RNG seeding, channels-last nets, per-row
 # decoding: MVAE 0.715, MMVAE 0.90, MoPoE 0.795 at 600 steps, MVTCAE 0.91, MMVAE+ 0.895). MoPoE at 400
-# steps passed in session 3 (0.78) and failed once its noise stream changed (0.58): 400 was too close to
+# steps passed at commit 55d9832 (0.78) and failed once its noise stream changed (0.58): 400 was too close to
 # where it learns, so it has 600 (seeds 1 and 2 at 600: 0.87, 0.895). The slow test checks seeds 1, 2. The paper's β
 # (1–5) with the paper's likelihood scale needs thousands of steps before the class (here: the square's
 # position) enters the latent, so the likelihood is sharpened (σ = 0.25) and β chosen for speed (MVTCAE's

@@ -124,7 +124,7 @@ def tiny_suite(name: str, rows: tuple[Variant, ...], metrics: tuple[str, ...] = 
 
 @lru_cache(maxsize=1)
 def _trained_classifiers() -> Path:
-    """Train the synthetic smoke budget's classifiers once per test session (as `mmbench run` would)."""
+    """Train the synthetic smoke budget's classifiers once per pytest run (as `mmbench run` would)."""
     import os
     import tempfile
 
@@ -146,7 +146,7 @@ def _trained_classifiers() -> Path:
 
 
 def seed_classifiers(home: Path) -> None:
-    """Copy the session's trained synthetic classifiers into ``home`` (skips training them per test)."""
+    """Copy the pytest run's trained synthetic classifiers into ``home`` (skips training them per test)."""
     shutil.copytree(_trained_classifiers(), Path(home) / "classifiers", dirs_exist_ok=True)
 
 
