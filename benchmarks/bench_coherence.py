@@ -36,13 +36,12 @@ Usage (from the repository root, data and classifier prepared)::
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ import torch
 
 from classifiers.store import load_classifier
 from mmbench import atomic, registry
+from mmbench.config import parse_sets
 from mmbench.data.store import load_dataset
 from mmbench.hashing import config_hash
 from mmbench.seeding import seed_everything, seeded
@@ -139,23 +139,6 @@ class _Watcher:
             self.stop = mean >= self.trace.target
         self.trace.save(self.path)
         self.mark = time.perf_counter()
-
-
-def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """``--set FIELD=VALUE`` items as overrides; each VALUE is a Python literal (``2``, ``0.5``, ``'dreg'``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            raise ValueError(
-                f"--set {key}: {text!r} is not a Python literal; quote strings, e.g. --set \"{key}='{text}'\""
-            ) from None
-    return out
 
 
 def _overrides(name: str, scale: Scale, max_steps: int, data_id: str, sets: dict[str, Any] | None = None) -> dict:

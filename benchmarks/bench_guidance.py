@@ -26,7 +26,6 @@ Usage (polymnist10 at quick's scale; data and classifier prepared)::
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import dataclasses
 import time
@@ -35,10 +34,12 @@ from pathlib import Path
 import torch
 
 from mmbench import registry
+from mmbench.config import parse_sets
 from mmbench.contract import MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.hashing import config_hash
 from mmbench.seeding import seed_everything, seeded
+from mmbench.testing import leave_one_out_coherence
 from mmbench.suites.scales import scaled
 from mmbench.suites.spec import Scale
 from mmbench.training import checkpoint as ckpt
@@ -68,26 +69,14 @@ def coherence_given(model: MultimodalModel, data: MultimodalDataset, classifier:
     return correct / total
 
 
-def leave_one_out(model: MultimodalModel, data: MultimodalDataset, classifier: torch.nn.Module, batch_size: int) -> float:
-    everything = frozenset(model.modalities)
-    queries = [(everything - {m}, frozenset({m})) for m in model.modalities]
-    correct, total = 0, 0
-    for batch, labels in data.iter_batches(batch_size, model.modalities):
-        for (_, target), out in zip(queries, model.sample_conditional_many(batch, queries), strict=True):
-            (m,) = target
-            with torch.no_grad():
-                correct += int((classifier(out[m]).argmax(1) == labels).sum())
-            total += len(labels)
-    return correct / total
-
-
 def score_row(model: MultimodalModel, val: MultimodalDataset, classifier: torch.nn.Module, batch_size: int) -> tuple[float, float, float]:
     """(coherence given the first modality, leave-one-out coherence, seconds), with fixed sampler noise."""
     start = time.perf_counter()
     with seeded(1, model.device):
         one = coherence_given(model, val, classifier, frozenset(model.modalities[:1]), batch_size)
     with seeded(2, model.device):
-        loo = leave_one_out(model, val, classifier, batch_size)
+        per_modality = leave_one_out_coherence(model, val, classifier, batch_size)
+        loo = sum(per_modality.values()) / len(per_modality)
     return one, loo, time.perf_counter() - start
 
 
@@ -114,17 +103,6 @@ def load_data(args: argparse.Namespace) -> tuple[MultimodalDataset, MultimodalDa
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=args.sampler_steps,
                   score_width=args.score_width)
     return train, val, classifier, scaled(scale, args.model)
-
-
-def parse_sets(items: list[str]) -> dict[str, object]:
-    """``FIELD=VALUE`` pairs, each value a Python literal."""
-    out: dict[str, object] = {}
-    for item in items:
-        field, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
-        out[field] = ast.literal_eval(value)
-    return out
 
 
 def main() -> None:

@@ -7,10 +7,11 @@ and unknown fields are errors with a did-you-mean suggestion.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -127,4 +128,21 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, name))
         else:
             out[name] = value
+    return out
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` items as overrides; each VALUE is a Python literal (``2``, ``0.5``, ``'dreg'``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"--set {key}: {text!r} is not a Python literal; quote strings, e.g. --set \"{key}='{text}'\""
+            ) from None
     return out
