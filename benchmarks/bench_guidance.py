@@ -39,9 +39,9 @@ from mmbench.contract import MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.hashing import config_hash
 from mmbench.seeding import seed_everything, seeded
-from mmbench.testing import leave_one_out_coherence
 from mmbench.suites.scales import scaled
 from mmbench.suites.spec import Scale
+from mmbench.testing import leave_one_out_coherence
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
 from mmbench.training.trainer import TrainerOptions, train_model
