@@ -47,6 +47,8 @@ class VAEConfig:
     steps: int = src(PAPER_STEPS, "Decision: 300 epochs of 50k tuples at batch 256 (the paper trains 200–300)")
     lr_schedule: str = src("constant", "paper A.2 gives a learning rate and no schedule; 'cosine' decays it to 0")
 
+    unscaled = ("sampler_steps", "score_width")  # a budget's scale: no sampler, no score network
+
     def check(self) -> None:
         if self.latent_per_modality < 1:
             raise ValueError(f"latent_per_modality must be positive, got {self.latent_per_modality}")

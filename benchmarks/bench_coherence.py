@@ -3,8 +3,8 @@
 This is the measurement that sizes the ``quick`` budget (issue: the cheapest budget at which every model's
 leave-one-out coherence on polymnist10 is ≥ 0.5; chance is 0.1).
 
-For each model it builds the model at one scale (the :class:`~mmbench.suites.spec.Scale` a budget would
-use, mapped to the model's fields by ``mmbench.suites.scales``), trains it through the real trainer and,
+For each model it builds the model at one scale (the :class:`~mmbench.scaling.Scale` a budget would
+use, mapped onto the model's fields by its own Config), trains it through the real trainer and,
 every ``--eval-every`` steps of the model's **last** stage, measures the mean leave-one-out coherence
 (each modality generated from all the others, scored by the evaluation classifier) on ``--eval-n`` test
 tuples. Earlier stages (the SBM/MLD unimodal autoencoders, the -T encoders, the score net of -C) run
@@ -53,9 +53,10 @@ from mmbench import atomic, registry
 from mmbench.config import parse_sets
 from mmbench.data.store import load_dataset
 from mmbench.hashing import config_hash
+from mmbench.runner.models import scaled
+from mmbench.scaling import Scale
 from mmbench.seeding import seed_everything, seeded
-from mmbench.suites.scales import ALL_MODELS, scaled
-from mmbench.suites.spec import Scale
+from mmbench.suites.polymnist import PAPER_MODELS
 from mmbench.testing import leave_one_out_coherence
 from mmbench.training.artifacts import ArtifactStore
 from mmbench.training.device import resolve_device
@@ -143,7 +144,7 @@ class _Watcher:
 
 def _overrides(name: str, scale: Scale, max_steps: int, data_id: str, sets: dict[str, Any] | None = None) -> dict:
     """The model's scaled fields, with the last stage's step count raised to ``max_steps``, then ``sets``."""
-    fields = scaled(scale, name)
+    fields = scaled(name, scale)
     probe = registry.build(name, ["m0", "m1"], fields)
     last = probe.stages()[-1].name
     key = {"joint": "steps", "score": "score_steps", "energy": "energy_steps"}[last]
@@ -268,7 +269,7 @@ def main() -> None:
     traces = []
     with tempfile.TemporaryDirectory() as tmp:
         store = ArtifactStore(Path(args.artifacts or tmp).expanduser())
-        for name in (ALL_MODELS if args.models == "all" else args.models.split(",")):
+        for name in (PAPER_MODELS if args.models == "all" else args.models.split(",")):
             traces.append(measure(name, args, train, test, classifier, store, say))
             if args.json:
                 Path(args.json).write_text(json.dumps([asdict(t) for t in traces], indent=1))

@@ -38,9 +38,9 @@ from mmbench.config import parse_sets
 from mmbench.contract import MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.hashing import config_hash
+from mmbench.runner.models import scaled
+from mmbench.scaling import Scale
 from mmbench.seeding import seed_everything, seeded
-from mmbench.suites.scales import scaled
-from mmbench.suites.spec import Scale
 from mmbench.testing import leave_one_out_coherence
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
@@ -102,7 +102,7 @@ def load_data(args: argparse.Namespace) -> tuple[MultimodalDataset, MultimodalDa
     classifier, _ = load_classifier(f"{args.dataset}-eval")
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=args.sampler_steps,
                   score_width=args.score_width)
-    return train, val, classifier, scaled(scale, args.model)
+    return train, val, classifier, scaled(args.model, scale)
 
 
 def main() -> None:

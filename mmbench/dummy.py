@@ -13,12 +13,15 @@ from torch import Tensor, nn
 
 from mmbench.config import src
 from mmbench.contract import Batch, Capability, MultimodalModel, Stage, Subset
+from mmbench.scaling import SCALE_FIELDS
 
 
 @dataclass(frozen=True)
 class DummyConfig:
     latent_dim: int = src(16, "harness test model, no paper")
     image_shape: tuple[int, ...] = src((3, 28, 28), "PolyMNIST tensors (PROTOCOL.md §1)")
+
+    unscaled = SCALE_FIELDS  # nothing to shrink: no nets, no training
 
 
 class DummyModel(MultimodalModel):

@@ -22,6 +22,7 @@ from torch import Tensor
 from mmbench.config import src, to_dict
 from mmbench.contract import Batch, Stage, StageHParams, Subset
 from mmbench.hashing import config_hash
+from mmbench.scaling import Scale, present
 from mmbench.seeding import derive_seed
 from sbm.autoencoders import FAMILIES, reset_parameters
 from sbm.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
@@ -102,6 +103,19 @@ class SBMConfig:
     aux_lr: float = src(1e-3, "mmbench: the encoders' lr of A.2")
     aux_batch_size: int = src(256, "Table 4 batch size")
     cond_null_prob: float = src(0.1, "mmbench: share of score-training tuples given nothing (the null condition)")
+
+    @staticmethod
+    def scaled(scale: Scale) -> dict[str, object]:
+        """A budget's scale: every stage shrinks together. The energy (-C) and contrastive-encoder (-T)
+        stages keep the defaults' ratio to the main stages (50 vs 200 epochs): a quarter of ``steps``."""
+        side = None if scale.steps is None else max(1, scale.steps // 4)
+        batch = scale.batch_size
+        return present(
+            width=scale.width, aux_width=scale.width, ae_steps=scale.steps, score_steps=scale.steps,
+            energy_steps=side, aux_steps=side, ae_batch_size=batch, score_batch_size=batch,
+            energy_batch_size=batch, aux_batch_size=batch, sampler_steps=scale.sampler_steps,
+            dim=scale.score_width, latent_dim=scale.latent_per_modality,
+        )
 
 
 def resolve_dim(config: SBMConfig, num_modalities: int) -> int:

@@ -26,12 +26,14 @@ from torch import Tensor, nn
 
 from mmbench.config import src
 from mmbench.contract import Stage, StageHParams
+from mmbench.scaling import Scale, present
 from sbm.base import LatentGenerativeModel, TrainBatches
 from sbm.losses import sample_times
 from sbm.sampling import Known, get_sampler
 from sbm.sde import VPSDE, ScoreFn
 
 EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
+MLD_DIM_PER_SCORE_WIDTH = 12  # the defaults' ratio: MLD's score net 1536 channels vs SBM's UNet 128
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,16 @@ class MLDConfig:
     sampler: str = src("euler", "MLD: Euler-Maruyama (PROTOCOL.md §2)")
     sampler_steps: int = src(250, "MLD: N_step 250")
     t_end: float = src(1e-3, "MLD euler sampler ends at t = 0.001")
+
+    @staticmethod
+    def scaled(scale: Scale) -> dict[str, object]:
+        """A budget's scale: the shared autoencoders and the score net; the net keeps its ratio to SBM's
+        (1536 vs 128 channels), which is also a multiple of its 32 norm groups."""
+        return present(
+            width=scale.width, ae_steps=scale.steps, score_steps=scale.steps, ae_batch_size=scale.batch_size,
+            score_batch_size=scale.batch_size, sampler_steps=scale.sampler_steps, latent_dim=scale.latent_per_modality,
+            dim=None if scale.score_width is None else MLD_DIM_PER_SCORE_WIDTH * scale.score_width,
+        )
 
 
 class ResidualMLPBlock(nn.Module):

@@ -62,6 +62,9 @@ class MMVAEPlusConfig:
     steps: int = src(PAPER_STEPS, "Decision: 300 epochs of 50k tuples at batch 256 (the paper trains 200–300)")
     lr_schedule: str = src("constant", "epalu/mmvaeplus main_polymnist.py: no schedule; 'cosine' decays it to 0")
 
+    # a budget's scale: MMVAE+ keeps its own latent sizes (32 shared + 32 private) at every budget; no sampler
+    unscaled = ("latent_per_modality", "sampler_steps", "score_width")
+
     def check(self) -> None:
         if min(self.shared_dim, self.private_dim, self.k, self.steps, self.batch_size) < 1:
             raise ValueError(f"MMVAE+ dims, k, steps and batch_size must be positive: {self}")

@@ -11,7 +11,8 @@ import click
 
 if TYPE_CHECKING:
     from mmbench.runner.dryrun import JobCost
-    from mmbench.runner.run import RunOptions, RunSummary
+    from mmbench.runner.prepare import RunOptions
+    from mmbench.runner.run import RunSummary
     from mmbench.suites.spec import Budget, Suite
 
 BACKENDS = ("loky", "dask")
@@ -108,19 +109,19 @@ def run(suite: str, budget: str | None, models: tuple[str, ...] | None, seeds: t
 
     The exit code is the number of jobs that failed or were stopped (0: all finished).
     """
-    from mmbench.runner.run import RunOptions
+    from mmbench.runner.prepare import RunOptions
 
     if scheduler and backend != "dask":
         raise click.UsageError("--scheduler needs --backend dask")
-    _suite_and_budget(suite, budget)
+    spec, budget_spec = _suite_and_budget(suite, budget)
     if inception_weights is not None:  # the environment reaches loky and LocalCluster workers too
         os.environ[INCEPTION_ENV] = str(inception_weights.resolve())
-    options = RunOptions(budget, models, seeds, device, n_jobs, backend, scheduler, tracking_uri, quiet, threads)
+    options = RunOptions(budget_spec, models, seeds, device, n_jobs, backend, scheduler, tracking_uri, quiet, threads)
     if dry_run:
-        _call(lambda: _dry_run(suite, options))
+        _call(lambda: _dry_run(spec, options))
         return
     try:
-        summary = _call(lambda: _run(suite, options))
+        summary = _call(lambda: _run(spec, options))
     except KeyboardInterrupt:
         click.echo("interrupted: the running jobs are marked KILLED; run the same command again to resume them",
                    err=True)
@@ -128,13 +129,13 @@ def run(suite: str, budget: str | None, models: tuple[str, ...] | None, seeds: t
     sys.exit(min(len(summary.failed), 255))
 
 
-def _dry_run(suite: str, options: RunOptions) -> list[JobCost]:
+def _dry_run(suite: Suite, options: RunOptions) -> list[JobCost]:
     from mmbench.runner.dryrun import dry_run
 
     return dry_run(suite, options, click.echo)
 
 
-def _run(suite: str, options: RunOptions) -> RunSummary:
+def _run(suite: Suite, options: RunOptions) -> RunSummary:
     import logging
 
     from mmbench.runner.run import run_suite

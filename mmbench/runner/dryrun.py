@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mmbench import tracking
-from mmbench.runner import data as data_mod
-from mmbench.runner.plan import Job, StageCost, plan_jobs, stage_costs
-from mmbench.runner.run import RunOptions, format_seconds, resolve
-from mmbench.runner.validate import require_valid
+from mmbench.runner.plan import Job, StageCost, stage_costs
+from mmbench.runner.prepare import RunOptions, prepare, resolve
+from mmbench.runner.run import format_seconds
+from mmbench.suites.spec import Suite
 
 Say = Callable[[str], None]
 
@@ -31,23 +31,14 @@ class JobCost:
     unconditional: int  # unconditional samples the evaluation generates
 
 
-def dry_run(suite_name: str, options: RunOptions, say: Say = print) -> list[JobCost]:
+def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[JobCost]:
     """Print the jobs a run would execute (or skip) and what they cost; returns the costs."""
-    suite, budget = resolve(suite_name, options)
-    require_valid(suite, [budget.name], options.models)
-    try:
-        first = data_mod.data_ref(suite.dataset, budget, suite.dataset.modalities)
-        dataset_hash, provisional = first.dataset_hash, False
-    except data_mod.DataMissing:
-        dataset_hash, provisional = "not-built", True
-        say(f"dataset {suite.dataset.name} is not built yet: `mmbench run` builds it first; "
-            "the job ids below are provisional (they hash the data)")
-    plan = data_mod.classifier_plan(suite, budget, dataset_hash)
-    jobs = plan_jobs(suite, budget, plan, options.models, options.seeds, provisional=provisional)
+    suite, budget = resolve(suite, options)
+    plan = prepare(suite, budget, options, say, provisional_ok=True)
     finished, rates = _store_facts(options.tracking_uri, suite.name, budget.name)
-    costs = _costs(jobs, rates)
-    say(f"{suite.name} v{suite.version}, budget {budget.name} ({budget.status}): {len(jobs)} jobs; "
-        f"classifiers {plan.eval_name}, {plan.substitute_name}")
+    costs = _costs(plan.jobs, rates)
+    say(f"{suite.name} v{suite.version}, budget {budget.name} ({budget.status}): {len(plan.jobs)} jobs; "
+        f"classifiers {plan.classifiers.eval_name}, {plan.classifiers.substitute_name}")
     for cost in costs:
         _say_job(cost, finished, say)
     _say_total([c for c in costs if c.job.job_id not in finished], say)

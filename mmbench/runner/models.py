@@ -1,16 +1,16 @@
-"""Cached look-ups of registered models for planning and validation.
+"""A registered model's class, looked up once per name, and what a budget's scale makes of its config.
 
-``mmbench.registry.entry`` rescans the installed packages' entry points on every call (~0.1 s), and a
-suite such as polymnist10-scaling asks for hundreds of configs; the class and the per-name defaults of
-a model name are looked up once here. Resolution is the registry's: class defaults, then the name's
-defaults, then the overrides (see :func:`mmbench.registry.model_config`).
+Planning a suite such as polymnist10-scaling asks for a model's ``Config`` hundreds of times; the class
+of a name is resolved once here (:func:`clear` forgets it after registering or replacing a model in this
+process). Config resolution itself is the registry's alone (:func:`mmbench.registry.model_config`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from typing import Any
+
+from mmbench.scaling import Scale, scale_overrides
 
 
 @cache
@@ -20,22 +20,11 @@ def model_class(name: str) -> type:
     return registry.resolve_class(name)
 
 
-@cache
-def _name_defaults(name: str) -> tuple[tuple[str, Any], ...]:
-    from mmbench import registry
-
-    return registry.entry(name).defaults
-
-
-def model_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
-    """The resolved config of a registered model (as ``registry.model_config``, with cached look-ups)."""
-    from mmbench.config import apply_overrides
-
-    config = apply_overrides(model_class(name).Config(), dict(_name_defaults(name)))
-    return apply_overrides(config, dict(overrides or {}))
+def scaled(model: str, scale: Scale) -> dict[str, Any]:
+    """The config overrides ``scale`` makes for the registered ``model`` (its Config says how)."""
+    return scale_overrides(model_class(model).Config, scale, model)
 
 
 def clear() -> None:
     """Forget the cached look-ups (after registering or replacing a model in this process)."""
     model_class.cache_clear()
-    _name_defaults.cache_clear()

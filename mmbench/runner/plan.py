@@ -17,6 +17,7 @@ from typing import Any
 from mmbench import paths
 from mmbench.hashing import canonical_json, config_hash
 from mmbench.runner.data import ClassifierPlan, DataRef, data_ref
+from mmbench.scaling import scale_overrides
 from mmbench.suites.spec import Budget, Suite, Variant
 
 
@@ -67,14 +68,18 @@ HARNESS_FIELDS = ("data_id", "seed")  # config fields the harness fills in when 
 
 
 def model_overrides(budget: Budget, variant: Variant, data_id: str | None, seed: int | None,
-                    config_cls: type | None) -> dict[str, Any]:
-    """Budget overrides for the model, then the row's, then the harness fields the Config declares.
+                    config_cls: type) -> dict[str, Any]:
+    """The budget's scale as the model's Config maps it, the budget's explicit overrides for the model,
+    then the row's, then the harness fields the Config declares.
 
     ``data_id`` (the identity of the train data) and ``seed`` (the job's seed) let a model put both
     into its stages' reuse keys.
     """
-    merged = {**budget.overrides_for(variant.model), **variant.overrides_at(budget.name)}
-    fields = {f.name for f in dataclasses.fields(config_cls)} if config_cls is not None else set()
+    merged = {
+        **scale_overrides(config_cls, budget.scale, variant.model), **budget.overrides_of(variant.model),
+        **variant.overrides_at(budget.name),
+    }
+    fields = {f.name for f in dataclasses.fields(config_cls)}
     values = {"data_id": data_id, "seed": seed}
     for name in HARNESS_FIELDS:
         if name in fields and values[name] is not None:
@@ -85,7 +90,7 @@ def model_overrides(budget: Budget, variant: Variant, data_id: str | None, seed:
 def resolved_config(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The model's full config after the registry's per-name defaults and ``overrides`` (imports the model)."""
     from mmbench.config import to_dict
-    from mmbench.runner.models import model_config
+    from mmbench.registry import model_config
 
     return to_dict(model_config(model, overrides))
 
@@ -167,9 +172,9 @@ class StageCost:
 
 def stage_costs(job: Job) -> list[StageCost]:
     """The training stages of a job's model (builds the model on CPU; trains nothing)."""
-    from mmbench.runner.models import model_class, model_config
+    from mmbench.registry import build
 
-    model = model_class(job.model)(job.data.modalities, model_config(job.model, dict(job.overrides)))
+    model = build(job.model, job.data.modalities, dict(job.overrides))
     m = len(job.data.modalities)
     return [
         StageCost(s.name, s.hparams.steps, s.hparams.batch_size, len(s.modalities) if s.modalities else m, s.reuse_key)

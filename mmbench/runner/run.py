@@ -1,4 +1,5 @@
-"""``mmbench run``: validate → store → data and classifiers → plan → skip finished → run the rest → summary.
+"""``mmbench run``: resolve and validate → store → data → plan (:mod:`mmbench.runner.prepare`, shared with
+``--dry-run``) → classifiers → skip finished → run the rest → summary.
 
 The parent creates the suite's experiment (and a fresh SQLite store's tables) before any worker
 starts, opens one parent run per invocation and one child run per job (linked by ``parent_run_id``),
@@ -28,10 +29,9 @@ from mmbench.runner.job import (
     register_stop_hook,
 )
 from mmbench.runner.parallel import check_scheduler, describe_backend, execute, threads_per_job
-from mmbench.runner.plan import Job, plan_jobs
+from mmbench.runner.plan import Job
+from mmbench.runner.prepare import RunOptions, prepare, resolve
 from mmbench.runner.provenance import git_commit, package_versions
-from mmbench.runner.validate import require_valid
-from mmbench.suites import get_suite
 from mmbench.suites.spec import Budget, Suite
 
 Say = Callable[[str], None]
@@ -39,20 +39,6 @@ SMOKE_NOTICE = (
     "budget {budget!r} checks the pipeline and ranks nothing: tiny sizes, models far from trained, "
     "numbers meaningless for comparison."
 )
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    budget: str | None = None  # None: the suite's default budget
-    models: tuple[str, ...] | None = None
-    seeds: tuple[int, ...] | None = None
-    device: str = "auto"
-    n_jobs: int = 1
-    backend: str = "loky"
-    scheduler: str | None = None
-    tracking_uri: str | None = None
-    quiet: bool = False
-    threads: int | None = None  # torch CPU threads per job [torch's default for one job, cores / n_jobs for several]
 
 
 @dataclass
@@ -76,20 +62,15 @@ class RunSummary:
         return [o for o in self.outcomes if o.status == SKIPPED]
 
 
-def resolve(suite_name: str, options: RunOptions) -> tuple[Suite, Budget]:
-    suite = get_suite(suite_name)
-    return suite, suite.budget(options.budget or suite.default_budget)
-
-
 def stop_file(suite: str) -> Path:
     """Touch this file to stop every running job of the suite at its next step (checkpointed)."""
     return paths.runs_dir() / suite / "STOP"
 
 
-def run_suite(suite_name: str, options: RunOptions, say: Say = print, should_stop: StopHook | None = None) -> RunSummary:
+def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
+              should_stop: StopHook | None = None) -> RunSummary:
     """Run a suite at a budget: every job not already FINISHED in the store; returns the summary."""
-    suite, budget = resolve(suite_name, options)
-    require_valid(suite, [budget.name], options.models)
+    suite, budget = resolve(suite, options)
     if options.backend == "dask" and options.scheduler:
         check_scheduler(options.scheduler)
     store = tracking.Store(options.tracking_uri)
@@ -116,16 +97,15 @@ def run_suite(suite_name: str, options: RunOptions, say: Say = print, should_sto
 
 
 def _plan_with_classifiers(suite: Suite, budget: Budget, options: RunOptions, say: Say) -> tuple[list[Job], dict[str, str]]:
-    first = data_mod.data_ref(suite.dataset, budget, suite.dataset.modalities)
-    plan = data_mod.classifier_plan(suite, budget, first.dataset_hash)
-    jobs = plan_jobs(suite, budget, plan, options.models, options.seeds)
+    plan = prepare(suite, budget, options, say)
+    jobs, classifiers = plan.jobs, plan.classifiers
     _probe_fid_weights(jobs)
-    hashes = data_mod.ensure_classifiers(suite, budget, plan, say, _classifier_device(options.device))
+    hashes = data_mod.ensure_classifiers(suite, budget, classifiers, say, _classifier_device(options.device))
     _check_resources(jobs)
     tags = {
-        "dataset": suite.dataset.name, "dataset_hash": first.dataset_hash,
-        "classifier": plan.eval_name, "classifier_sha256": hashes["eval"],
-        "substitute": plan.substitute_name, "substitute_sha256": hashes["substitute"],
+        "dataset": suite.dataset.name, "dataset_hash": plan.dataset_hash,
+        "classifier": classifiers.eval_name, "classifier_sha256": hashes["eval"],
+        "substitute": classifiers.substitute_name, "substitute_sha256": hashes["substitute"],
     }
     tags["fid_weights"] = _fid_weights(dict(jobs[0].eval_settings), tags) if jobs else ""
     return jobs, tags

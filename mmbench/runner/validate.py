@@ -176,7 +176,8 @@ def _check_override_names(budget: Budget, models_in_suite: set[str], report: Val
 
 
 def _check_overrides(budget: Budget, variant: Variant, report: ValidationReport) -> None:
-    from mmbench.runner.models import model_class, model_config
+    from mmbench.registry import model_config
+    from mmbench.runner.models import model_class
     from mmbench.runner.plan import model_overrides
 
     try:

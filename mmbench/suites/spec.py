@@ -2,9 +2,10 @@
 
 A :class:`Suite` names a dataset, the rows to train (:class:`Variant`: a registered model, optional config
 changes, optional first-k modalities), the metrics to compute and its :class:`Budget` s. A budget fixes
-every size that costs time: training data, per-model config overrides (widths, steps per stage), eval
-sizes (``EvalSettings`` fields) and seeds. Everything here is plain data: no torch, no registry lookups
-(``mmbench.runner.validate`` resolves and checks the names).
+every size that costs time: training data, a model-independent :class:`~mmbench.scaling.Scale` (each
+model's Config maps it onto its own fields), per-model config overrides, eval sizes (``EvalSettings``
+fields) and seeds. Everything here is plain data: no torch, no registry lookups, no model's field
+spellings (``mmbench.runner.validate`` resolves and checks the names; the planner applies the scale).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mmbench.config import did_you_mean
+from mmbench.scaling import Scale
 
 Overrides = tuple[tuple[str, Any], ...]
 DatasetKind = Literal["polymnist", "synthetic"]
@@ -74,32 +76,12 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class Scale:
-    """What a budget shrinks, model-independently; ``mmbench.suites.scales`` maps it to each model's fields.
-
-    None keeps the model's paper default.
-    """
-
-    width: float | None = None  # channel multiplier of the image encoders/decoders
-    steps: int | None = None  # optimiser steps of each training stage
-    batch_size: int | None = None
-    latent_per_modality: int | None = None
-    sampler_steps: int | None = None  # reverse-SDE steps of the score-based samplers
-    score_width: int | None = None  # base channels of a latent score network
-
-    @property
-    def empty(self) -> bool:
-        return all(v is None for v in (self.width, self.steps, self.batch_size, self.latent_per_modality,
-                                       self.sampler_steps, self.score_width))
-
-
-@dataclass(frozen=True)
 class Budget:
     """The sizes of one way of running a suite.
 
     ``n_train``/``n_val``/``n_test``: tuples taken from each split (stratified first-n; None = all).
-    ``scale``: what the budget shrinks for every model (mapped to each model's own Config fields by
-    ``mmbench.suites.scales``); ``model_overrides``: further per-model config overrides.
+    ``scale``: what the budget shrinks for every model (each model's Config maps it onto its own fields,
+    :mod:`mmbench.scaling`); ``model_overrides``: further per-model config overrides, applied after it.
     ``eval_overrides``: ``EvalSettings`` fields (sizes of generated sets, FID extractor, ...).
     ``classifier_steps``: train the suite's classifiers for this many steps when they are missing
     (None = the classifier recipe's full length); a non-default length gets its own checkpoint name.
@@ -122,11 +104,9 @@ class Budget:
     sizing: Sizing = "unmeasured"
     note: str = ""
 
-    def overrides_for(self, model: str) -> dict[str, Any]:
-        """The scale's overrides for ``model``, then the budget's explicit ones."""
-        from mmbench.suites.scales import scaled
-
-        return {**scaled(self.scale, model), **dict(dict(self.model_overrides).get(model, ()))}
+    def overrides_of(self, model: str) -> dict[str, Any]:
+        """The budget's explicit config overrides for ``model`` (applied after its scale's)."""
+        return dict(dict(self.model_overrides).get(model, ()))
 
     @property
     def status(self) -> str:
