@@ -7,6 +7,7 @@ import ast
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -115,16 +116,9 @@ def test_default_reuse_keys_are_the_stored_ones(name):
 
 
 def test_the_spec_needs_the_shared_config_and_a_vae_beta_for_vaes():
-    @dataclasses.dataclass(frozen=True)
-    class Lookalike:
-        latent_dim: int = 4
-        width: float = 1.0
-        ae_steps: int = 1
-        ae_lr: float = 1e-3
-        ae_batch_size: int = 2
-
+    lookalike = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(AutoencoderConfig)})
     with pytest.raises(TypeError, match="AutoencoderConfig"):
-        AESpec.from_config(Lookalike(), "rae")
+        AESpec.from_config(lookalike, "rae")
     assert AESpec.from_config(MLDConfig(), "rae").vae_beta is None
     with pytest.raises(ValueError, match="vae_beta"):
         AESpec.from_config(MLDConfig(), "vae")
