@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latentdiff.grids import time_grid
+from latentdiff.sde import VPSDE, ScoreFn, expand_like
 from mmbench.config import did_you_mean
-from sbm.grids import time_grid
-from sbm.sde import VPSDE, ScoreFn, expand_like
 
 REIMPOSE_MODES = ("fresh", "fixed", "sbmae", "clean")
 
@@ -461,5 +461,5 @@ def nfe_of(name: str, steps: int, corrector_steps: int = 1) -> int:
 
 
 def takes_grid(name: str) -> bool:
-    """Whether a registered sampler has a ``grid`` option (of :data:`sbm.grids.GRIDS`)."""
+    """Whether a registered sampler has a ``grid`` option (of :data:`latentdiff.grids.GRIDS`)."""
     return "grid" in inspect.signature(get_sampler(name)).parameters

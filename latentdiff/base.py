@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from latentdiff.autoencoders import AESpec, AutoencoderConfig, UnimodalAE, autoencoder_stage
 from mmbench.contract import Batch, Capability, MultimodalModel, Stage, Subset, evaluating
-from sbm.autoencoders import AESpec, UnimodalAE, autoencoder_stage
 
 PRESENCE_KEY = "presence"  # optional batch entry: (B, M) bool, True = modality m observed for tuple i
 TrainBatches = Callable[[], Iterator[tuple[dict[str, Tensor], Tensor]]]
@@ -66,7 +65,7 @@ class LatentGenerativeModel(MultimodalModel):
         {Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE}
     )
 
-    def __init__(self, modalities: Sequence[str], config: Any, family: str) -> None:
+    def __init__(self, modalities: Sequence[str], config: AutoencoderConfig, family: str) -> None:
         super().__init__(modalities, config)
         self.ae_spec = AESpec.from_config(config, family)
         self.autoencoders = nn.ModuleList(UnimodalAE(self.ae_spec) for _ in self.modalities)
