@@ -159,6 +159,10 @@ def build_hint(name: str) -> str:
     match = re.fullmatch(r"polymnist(\d+)", name)
     if match:
         return f"Build it with: mmbench data prepare --dataset polymnist --modalities {match.group(1)}"
+    if name == "celebamaskhq":
+        return "Prepare it from the official release with: mmbench data prepare --dataset celebamaskhq --src DIR"
+    if name == "celeba-twin":
+        return "Build it with: mmbench data prepare --dataset celeba-twin"
     return "Build it with `mmbench data prepare` or `mmbench data import-png`, or pass the dataset's folder."
 
 
