@@ -160,7 +160,7 @@ def build_hint(name: str) -> str:
     if match:
         return f"Build it with: mmbench data prepare --dataset polymnist --modalities {match.group(1)}"
     if name == "celebamaskhq":
-        return "Prepare it from the official release with: mmbench data prepare --dataset celebamaskhq --src DIR"
+        return "Build it from the official release with: mmbench data prepare --dataset celebamaskhq --src DIR"
     if name == "celeba-twin":
         return "Build it with: mmbench data prepare --dataset celeba-twin"
     return "Build it with `mmbench data prepare` or `mmbench data import-png`, or pass the dataset's folder."
