@@ -26,9 +26,18 @@ IDS = [*range(0, 14), *range(1995, 2005), *range(4000, 4012)]
 SPARSE = {3: ("skin",), 5: ("hair", "nose")}  # id 3: only skin annotated (empty mask); id 5: two parts
 
 
+BOUNDARY = {6: 162_769, 7: 162_770}  # CelebA files 162770.jpg (the last train image) and 162771.jpg (the first val)
+
+
 def _orig_index(i: int) -> int:
-    """A CelebA index per CelebA-HQ id: a third of the ids in each of train, val and test (0-based)."""
-    return (1000 + i, 170_000 + i, 190_000 + i)[i % 3]
+    """A CelebA index per CelebA-HQ id (0-based): a third of the ids in each of train, val and test."""
+    return BOUNDARY.get(i, (1000 + i, 170_000 + i, 190_000 + i)[i % 3])
+
+
+def _split(i: int) -> str:
+    """CelebA's partition: files 000001-162770 train, 162771-182637 val, 182638-202599 test."""
+    file_number = _orig_index(i) + 1
+    return "train" if file_number <= 162_770 else "val" if file_number <= 182_637 else "test"
 
 
 def _part_box(i: int, p: int) -> tuple[int, int, int, int]:
@@ -61,7 +70,7 @@ def make_release(root: Path, ids: list[int] = IDS) -> Path:
     mapping = ["idx         orig_idx  orig_file"]
     mapping += [f"{i:<12d}{_orig_index(i):<10d}{_orig_index(i) + 1:06d}.jpg" for i in ids]
     (root / hq.MAPPING_FILE).write_text("\n".join(mapping) + "\n")
-    partition = [f"{k:06d}.jpg {0 if k <= 162770 else 1 if k <= 182637 else 2}" for k in
+    partition = [f"{k:06d}.jpg {0 if k <= 162_770 else 1 if k <= 182_637 else 2}" for k in
                  sorted({_orig_index(i) + 1 for i in ids})]
     (root / hq.PARTITION_FILE).write_text("\n".join(partition) + "\n")
     return root
@@ -91,7 +100,8 @@ def test_the_release_becomes_three_modalities_split_by_celeba_partition(release,
     manifest = read_manifest(prepared)
     assert manifest["modalities"] == ["image", "mask", "attributes"]
     assert manifest["modality_kinds"] == {"image": "image", "mask": "mask", "attributes": "attributes"}
-    expected_ids = {s: [i for i in IDS if ("train", "val", "test")[i % 3] == s] for s in ("train", "val", "test")}
+    expected_ids = {s: [i for i in IDS if _split(i) == s] for s in ("train", "val", "test")}
+    assert 6 in expected_ids["train"] and 7 in expected_ids["val"]  # the partition file decides, by file name
     assert {s: manifest["splits"][s]["size"] for s in expected_ids} == {s: len(v) for s, v in expected_ids.items()}
     assert manifest["attribute_names"] == ["Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows",
                                            "Eyeglasses", "Gray_Hair", "Heavy_Makeup", "Male", "Mouth_Slightly_Open",
@@ -117,7 +127,7 @@ def test_the_release_becomes_three_modalities_split_by_celeba_partition(release,
 
 def test_skin_is_not_in_the_mask(prepared):
     data = load_dataset(prepared, "train")
-    row = [i for i in IDS if i % 3 == 0].index(3)
+    row = [i for i in IDS if _split(i) == "train"].index(3)
     assert data.images["mask"][row].max() == 0  # id 3 has only a skin annotation
     assert verify_dataset(prepared)[1] == []
 
