@@ -8,12 +8,15 @@ and pixel noise. Instances differ across modalities; the label ties them, as in 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmbench.data.dataset import MultimodalDataset
 from mmbench.data.source import SPLITS, DataSource, Identity, ModalitySpec, Say, data_id
 from mmbench.hashing import config_hash, sha256_array
+
+if TYPE_CHECKING:  # the dataset imports torch; a suite's modality names must not (`mmbench report` stays torch-free)
+    from mmbench.data.dataset import MultimodalDataset
 
 NUM_CLASSES = 10
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -49,6 +52,8 @@ def make_patterns(
         x += rng.normal(0.0, noise, size=x.shape)
         images[f"m{m}"] = (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8)
     digest = sha256_array(np.stack([images[k] for k in sorted(images)]))[:16]
+    from mmbench.data.dataset import MultimodalDataset
+
     return MultimodalDataset(images, labels.astype(np.int64), name=f"patterns{num_modalities}", data_hash=digest)
 
 
