@@ -440,7 +440,7 @@ def test_sampler_defaults_names_and_evaluation_counts():
     N = 100 and one corrector step by default: 200 for PC and for the ODE)."""
     assert nfe_of("pc", 100) == 200 and nfe_of("pc", 10, 2) == 30
     assert nfe_of("euler", 20) == 20 and nfe_of("ode", 30) == 60
-    with pytest.raises(KeyError, match="Known: pc, euler, ode"):
+    with pytest.raises(KeyError, match="Known samplers: pc, euler, ode"):
         get_sampler("heun")
     sde = VPSDE(1.0, 5.0)
     score = GaussianScore(sde, MU, SIGMA)

@@ -9,12 +9,13 @@ keys (torchmetrics' convention: every metric declares its direction).
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mmbench.plugins import Registry, load_target
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # modality names become key fragments
@@ -52,26 +53,22 @@ class MetricSpec:
     rules: tuple[tuple[str, bool | None], ...]  # fnmatch pattern -> higher_is_better, first match wins
 
     def load(self) -> Callable[..., MetricOutput]:
-        module_name, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return load_target(self.target)
 
 
-METRICS: dict[str, MetricSpec] = {}
+# name -> MetricSpec; the built-ins register themselves in mmbench.metrics.catalog, plugins through the
+# ``mmbench.metrics`` entry-point group (a ``"module:SPEC"`` naming a MetricSpec).
+METRICS: Registry[MetricSpec] = Registry("metric", group="mmbench.metrics", expects=MetricSpec,
+                                         builtins=("mmbench.metrics.catalog",))
 
 
 def register_metric(spec: MetricSpec) -> None:
-    """Add a metric; a name may be registered once (again only with the same target)."""
-    if spec.name in METRICS and METRICS[spec.name].target != spec.target:
-        raise ValueError(f"metric {spec.name!r} is already registered for {METRICS[spec.name].target}")
-    METRICS[spec.name] = spec
+    """Add a metric; a name may be registered once (again only with the same spec)."""
+    METRICS.register(spec.name, spec, spec.summary)
 
 
 def get_metric(name: str) -> MetricSpec:
-    from mmbench.config import did_you_mean
-
-    if name not in METRICS:
-        raise KeyError(f"unknown metric {name!r}.{did_you_mean(name, METRICS)} Known metrics: {', '.join(METRICS)}.")
-    return METRICS[name]
+    return METRICS.resolve(name)
 
 
 def normalise_modalities(modalities: Modalities) -> dict[str, str]:
