@@ -28,6 +28,9 @@ class EvalSettings:
     kid_subsets: int = 10  # torch-fidelity uses 100; KID is unbiased at any count, 10 keeps it cheap on a CPU
     kid_subset_size: int = 1000  # torch-fidelity's default; lowered to the set size when smaller
     grid_size: int = 8  # samples per row in the PNG sample grids (0 = no grids)
+    # one generation plan: every clean conditional query in passes of batch_size samples (False: each sample
+    # group on its own, in chunks of batch_size tuples with all the group's queries; docs/metrics.md)
+    generation_plan: bool = True
 
     def __post_init__(self) -> None:
         if self.n_conditional is not None and self.n_conditional < 2:
