@@ -118,7 +118,7 @@ def classifier_path(patterns_classifier, tmp_path_factory):
 def _settings(classifier_path, **overrides) -> EvalSettings:
     base = {
         "n_conditional": 60, "n_unconditional": 20, "classifier": classifier_path, "substitute": classifier_path,
-        "batch_size": 50, "kid_subsets": 3, "grid_size": 0, "subsets": (("m1",),), "fgsm_epsilon": 0.1,
+        "batch_size": 50, "generation_batch": 50, "kid_subsets": 3, "grid_size": 0, "subsets": (("m1",),), "fgsm_epsilon": 0.1,
     }
     return EvalSettings(**{**base, **overrides})
 
@@ -176,7 +176,7 @@ def test_a_model_that_cannot_pack_gets_one_call_per_query_piece(patterns3, class
     settings = _settings(classifier_path)
     result = evaluate(model, test, ["coherence"], settings, tmp_path)
     cache = SampleCache(tmp_path / "x", model, test.subset(60), n_unconditional=2, batch_size=50, seed=0,
-                        subsets=settings.subsets, plan=True)
+                        subsets=settings.subsets, plan_batch=50)
     pieces = [s.size for p in cache.plan_passes() for s in p.slots]
     assert model.many_calls == pieces and sum(pieces) == _clean_samples(60)
     assert "one model call per query" in result.provenance["eval/generation"]
@@ -184,7 +184,7 @@ def test_a_model_that_cannot_pack_gets_one_call_per_query_piece(patterns3, class
 
 # --- seeds: determinism and FGSM's common noise -------------------------------------------------------------
 def _planned_cache(root, model, data, seed=0, batch=7) -> SampleCache:
-    return SampleCache(root, model, data, n_unconditional=4, batch_size=batch, seed=seed, subsets=(("m1",),), plan=True)
+    return SampleCache(root, model, data, n_unconditional=4, batch_size=batch, seed=seed, subsets=(("m1",),), plan_batch=batch)
 
 
 def test_planned_samples_are_deterministic_in_the_seed(tmp_path):

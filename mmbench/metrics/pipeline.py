@@ -167,7 +167,7 @@ def _provenance(ctx: EvalContext, test: MultimodalDataset) -> dict[str, str]:
     out.update({f"seconds/samples/{g}": f"{t:.3f}" for g, t in ctx.cache.seconds.items()})
     out.update({f"eval/sampler_calls/{g}": str(n) for g, n in ctx.cache.passes.items()})
     out["eval/generation"] = (
-        f"plan of {ctx.settings.batch_size}-sample passes"
+        f"plan of {ctx.settings.generation_batch}-sample passes"
         + ("" if ctx.model.packs_requests else ", one model call per query in each pass")
         if ctx.settings.generation_plan else f"per group, {ctx.settings.batch_size} tuples per call"
     )

@@ -14,8 +14,8 @@ inputs) and ``uncond`` (unconditional samples). For a model that infers latents,
 from the same pass (``sample_with_latents_many``), the latent behind each leave-one-out sample and ``encode`` of
 the truth: the latent cosine similarity is measured on the samples coherence scores.
 
-Two layouts. With ``plan`` (what ``evaluate`` uses), the clean groups (``loo``, ``curves``, ``subsets``) are one
-:mod:`~mmbench.metrics.plan`: their samples cut into passes of ``batch_size`` samples, pass ``p`` under
+Two layouts. With ``plan_batch`` (what ``evaluate`` uses), the clean groups (``loo``, ``curves``, ``subsets``) are
+one :mod:`~mmbench.metrics.plan`: their samples cut into passes of ``plan_batch`` samples, pass ``p`` under
 ``derive_seed(seed, "plan", p)``, each pass one ``model.sample_conditional_requests`` call; ``loo_fgsm``
 replays the passes holding ``loo`` samples (same layout, same seeds), so clean and attacked generation see
 the same noise. Without it (per group): chunk ``b`` of ``batch_size`` tuples of a group, all its queries
@@ -100,7 +100,7 @@ class SampleCache:
         n_curves: int | None = None,
         subsets: Sequence[Sequence[str]] = (),
         progress: Progress = None,
-        plan: bool = False,
+        plan_batch: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.model = model
@@ -110,7 +110,7 @@ class SampleCache:
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
-        self.plan = plan
+        self.plan_batch = plan_batch  # samples per pass of the generation plan; None: per group
         loo_latents = all(model.has(c) for c in (Capability.CONDITIONAL, Capability.LATENT_INFERENCE, Capability.ENCODE))
         n_curves = n_curves if n_curves is not None and n_curves < len(data) else None
         self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets, loo_latents, n_curves)}
@@ -162,7 +162,7 @@ class SampleCache:
     def adversarial(self, target: str, transform: Transform, transform_id: dict[str, Any]) -> np.ndarray:
         """Leave-one-out samples of ``target`` generated from inputs changed by ``transform`` (FGSM)."""
         loo = self.groups["loo"]
-        group = ConditionalGroup("loo_fgsm", loo.stream, loo.queries, transform, transform_id, latents=self.plan and loo.latents)
+        group = ConditionalGroup("loo_fgsm", loo.stream, loo.queries, transform, transform_id, latents=self.plan_batch is not None and loo.latents)
         given = subset_id(loo_given(self.names, target), self.names)
         return self._group(group)[_file(given, target)]
 
@@ -195,7 +195,7 @@ class SampleCache:
         }
 
     def _group(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
-        if self.plan:
+        if self.plan_batch is not None:
             return self._planned(group)
         return self._stored(group.name, self._extra(group), lambda out: self._generate_conditional(out, group))
 
@@ -242,13 +242,16 @@ class SampleCache:
     # --- the plan ----------------------------------------------------------------------------------
     def plan_passes(self) -> list[Pass]:
         """The passes of the clean conditional groups (:func:`mmbench.metrics.plan.pack`)."""
-        return pack([GroupShape(g.name, len(g.queries), len(self._rows(g))) for g in self.groups.values()], self.batch_size)
+        if self.plan_batch is None:
+            raise ValueError("this sample cache generates per group (no plan_batch)")
+        shapes = [GroupShape(g.name, len(g.queries), len(self._rows(g))) for g in self.groups.values()]
+        return pack(shapes, self.plan_batch)
 
     def _planned(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
         """A group of the plan: the clean groups are generated together; a transformed ``loo`` replays the
         passes that hold ``loo`` (:func:`mmbench.metrics.plan.mirror`)."""
         passes = self.plan_passes()
-        layout = {"layout": "plan", "groups": [self._extra(g) for g in self.groups.values()]}
+        layout = {"layout": "plan", "pass": self.plan_batch, "groups": [self._extra(g) for g in self.groups.values()]}
         if group.name in self.groups:
             segment, members = passes, {g.name: g for g in self.groups.values()}
         else:
