@@ -265,3 +265,28 @@ def test_sbm_answers_a_pass_of_mixed_subsets_with_one_sampler_call(name, monkeyp
     assert set(answers[1].images) == {"m1", "m2"} and answers[1].images["m2"].shape == (7, 3, 28, 28)
     assert set(answers[0].latents) == {"m0"} and answers[1].latents == {}
     assert model.packs_requests
+
+
+def test_an_sbm_evaluation_makes_one_sampler_run_per_planned_pass(patterns3, classifier_path, tmp_path, monkeypatch):
+    """20 tuples, 6 clean queries: 120 samples in 5 passes of 25; FGSM replays the 3 passes holding the 60
+    leave-one-out samples; the latent cosine reads the latents of the leave-one-out requests."""
+    _, test = patterns3
+    model = registry.build("sbm-vae", NAMES, {
+        "width": 0.125, "latent_dim": 16, "dim": 8, "dim_mults": (1,), "attn_heads": 2, "attn_dim_head": 8,
+        "sampler_steps": 2,
+    })
+    sizes = []
+    generate = model._generate
+
+    def spy(known, observed, context):
+        sizes.append(known.shape[0])
+        return generate(known, observed, context)
+
+    monkeypatch.setattr(model, "_generate", spy)
+    settings = _settings(classifier_path, n_conditional=20, generation_batch=25)
+    result = evaluate(model, test, ["coherence", "fgsm", "latent_cosine"], settings, tmp_path)
+    assert sizes == [25, 25, 25, 25, 20] + [25, 25, 25]
+    assert result.skipped == {} or all("drop_pct" in k for k in result.skipped)
+    assert 0.0 <= result.values["coherence/loo/mean"] <= 1.0
+    assert -1.0 <= result.values["latent_cosine/mean"] <= 1.0
+    assert result.provenance["eval/generation"] == "plan of 25-sample passes"
