@@ -1,8 +1,8 @@
 """The sample cache: every sample the metrics need is generated once per model, stored, and shared.
 
-Samples are grouped; each group is generated in batches (conditional queries of a batch together through
-``model.sample_conditional_many``), stored as uint8 ``.npy`` files (latents as float32) in a folder under
-the job's workdir named by a content key (model-state hash, data hash, sizes, seed, batch size, queries),
+Samples are grouped; the groups are generated in sampler passes (the layouts below), stored as uint8 ``.npy``
+files (latents as float32), one folder per group under the job's workdir named by a content key (model-state
+hash, data hash, sizes, seed, batch size, queries, layout),
 written atomically, and reused by any later evaluation with the same key. The group's ``manifest.json``
 records the sha256 of each array; a stored group is re-hashed before it is reused, and one that fails
 (or predates the hashes) is moved aside (``mmbench.integrity``) and generated again.
@@ -249,23 +249,22 @@ class SampleCache:
 
     def _planned(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
         """A group of the plan: the clean groups are generated together; a transformed ``loo`` replays the
-        passes that hold ``loo`` (:func:`mmbench.metrics.plan.mirror`)."""
-        passes = self.plan_passes()
-        layout = {"layout": "plan", "pass": self.plan_batch, "groups": [self._extra(g) for g in self.groups.values()]}
-        if group.name in self.groups:
-            segment, members = passes, {g.name: g for g in self.groups.values()}
+        passes that hold ``loo`` (:func:`mmbench.metrics.plan.mirror`). Only missing groups are stored."""
+        clean, passes = group.name in self.groups, self.plan_passes()
+        if clean:
+            segment, members, produced = passes, dict(self.groups), list(self.groups.values())
         else:
-            segment, members = mirror(passes, "loo", group.name), {**self.groups, group.name: group}
-        produced = [group] if group.name not in self.groups else list(self.groups.values())
-        keys = {g.name: (self._key(g.name, {**self._extra(g), "plan": layout}), {**self._extra(g), "plan": layout}) for g in produced}
-        for name, (key, _) in keys.items():
-            self.keys[name] = key
-        missing = {name: ke for name, ke in keys.items() if ke[0] not in self._loaded and not self._ready(name, ke[0])}
+            segment, members, produced = mirror(passes, "loo", group.name), {**self.groups, group.name: group}, [group]
+        layout = {"layout": "plan", "pass": self.plan_batch, "groups": [self._extra(g) for g in self.groups.values()]}
+        parts = {g.name: {**self._extra(g), "plan": layout} for g in produced}
+        keys = {name: self._key(name, extra) for name, extra in parts.items()}
+        self.keys.update(keys)
+        missing = {n: (keys[n], parts[n]) for n in keys if keys[n] not in self._loaded and not self._ready(n, keys[n])}
         if missing:
             weights = {g.name: len(g.queries) * len(self._rows(g)) for g in produced if g.name in missing}
             self._write(missing, lambda tmps: self._run_plan(segment, members, tmps), weights)
-            self.passes["plan" if group.name in self.groups else group.name] = len(segment)
-        return self._open(group.name, keys[group.name][0])
+            self.passes["plan" if clean else group.name] = len(segment)
+        return self._open(group.name, keys[group.name])
 
     def _run_plan(self, passes: Sequence[Pass], groups: Mapping[str, ConditionalGroup], out: Mapping[str, Path]) -> None:
         files = {name: _Arrays(folder, len(self._rows(groups[name]))) for name, folder in out.items()}
