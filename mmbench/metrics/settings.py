@@ -31,7 +31,7 @@ class EvalSettings:
     # one generation plan: every clean conditional query in sampler passes of generation_batch samples
     # (False: each sample group on its own, batch_size tuples per pass with all the group's queries)
     generation_plan: bool = True
-    generation_batch: int = 1024  # samples per sampler pass of the plan (docs/metrics.md: measured)
+    generation_batch: int = 1024  # samples per sampler pass of the plan (docs/metrics.md, measured)
 
     def __post_init__(self) -> None:
         if self.n_conditional is not None and self.n_conditional < 2:
