@@ -290,3 +290,36 @@ def test_an_sbm_evaluation_makes_one_sampler_run_per_planned_pass(patterns3, cla
     assert 0.0 <= result.values["coherence/loo/mean"] <= 1.0
     assert -1.0 <= result.values["latent_cosine/mean"] <= 1.0
     assert result.provenance["eval/generation"] == "plan of 25-sample passes"
+
+
+# --- what a metric reads is declared by the metric -------------------------------------------------------
+@pytest.fixture
+def toy_metric():
+    from mmbench.metrics.base import METRICS, MetricSpec, register_metric
+
+    register_metric(MetricSpec(
+        "toy_transfer", "a metric that reads only attacked samples", "none", frozenset({"conditional"}),
+        "mmbench.metrics.fgsm:compute_fgsm", lambda kinds, settings: [], (("toy/*", True),),
+        samples=frozenset({"transformed"}), resources=frozenset({"substitute"}),
+    ))
+    yield "toy_transfer"
+    del METRICS["toy_transfer"]
+
+
+def test_check_resources_and_planned_generation_follow_the_declarations(toy_metric, tmp_path):
+    from classifiers.store import ClassifierNotFoundError
+    from mmbench.metrics import check_resources
+    from mmbench.metrics.catalog import planned_generation
+
+    settings = EvalSettings(classifier=str(tmp_path / "none.pt"), substitute=str(tmp_path / "missing-substitute.pt"))
+    with pytest.raises(ClassifierNotFoundError, match="missing-substitute"):
+        check_resources([toy_metric], settings)
+    # 3 leave-one-out + 2 curve queries, and the leave-one-out again from transformed inputs
+    assert planned_generation(list(NAMES), [toy_metric], EvalSettings(), 10) == ((3 + 2 + 3) * 10, 0)
+
+
+def test_a_metric_declaring_an_unknown_sample_set_is_refused():
+    from mmbench.metrics.base import MetricSpec
+
+    with pytest.raises(ValueError, match="unknown samples"):
+        MetricSpec("bad", "", "", frozenset(), "x:y", lambda k, s: [], (), samples=frozenset({"conditonal"}))
