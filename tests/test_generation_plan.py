@@ -227,13 +227,17 @@ def test_a_damaged_planned_group_is_generated_again_alone_and_equal(tmp_path, ca
     assert cache.seconds["loo"] == 0.0 and cache.seconds["curves"] > 0.0  # the intact group was reused
 
 
-# --- SBM: mixed subsets in one sampler pass -----------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sbm-vae", "sbm-rae-c", "sbm-vae-t"])
-def test_sbm_answers_a_pass_of_mixed_subsets_with_one_sampler_call(name, monkeypatch):
-    model = registry.build(name, NAMES, {
-        "width": 0.125, "latent_dim": 16, "dim": 8, "dim_mults": (1,), "attn_heads": 2, "attn_dim_head": 8,
-        "aux_width": 0.125, "aux_proj_dim": 16, "energy_width": 16, "sampler_steps": 2,
-    })
+# --- SBM and MLD: mixed subsets in one sampler pass -----------------------------------------------------------------
+TINY_SBM = {
+    "width": 0.125, "latent_dim": 16, "dim": 8, "dim_mults": (1,), "attn_heads": 2, "attn_dim_head": 8,
+    "aux_width": 0.125, "aux_proj_dim": 16, "energy_width": 16, "sampler_steps": 2,
+}
+TINY_MLD = {"width": 0.125, "latent_dim": 16, "dim": 16, "time_dim": 16, "groups": 4, "sampler_steps": 2}
+
+
+@pytest.mark.parametrize("name", ["sbm-vae", "sbm-rae-c", "sbm-vae-t", "mld"])
+def test_latent_diffusion_answers_a_pass_of_mixed_subsets_with_one_sampler_call(name, monkeypatch):
+    model = registry.build(name, NAMES, TINY_MLD if name == "mld" else TINY_SBM)
     data = make_patterns(3, n=12, seed=2)
     seen = []
     generate = model._generate
