@@ -125,14 +125,13 @@ def _fid_weights(settings: dict[str, Any], tags: dict[str, str]) -> str:
 
 def _probe_fid_weights(jobs: list[Job]) -> None:
     """Load and try the Inception FID weights the jobs will use, before anything is trained (classifiers too)."""
-    from mmbench.metrics.base import get_metric
+    from mmbench.metrics.base import FID_EXTRACTOR, declared
     from mmbench.metrics.extractors import INCEPTION, probe_inception
-    from mmbench.metrics.pipeline import FID_METRICS
 
     probed: set[str | None] = set()
     for job in jobs:
         settings = dict(job.eval_settings)
-        wants_fid = any(get_metric(m).name in FID_METRICS for m in job.metrics)
+        wants_fid = FID_EXTRACTOR in declared(job.metrics, "resources")
         if wants_fid and settings.get("fid_extractor") == INCEPTION and settings.get("inception_weights") not in probed:
             probe_inception(settings.get("inception_weights"))
             probed.add(settings.get("inception_weights"))
