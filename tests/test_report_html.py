@@ -8,6 +8,7 @@ Skipped, saying why, on a machine without a Chromium binary (``apt-get install c
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import math
 import shutil
@@ -24,7 +25,9 @@ from mmbench.report import figures as figs
 from mmbench.report.aggregate import Aggregate
 
 CHROMIUM = find_chromium()
-needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None or importlib.util.find_spec("tornado") is None,
+    reason="needs a chromium binary on PATH (apt-get install chromium) and tornado (pip install -e .[test])")
 
 
 @pytest.fixture(scope="module")
