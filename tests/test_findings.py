@@ -144,7 +144,7 @@ def test_findings_cannot_be_checked_without_their_rows_and_say_which_values_lack
     verdict = _verdicts(_agg(partial))["sbm_coherence_rises_with_observed"]
     assert verdict.status == fnd.UNCHECKED and any("sbm-vae coherence/last_given/k2" in m for m in verdict.missing)
     assert not verdict.absent_rows and "2 missing value(s): sbm-vae coherence/last_given/k2: no finished run" in \
-        fnd._lacking(verdict)
+        fnd.lacking(verdict)
     no_mvae = {row: m for row, m in paper_like().items() if row != "mvae"}
     verdict = _verdicts(_agg(no_mvae))["mvae_lowest_coherence"]
     assert verdict.status == fnd.UNCHECKED and "missing for the MVAE row" in verdict.evidence

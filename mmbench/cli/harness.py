@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("loky", "dask")
 INCEPTION_ENV = "MMBENCH_INCEPTION_WEIGHTS"  # mmbench.metrics.extractors.INCEPTION_ENV (that module imports torch)
-FORMATS = ("md", "csv", "tex")
+FORMATS = ("md", "csv", "tex", "html")  # report formats: table files, and html: the page index.html
 
 
 def _csv_list(value: str | None) -> tuple[str, ...] | None:
@@ -185,7 +185,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 @click.option("--tracking-uri", default=None, help="MLflow store [$MLFLOW_TRACKING_URI or ~/.mmbench/mlflow.db].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [results/<suite>/<budget>].")
-@click.option("--format", "formats", default="md,csv,tex", show_default=True, help="Table formats: md, csv, tex.")
+@click.option("--format", "formats", default="md,csv,tex,html", show_default=True,
+              help="Table files (md, csv, tex) and html (index.html: the browsable report); report.md always.")
 def report(suite: str, budget: str | None, tracking_uri: str | None, out: Path | None, formats: str) -> None:
     """Tables (mean ± std over seeds, best per column) and figures from the store's finished runs."""
     from mmbench.report import build_report

@@ -2,12 +2,14 @@
 
 Reads only the MLflow store (never imports torch) and writes to ``results/<suite>/<budget>/`` (or
 ``--out``): ``report.md`` (the rows still missing and why, the findings check, every table, the figure
-list and the provenance block), ``tables/*.{md,csv,tex}``, ``findings.{md,csv}`` (suites that declare
-findings), ``figures/*.{png,pdf}``, ``samples/<row>_{loo,uncond}.png`` and ``provenance.json``.
+list and the provenance block), ``index.html`` (the same as one self-contained page, tables sortable;
+``mmbench.report.html``), ``tables/*.{md,csv,tex}``, ``findings.{md,csv}`` (suites that declare
+findings), ``figures/*.{png,pdf}``, ``samples/<row>_{loo,uncond}.png`` (labelled) and ``provenance.json``.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ class ReportFiles:
     folder: Path
     files: list[Path] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)  # promised item -> why it is not there
+    captions: dict[Path, str] = field(default_factory=dict)  # figure or sample grid PNG -> what it shows
 
 
 def default_folder(suite: str, budget: str) -> Path:
@@ -41,8 +44,9 @@ def default_folder(suite: str, budget: str) -> Path:
 
 
 def build_report(suite: Suite, budget: Budget, tracking_uri: str | None = None, out: Path | None = None,
-                 formats: Sequence[str] = ("md", "csv", "tex"), say: Say = print) -> ReportFiles:
-    """Write every table and figure the suite promises; returns the files and what could not be made."""
+                 formats: Sequence[str] = ("md", "csv", "tex", "html"), say: Say = print) -> ReportFiles:
+    """Write every table and figure the suite promises; returns the files and what could not be made.
+    ``formats``: table files (md, csv, tex) and ``html`` (the page ``index.html``); report.md is always written."""
     collected = collect(suite, budget, tracking_uri)
     agg = Aggregate(collected)
     result = ReportFiles(Path(out) if out is not None else default_folder(suite.name, budget.name))
@@ -50,8 +54,9 @@ def build_report(suite: Suite, budget: Budget, tracking_uri: str | None = None, 
         f"of {len(collected.variants)} rows from {collected.tracking_uri}")
     if not budget.ranks:
         say(f"note: budget {budget.name!r} checks the pipeline only; these numbers rank nothing")
-    rendered = _tables(suite, agg, formats, result)
-    findings_md = _findings(suite, agg, budget, result)
+    rendered = _tables(suite, agg, [f for f in formats if f != "html"], result)
+    checked = fnd.check_all(suite.findings, agg) if suite.findings else None
+    findings_md = _findings(checked, budget, result)
     _figures(suite, agg, collected, result)
     prov = provenance(collected)
     atomic.write_json(result.folder / "provenance.json", prov)
@@ -59,6 +64,13 @@ def build_report(suite: Suite, budget: Budget, tracking_uri: str | None = None, 
     index = result.folder / "report.md"
     atomic.write_text(index, _index(collected, agg, rendered, result, provenance_markdown(prov), findings_md))
     result.files.append(index)
+    if "html" in formats:
+        from mmbench.report import html
+
+        page = result.folder / "index.html"
+        atomic.write_text(page, html.render_page(html.Page(
+            collected, agg, rendered, checked, _pictures(result), dict(result.missing), missing_rows(collected), prov)))
+        result.files.append(page)
     for row, line in missing_rows(collected).items():
         say(f"missing: {row}: {line}")
     for item, reason in result.missing.items():
@@ -81,11 +93,11 @@ def _tables(suite: Suite, agg: Aggregate, formats: Sequence[str], result: Report
     return rendered
 
 
-def _findings(suite: Suite, agg: Aggregate, budget: Budget, result: ReportFiles) -> str | None:
+def _findings(results: list[tuple[fnd.Finding, fnd.Verdict]] | None, budget: Budget,
+              result: ReportFiles) -> str | None:
     """``findings.md`` / ``findings.csv`` of the suite's paper claims; their Markdown (None: none declared)."""
-    if not suite.findings:
+    if results is None:
         return None
-    results = fnd.check_all(suite.findings, agg)
     text = fnd.to_markdown(results, budget.name, budget.ranks)
     for name, content in (("findings.md", text), ("findings.csv", fnd.to_csv(results))):
         atomic.write_text(result.folder / name, content)
@@ -99,6 +111,9 @@ def missing_rows(collected: Collected) -> dict[str, str]:
             for row, seeds in collected.absent.items()}
 
 
+COVERAGE_CAPTION = "Mode coverage: class shares of each row's unconditional samples (dashed: uniform)"
+
+
 def _figures(suite: Suite, agg: Aggregate, collected: Collected, result: ReportFiles) -> None:
     folder = result.folder / "figures"
     for name in suite.figures:
@@ -106,12 +121,20 @@ def _figures(suite: Suite, agg: Aggregate, collected: Collected, result: ReportF
             _samples(collected, result)
             continue
         if name == "fig20":
-            drawn = figs.draw_coverage(agg, _coverage(collected), folder)
+            drawn, what = figs.draw_coverage(agg, _coverage(collected), folder), COVERAGE_CAPTION
         else:
-            drawn = figs.draw(name, agg, folder)
+            drawn, what = figs.draw(name, agg, folder), figs.FIGURES[name][0]
         result.files.extend(drawn.files)
+        for path in drawn.files:
+            result.captions[path] = f"{name}: {what}; {figs.budget_label(agg)}"
         if drawn.reason:
             result.missing[name] = drawn.reason
+
+
+def _pictures(result: ReportFiles) -> list[tuple[str, str]]:
+    """(path relative to the report folder, caption) of every PNG written, in the suite's figure order."""
+    return [(p.relative_to(result.folder).as_posix(), result.captions.get(p, p.stem))
+            for p in result.files if p.suffix == ".png"]
 
 
 def _first_runs(collected: Collected) -> dict[str, tracking.RunRecord]:
@@ -136,6 +159,13 @@ def _coverage(collected: Collected) -> dict[str, list[float]]:
     return shares
 
 
+GRID_TITLES = {"loo": "each modality given the others", "uncond": "unconditional samples"}
+GRID_CAPTIONS = {
+    "loo": "per modality, a row of test data and below it the same items generated from all other modalities",
+    "uncond": "per modality, a row of unconditional samples",
+}
+
+
 def _samples(collected: Collected, result: ReportFiles) -> None:
     store = tracking.Store(collected.tracking_uri)
     folder = result.folder / "samples"
@@ -143,15 +173,28 @@ def _samples(collected: Collected, result: ReportFiles) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for variant, run in _first_runs(collected).items():
             names = set(store.artifact_names(run.run_id, Artifact.SAMPLES))
+            modalities = _grid_modalities(collected, variant, run)
             for kind, artifact in SAMPLE_GRIDS.items():
                 if artifact in names:
                     path = store.download(run.run_id, artifact, Path(tmp) / run.run_id)
+                    what = (f"{variant} (model {collected.model_of(variant)}, seed {run.tags.get('seed', '0')}, "
+                            f"budget {collected.budget.name})")
                     target = folder / f"{variant}_{kind}.png"
-                    atomic.write_bytes(target, path.read_bytes())
+                    labels = figs.grid_row_labels(kind, modalities)
+                    atomic.write_bytes(target, figs.labelled_grid(path.read_bytes(), labels, f"{what}: {GRID_TITLES[kind]}"))
                     result.files.append(target)
+                    result.captions[target] = f"{what}: {GRID_CAPTIONS[kind]}"
                     found += 1
     if not found:
         result.missing["samples"] = "no run logged sample grids (EvalSettings.grid_size = 0?)"
+
+
+def _grid_modalities(collected: Collected, variant: str, run: tracking.RunRecord) -> list[str]:
+    """The modalities the run's grids show (its logged ``data/modalities``, else the row's first k)."""
+    logged = run.params.get("data/modalities")
+    if logged:
+        return list(json.loads(logged))
+    return list(collected.suite.dataset.modalities[: collected.num_modalities(variant)])
 
 
 def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTable], result: ReportFiles,
@@ -173,9 +216,8 @@ def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTabl
     for table in rendered:
         lines += [tbl.to_markdown(table, agg), ""]
     lines += ["## Figures", ""]
-    for path in sorted(p for p in result.files if p.suffix == ".png"):
-        rel = path.relative_to(result.folder)
-        lines.append(f"![{rel.stem}]({rel.as_posix()})")
+    for rel, caption in _pictures(result):
+        lines += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
     for item, reason in result.missing.items():
         lines.append(f"- {item}: not drawn ({reason})")
     lines += ["", "## Provenance", "", prov_md]

@@ -4,7 +4,8 @@ Figure numbers follow Wesego & Rooshenas 2024 (TMLR): 5 unconditional coherence;
 the number of trained modalities; 8, 9 FID and coherence of the last modality given the first k; 11 the
 guidance / sampler-steps ablation; 13 coherence of the first modality given k others; 14, 15 per-modality
 coherence and FID given the rest; 20 mode coverage. A figure whose data the runs lack is not drawn; the
-report lists it with the reason.
+report lists it with the reason. Every figure's title names the budget that made it (a ``smoke`` figure says
+so on the image), and sample grids are redrawn with their rows labelled (given data or generated).
 """
 
 from __future__ import annotations
@@ -255,17 +256,75 @@ FIGURES: dict[str, tuple[str, Callable[[Aggregate], Any | None]]] = {
 }
 
 
+def budget_label(agg: Aggregate) -> str:
+    """``budget smoke (pipeline check, ranks nothing)``: what every figure's title says about its budget."""
+    budget = agg.collected.budget
+    return f"budget {budget.name}" + ("" if budget.ranks else " (pipeline check, ranks nothing)")
+
+
+def _stamp(fig: Any, label: str) -> Any:
+    """Append the budget to the figure's title (its suptitle when it has one, else the first axes' title)."""
+    if fig.get_suptitle():
+        fig.suptitle(f"{fig.get_suptitle()} — {label}", fontsize=10)
+    else:
+        ax = fig.axes[0]
+        ax.set_title(f"{ax.get_title()} — {label}", fontsize=10)
+    return fig
+
+
 def draw(name: str, agg: Aggregate, folder: Path) -> FigureResult:
     """Draw one of :data:`FIGURES` into ``folder`` (PNG and PDF), or say why it could not be drawn."""
     what, fn = FIGURES[name]
     fig = fn(agg)
     if fig is None:
         return FigureResult(name, [], f"the runs hold no values for it ({what})")
-    return FigureResult(name, _save(fig, folder, name))
+    return FigureResult(name, _save(_stamp(fig, budget_label(agg)), folder, name))
 
 
 def draw_coverage(agg: Aggregate, coverage: dict[str, list[float]], folder: Path) -> FigureResult:
     fig = fig20(agg, coverage)
     if fig is None:
         return FigureResult("fig20", [], "no run logged mode_coverage_counts.csv")
-    return FigureResult("fig20", _save(fig, folder, "fig20"))
+    return FigureResult("fig20", _save(_stamp(fig, budget_label(agg)), folder, "fig20"))
+
+
+# ---------------------------------------------------------------------------------------- sample grids
+
+
+def grid_row_labels(kind: str, modalities: list[str]) -> list[str]:
+    """The rows of a grid the evaluation wrote (``mmbench.metrics.pipeline._grids``): for ``loo``, per image
+    modality the given test images then the ones generated from the other modalities; for ``uncond``, one
+    row of unconditional samples per image modality."""
+    if kind == "loo":
+        return [label for m in modalities for label in (f"{m}: test data", f"{m}: generated | rest")]
+    if kind == "uncond":
+        return [f"{m}: generated" for m in modalities]
+    raise ValueError(f"unknown sample grid kind {kind!r}; use loo or uncond")
+
+
+def labelled_grid(png: bytes, row_labels: list[str], title: str, pad: int = 2) -> bytes:
+    """The grid PNG redrawn with a title and, when its height fits ``len(row_labels)`` equal rows with
+    ``pad`` pixels between them, each row's label on the left (else the title says rows are unlabelled)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    width, height = image.size
+    rows = len(row_labels)
+    fits = rows > 0 and (height - pad) % rows == 0 and (height - pad) // rows > pad
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, width / 40 + 2.0), max(2.0, height / 40 + 0.8)))
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    if fits:
+        step = (height - pad) / rows
+        ax.set_yticks([pad + step * (i + 0.5) - pad / 2 for i in range(rows)], row_labels, fontsize=8)
+    else:
+        ax.set_yticks([])
+        title += " (rows unlabelled: the grid's size does not match its modalities)"
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=150)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -292,14 +292,14 @@ def to_markdown(results: Sequence[tuple[Finding, Verdict]], budget: str, ranks: 
         lines.append(f"| {finding.claim} | {finding.reference} | **{verdict.status}** | {_cell(verdict.evidence)} |")
     lines.append("")
     for finding, verdict in results:
-        lacking = _lacking(verdict)
-        if lacking:
-            lines.append(f"- {finding.claim}: {lacking}")
+        what = lacking(verdict)
+        if what:
+            lines.append(f"- {finding.claim}: {what}")
     lines += ["", "Rules: " + " ".join(f"({i}) {f.rule}." for i, (f, _) in enumerate(results, 1))]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _lacking(verdict: Verdict, shown: int = 8) -> str:
+def lacking(verdict: Verdict, shown: int = 8) -> str:
     """What a verdict lacked, short: the rows without a run by name, then the other missing values."""
     parts = []
     if verdict.absent_rows:

@@ -109,7 +109,7 @@ def build_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
     return RenderedTable(spec, rows, cells, keys, best, notes, flags)
 
 
-def _arrow(agg: Aggregate, table: RenderedTable, header: str, tex: bool = False) -> str:
+def arrow(agg: Aggregate, table: RenderedTable, header: str, tex: bool = False) -> str:
     directions = {agg.direction(table.keys[(r, header)]) for r in table.rows}
     if directions == {True}:
         return r" $\uparrow$" if tex else " ↑"
@@ -121,13 +121,13 @@ def _arrow(agg: Aggregate, table: RenderedTable, header: str, tex: bool = False)
 def to_markdown(table: RenderedTable, agg: Aggregate) -> str:
     headers = [c.header for c in table.spec.columns]
     lines = [f"**{table.spec.title}**", ""]
-    lines.append("| Model | " + " | ".join(h + _arrow(agg, table, h) for h in headers) + " |")
+    lines.append("| Model | " + " | ".join(h + arrow(agg, table, h) for h in headers) + " |")
     lines.append("|---|" + "---:|" * len(headers))
     for row in table.rows:
         parts = []
         for header in headers:
             cell = table.cells[(row, header)]
-            text = format_cell(cell, _digits(table, header))
+            text = format_cell(cell, digits(table, header))
             flag = table.flags.get((row, header))
             if cell.reason:
                 text += f" [{table.footnotes[cell.reason]}]"
@@ -138,11 +138,11 @@ def to_markdown(table: RenderedTable, agg: Aggregate) -> str:
             parts.append(text)
         lines.append(f"| {row} | " + " | ".join(parts) + " |")
     lines.append("")
-    lines += [f"[{n}] {_flagged(table, reason)}{reason}" for reason, n in table.footnotes.items()]
+    lines += [f"[{n}] {flagged_prefix(table, reason)}{reason}" for reason, n in table.footnotes.items()]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _flagged(table: RenderedTable, note: str) -> str:
+def flagged_prefix(table: RenderedTable, note: str) -> str:
     return "† not ranked: " if note in table.flags.values() else ""
 
 
@@ -168,14 +168,14 @@ def to_latex(table: RenderedTable, agg: Aggregate) -> str:
         "% " + table.spec.title,
         r"\begin{tabular}{l" + "r" * len(headers) + "}",
         r"\toprule",
-        "Model & " + " & ".join(_tex_escape(h) + _arrow(agg, table, h, tex=True) for h in headers) + r" \\",
+        "Model & " + " & ".join(_tex_escape(h) + arrow(agg, table, h, tex=True) for h in headers) + r" \\",
         r"\midrule",
     ]
     for row in table.rows:
         parts = []
         for header in headers:
             cell = table.cells[(row, header)]
-            text = format_cell(cell, _digits(table, header)).replace("±", r"$\pm$").replace("—", "---")
+            text = format_cell(cell, digits(table, header)).replace("±", r"$\pm$").replace("—", "---")
             flag = table.flags.get((row, header))
             if cell.reason:
                 text += f"$^{{{letters[(table.footnotes[cell.reason] - 1) % 26]}}}$"
@@ -186,11 +186,11 @@ def to_latex(table: RenderedTable, agg: Aggregate) -> str:
             parts.append(text)
         lines.append(_tex_escape(row) + " & " + " & ".join(parts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [f"% {letters[(n - 1) % 26]}: {_flagged(table, reason)}{reason}" for reason, n in table.footnotes.items()]
+    lines += [f"% {letters[(n - 1) % 26]}: {flagged_prefix(table, reason)}{reason}" for reason, n in table.footnotes.items()]
     return "\n".join(lines) + "\n"
 
 
-def _digits(table: RenderedTable, header: str) -> int:
+def digits(table: RenderedTable, header: str) -> int:
     return next(c.digits for c in table.spec.columns if c.header == header)
 
 
