@@ -307,7 +307,7 @@ def toy_metric():
         samples=frozenset({"transformed"}), resources=frozenset({"substitute"}),
     ))
     yield "toy_transfer"
-    del METRICS["toy_transfer"]
+    METRICS.unregister("toy_transfer")
 
 
 def test_check_resources_and_planned_generation_follow_the_declarations(toy_metric, tmp_path):
