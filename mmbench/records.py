@@ -120,6 +120,11 @@ def model_param(field: str) -> str:
     return f"{Param.MODEL_SECTION}/{field}"
 
 
+def data_param(field: str) -> str:
+    """The param holding a data reference field (``data/modalities``)."""
+    return f"{Param.DATA_SECTION}/{field}"
+
+
 class Artifact:
     """Artifact paths of a run."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmbench import atomic, tracking
-from mmbench.records import Artifact, Tag, artifact_path
+from mmbench.records import Artifact, Tag, artifact_path, data_param
 from mmbench.report import figures as figs
 from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
@@ -177,7 +177,7 @@ def _samples(collected: Collected, result: ReportFiles) -> None:
             for kind, artifact in SAMPLE_GRIDS.items():
                 if artifact in names:
                     path = store.download(run.run_id, artifact, Path(tmp) / run.run_id)
-                    what = (f"{variant} (model {collected.model_of(variant)}, seed {run.tags.get('seed', '0')}, "
+                    what = (f"{variant} (model {collected.model_of(variant)}, seed {run.tags.get(Tag.SEED, '0')}, "
                             f"budget {collected.budget.name})")
                     target = folder / f"{variant}_{kind}.png"
                     labels = figs.grid_row_labels(kind, modalities)
@@ -191,7 +191,7 @@ def _samples(collected: Collected, result: ReportFiles) -> None:
 
 def _grid_modalities(collected: Collected, variant: str, run: tracking.RunRecord) -> list[str]:
     """The modalities the run's grids show (its logged ``data/modalities``, else the row's first k)."""
-    logged = run.params.get("data/modalities")
+    logged = run.params.get(data_param("modalities"))
     if logged:
         return list(json.loads(logged))
     return list(collected.suite.dataset.modalities[: collected.num_modalities(variant)])
