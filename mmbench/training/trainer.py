@@ -65,6 +65,13 @@ class StageReport:
     reused: bool
     final_loss: float | None
     samples_per_second: float | None
+    trained_steps: int = 0  # optimiser steps taken in this call (a resumed stage: those since the resume)
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Measured wall seconds per step of this call (validation and checkpoints included); None when
+        nothing was trained here (loaded from a checkpoint or the artifact store)."""
+        return self.seconds / self.trained_steps if self.trained_steps and self.seconds > 0 else None
 
 
 def train_model(
@@ -223,7 +230,7 @@ def _train_stage(
     _finalize(stage)
     done_steps = loop.step - start_step
     rate = done_steps * stage.hparams.batch_size / seconds if seconds > 0 and done_steps else None
-    return StageReport(stage.name, loop.step, seconds, False, last_loss, rate)
+    return StageReport(stage.name, loop.step, seconds, False, last_loss, rate, done_steps)
 
 
 def _new_loop(stage: Stage, options: TrainerOptions) -> _Loop:
