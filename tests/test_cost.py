@@ -142,7 +142,7 @@ def test_parallel_jobs_each_say_they_started_and_finished(_isolated_home):
     summary, lines = _run("t-par", _isolated_home, seeds=(0, 1), n_jobs=2)
     assert [o.status for o in summary.outcomes] == ["FINISHED", "FINISHED"]
     for title in ("dummy seed 0", "dummy seed 1"):
-        started = [i for i, line in enumerate(lines) if line.startswith("[started") and f"] {title}  " in line]
+        started = [i for i, line in enumerate(lines) if f"] {title}  started  (job " in line]
         ended = [i for i, line in enumerate(lines) if f"] {title}  FINISHED  " in line]
         assert len(started) == 1 and len(ended) == 1 and started[0] < ended[0], lines
 
@@ -179,4 +179,4 @@ def test_the_cli_off_a_terminal_writes_plain_lines_without_carriage_returns(tmp_
     out = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, out
     assert "\r" not in out
-    assert "[started 1/1] mvtcae seed 0" in out and "mvtcae:joint: 3/3 (100 %)" in out
+    assert "[1/1] mvtcae seed 0  started  (job " in out and "mvtcae:joint: 3/3 (100 %)" in out

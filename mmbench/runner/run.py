@@ -241,7 +241,7 @@ def _abandon(store: tracking.Store, experiment_id: str, parent: str) -> None:
 class Progress:
     """One line when a job starts and one when it ends, with the time left from each job's own estimate.
 
-    ``[started 2/12] sbm-vae seed 0  (job 1a2b…)  ~1h20m (training measured here, eval cost model)``
+    ``[2/12] sbm-vae seed 0  started  (job 1a2b…)  ~1h20m (training measured here, eval cost model)``
     ``[3/12] sbm-vae seed 0  FINISHED  4m12s  (ETA ~20m)``: the ETA sums what is left of the running
     jobs' estimates (never below zero) and the estimates of those not started, over ``n_jobs`` workers.
     Thread-safe: parallel backends report starts from a watcher thread.
@@ -263,7 +263,7 @@ class Progress:
             self.started += 1
             self.running[job.job_id] = self.clock()
             est = self.estimates.get(job.job_id)
-            self.say(f"[started {self.started}/{self.total}] {job.title}  (job {job.job_id})"
+            self.say(f"[{self.started}/{self.total}] {job.title}  started  (job {job.job_id})"
                      + (f"  {describe(est)}" if est is not None else ""))
 
     def done(self, outcome: JobOutcome) -> None:
