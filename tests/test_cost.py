@@ -59,7 +59,10 @@ def test_a_dry_run_after_a_run_prices_more_steps_from_the_measured_step_and_samp
     assert priced.seconds == pytest.approx(closed_form, rel=1e-9)
     assert {p.source for p in priced.estimate.parts} == {cost.MEASURED}
     job_line = next(line for line in lines if priced.job.job_id in line)
-    assert "(training measured here, eval measured here)" in job_line and "time unknown" not in job_line
+    training, evaluation = 18 * sum(per_step.values()), generated * per_sample
+    assert (f"(training {cost.format_seconds(training)} measured here, "
+            f"eval {cost.format_seconds(evaluation)} measured here, "
+            f"overhead {cost.format_seconds(overhead)} measured here)") in job_line
     assert f"~{cost.format_seconds(closed_form)}" in job_line
 
     # measured at one thread: a plan for two threads per job is not priced from it
@@ -81,7 +84,10 @@ def test_an_empty_store_prices_from_the_cost_model_and_says_so(_isolated_home):
     generated = priced.conditional + priced.unconditional
     closed_form = stage.steps * per_step + generated * cost.SECONDS_PER_DIRECT_SAMPLE
     assert priced.seconds == pytest.approx(closed_form, rel=1e-9)
-    assert "(training cost model, eval cost model)" in next(line for line in lines if "mvae seed 0" in line)
+    line = next(line for line in lines if "mvae seed 0" in line)
+    evaluation = generated * cost.SECONDS_PER_DIRECT_SAMPLE
+    assert (f"(training {cost.format_seconds(stage.steps * per_step)} cost model, "
+            f"eval {cost.format_seconds(evaluation)} cost model)") in line
     assert "priced: 2 by cost model" in lines[-1]
     assert not Path(_isolated_home, "store.db").exists()  # a dry run writes nothing
 
@@ -92,8 +98,8 @@ def test_a_model_neither_measured_nor_in_the_cost_model_is_unknown(_isolated_hom
     (priced,) = dry_run("t-unknown", RunOptions(device="cpu", threads=1, tracking_uri=store_uri(_isolated_home)),
                         lines.append)
     assert priced.seconds is None
-    assert "training unknown" in next(line for line in lines if "ae seed 0" in line)
-    assert "3 unknown" in lines[-1]
+    assert "(training unknown, eval unknown)" in next(line for line in lines if "ae seed 0" in line)
+    assert "4 unknown" in lines[-1]  # three stages and the evaluation
 
 
 def _estimate(seconds: float) -> cost.JobEstimate:

@@ -106,10 +106,13 @@ def cost_model_step(job: Job, stage: StageCost) -> float | None:
     return seconds * (stage.modalities / ref.modalities) ** ref.modality_power
 
 
-def cost_model_sample(job: Job) -> float:
+def cost_model_sample(job: Job) -> float | None:
     """Seconds per generated sample by the cost model: score evaluations × their cost for a score-based
-    model (its sampler's count), the non-score models' average otherwise."""
+    model (its sampler's count), the non-score models' average otherwise; None for a model the table
+    does not know (a plugin model's sampling cost is its own)."""
     config = job.config
+    if job.model not in {model for model, _ in COST_MODEL}:
+        return None
     if "sampler" in config and "sampler_steps" in config:
         from sbm.sampling import nfe_of
 
@@ -189,9 +192,14 @@ class JobEstimate:
     def known_seconds(self) -> float:
         return sum(p.seconds for p in self.parts if p.seconds is not None)
 
+    def group(self, training: bool) -> list[Part]:
+        """The training stages' parts, or the evaluation's (a job's overhead is in neither)."""
+        return [p for p in self.parts if p.name not in ("eval", "overhead")] if training else [
+            p for p in self.parts if p.name == "eval"]
+
     def sources(self, training: bool) -> str:
         """How the training parts (or the evaluation) were priced: one source, or the mix."""
-        parts = [p for p in self.parts if (p.name not in ("eval", "overhead")) == training]
+        parts = self.group(training)
         kinds = sorted({p.source for p in parts}, key=(MEASURED, COST_MODEL_SOURCE, UNKNOWN).index)
         return " + ".join(kinds) if kinds else "nothing to train"
 
@@ -222,8 +230,8 @@ def estimate(job: Job, stages: Sequence[StageCost], shared: Sequence[str], gener
         parts.append(Part("eval", None, UNKNOWN))
     elif per_sample is not None:
         parts.append(Part("eval", generated * per_sample, MEASURED))
-    elif device == "cpu":
-        parts.append(Part("eval", generated * cost_model_sample(job), COST_MODEL_SOURCE))
+    elif device == "cpu" and (modelled := cost_model_sample(job)) is not None:  # the table is this CPU's
+        parts.append(Part("eval", generated * modelled, COST_MODEL_SOURCE))
     else:
         parts.append(Part("eval", None, UNKNOWN))
     return JobEstimate(tuple(parts))
@@ -280,8 +288,22 @@ def format_seconds(seconds: float) -> str:
 
 
 def describe(est: JobEstimate) -> str:
-    """``~1h20m (training measured here, eval cost model)``; ``≥ 12m (...)`` when a part is unknown."""
+    """``~9h42m (training 3h02m cost model, eval 6h40m cost model)``; a part or total that is partly
+    unknown reads ``≥ …``, one wholly unknown ``unknown``."""
     total = est.seconds
     when = f"~{format_seconds(total)}" if total is not None else (
         f"≥ {format_seconds(est.known_seconds)}" if est.known_seconds > 0 else "time unknown")
-    return f"{when} (training {est.sources(True)}, eval {est.sources(False)})"
+    overhead = sum(p.seconds or 0.0 for p in est.parts if p.name == "overhead")
+    rest = f", overhead {format_seconds(overhead)} {MEASURED}" if overhead else ""
+    return f"{when} (training {_group(est, True)}, eval {_group(est, False)}{rest})"
+
+
+def _group(est: JobEstimate, training: bool) -> str:
+    parts = est.group(training)
+    if not parts:
+        return "nothing to train"
+    known = [p.seconds for p in parts if p.seconds is not None]
+    if not known:
+        return UNKNOWN
+    bound = "" if len(known) == len(parts) else "≥ "
+    return f"{bound}{format_seconds(sum(known))} {est.sources(training)}"
