@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_runner import _run, seed_classifiers, store_uri, tiny_budget, tiny_model, tiny_suite  # noqa: F401 (a fixture)
 
-from mmbench import tracking
+from mmbench import paths, tracking
 from mmbench.runner import cost
 from mmbench.runner.dryrun import dry_run
 from mmbench.runner.job import JobOutcome
@@ -44,6 +45,13 @@ def test_a_dry_run_after_a_run_prices_more_steps_from_the_measured_step_and_samp
     per_step = {m: run.metrics[f"stage/ae/{m}/seconds_per_step"] for m in ("m0", "m1", "m2")}
     assert per_step["m0"] == pytest.approx(run.metrics["stage/ae/m0/seconds"] / 6)
     per_sample = run.metrics["job/eval_seconds_per_sample"]
+    stored = {}  # the artifact store keeps each stage's cost beside its weights
+    for path in paths.artifacts_dir().glob("*.pt"):
+        meta = torch.load(path, weights_only=True)["meta"]
+        stored[meta["stage"]] = meta
+    assert stored["ae/m0"]["seconds_per_step"] == pytest.approx(per_step["m0"])
+    assert {k: stored["ae/m1"][k] for k in ("device", "threads", "batch_size", "steps", "trained_steps")} == {
+        "device": "cpu", "threads": 1, "batch_size": 32, "steps": 6, "trained_steps": 6}
 
     # a second run of the same model with three times the steps: priced from the measurements
     tiny_suite("t-cost", (Variant("ae", "tiny-ae"),), budget=tiny_budget(**{"tiny-ae": {"steps": 18}}))

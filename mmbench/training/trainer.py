@@ -124,8 +124,18 @@ def _run_stage(
             return StageReport(stage.name, 0, 0.0, True, None, None)
         report = _train_stage(model, stage, train, val, options, path)
         if store:
-            store.save(stage.reuse_key, _cpu_state(stage.module), {"stage": stage.name, "model": options.model_name})  # type: ignore[arg-type]
+            store.save(stage.reuse_key, _cpu_state(stage.module), stage_meta(stage, report, options))  # type: ignore[arg-type]
     return report
+
+
+def stage_meta(stage: Stage, report: StageReport, options: TrainerOptions) -> dict[str, object]:
+    """What a stored stage records beside its weights: which stage of which model, and what its training
+    cost where it ran (seconds per step of the steps trained in this call, device, torch threads, batch)."""
+    return {
+        "stage": stage.name, "model": options.model_name, "steps": report.steps,
+        "seconds_per_step": report.seconds_per_step, "trained_steps": report.trained_steps,
+        "device": options.device.type, "threads": torch.get_num_threads(), "batch_size": stage.hparams.batch_size,
+    }
 
 
 def _finalize(stage: Stage) -> None:
