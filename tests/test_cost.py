@@ -74,9 +74,11 @@ def test_a_dry_run_after_a_run_prices_more_steps_from_the_measured_step_and_samp
     assert f"~{cost.format_seconds(closed_form)}" in job_line
 
     # measured at one thread: a plan for two threads per job is not priced from it
+    lines = []
     (other,) = dry_run("t-cost", RunOptions(tracking_uri=store_uri(_isolated_home), device="cpu", threads=2),
-                       lambda _: None)
+                       lines.append)
     assert cost.MEASURED not in {p.source for p in other.estimate.parts}
+    assert "measurements of these models also exist for cpu with 1 thread(s)" in lines[-1]
 
 
 def test_an_empty_store_prices_from_the_cost_model_and_says_so(_isolated_home):
@@ -193,4 +195,4 @@ def test_the_cli_off_a_terminal_writes_plain_lines_without_carriage_returns(tmp_
     out = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, out
     assert "\r" not in out
-    assert "[1/1] mvtcae seed 0  started  (job " in out and "mvtcae:joint: 3/3 (100 %)" in out
+    assert "[1/1] mvtcae seed 0  started  (job " in out and "mvtcae-seed-0:joint: 3/3 (100 %)" in out

@@ -153,6 +153,11 @@ class Measurements:
                 overheads[(key, device, threads)].append(run.metrics["job/overhead_seconds"])
         return cls(*({k: _mean(v) for k, v in d.items()} for d in (steps, samples, overheads)))
 
+    def places(self, keys: set[str]) -> set[Where]:
+        """The (device, threads) at which runs with one of these cost keys were measured."""
+        found = {(d, t) for k, _, d, t in self.step if k in keys}
+        return found | {(d, t) for k, d, t in self.sample if k in keys}
+
     @classmethod
     def empty(cls) -> Measurements:
         return cls({}, {}, {})

@@ -34,7 +34,17 @@ def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[J
     for cost in costs:
         _say_job(cost, finished, say)
     _say_total([c for c in costs if c.job.job_id not in finished], options.n_jobs, say)
+    _say_other_places(costs, measured, where, say)
     return costs
+
+
+def _say_other_places(costs: list[JobCost], measured: Measurements, where: cost_mod.Where, say: Say) -> None:
+    """Name the devices and thread counts at which these models were measured, when not the plan's."""
+    others = measured.places({cost_mod.job_cost_key(c.job) for c in costs}) - {where}
+    if others:
+        listed = ", ".join(f"{device} with {threads} thread(s)" for device, threads in sorted(others, key=str))
+        say(f"measurements of these models also exist for {listed}: a plan with that --device/--threads "
+            "(and --n-jobs) is priced from them")
 
 
 def store_facts(uri: str | None, suite: str, budget: str) -> tuple[set[str], Measurements]:

@@ -247,6 +247,7 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
         workdir=Path(job.workdir), config_hash=job.job_id, seed=job.seed, device=device, quiet=ctx.quiet,
         callback=lambda stage, step, values: buffer.add(curve_keys(stage, values), step),
         artifacts=ArtifactStore(paths.artifacts_dir()), should_stop=_should_stop(ctx), model_name=job.label,
+        progress_label=job.title.replace(" ", "-"),  # `sbm-vae-seed-0:score: …`: parallel jobs' lines apart
     )
     try:
         reports = train_model(model, train, val, options)

@@ -55,6 +55,7 @@ class TrainerOptions:
     artifacts: ArtifactStore | None = None
     should_stop: Callable[[], bool] | None = None  # checked between steps (no signal handlers here)
     model_name: str = "model"
+    progress_label: str | None = None  # names the progress lines (default: model_name); parallel jobs differ here
 
 
 @dataclass
@@ -296,7 +297,8 @@ def _optimise(
     step_fn = _compiled_step(stage, options)
     running: dict[str, float] = {}
     last: float | None = None
-    bar = progress_bar(hp.steps, loop.step, f"{options.model_name}:{stage.name}", disable=options.quiet)
+    label = options.progress_label or options.model_name
+    bar = progress_bar(hp.steps, loop.step, f"{label}:{stage.name}", disable=options.quiet)
     with bar:
         while loop.step < hp.steps:
             if options.should_stop is not None and options.should_stop():
