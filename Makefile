@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BUDGET ?= quick
 SUITE ?= polymnist10
 DEVICE ?= auto
-# make mutation MUTANTS='sbm.sampling.*': only these mutants (mutmut name globs); empty = every configured module
+# make mutation MUTANTS='latentdiff.sampling.*': only these mutants (mutmut name globs); empty = every configured module
 MUTANTS ?=
 MUTATION_CHILDREN ?= 1
 

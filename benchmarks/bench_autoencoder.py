@@ -3,7 +3,7 @@
 The six SBM models and MLD start from one autoencoder per modality (VAE or RAE, paper A.2); their
 coherence cannot exceed what the evaluation classifier reads in those autoencoders' reconstructions.
 This benchmark trains the autoencoder of one modality through the real trainer (the same
-``sbm.autoencoders`` stage the models use) and, every ``--eval-every`` steps, reports the share of
+``latentdiff.autoencoders`` stage the models use) and, every ``--eval-every`` steps, reports the share of
 ``--eval-n`` test images whose reconstruction (decoder of the inference latent: posterior mean or RAE
 code) the classifier labels correctly, with the training minutes so far. It sizes the ``ae_steps`` of a
 budget (``docs/harness.md``, "Sizing quick").
@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from classifiers.store import load_classifier
+from latentdiff.autoencoders import AESpec, UnimodalAE, autoencoder_stage
 from mmbench.data.store import load_dataset
 from mmbench.seeding import seed_everything
 from mmbench.training.device import resolve_device
 from mmbench.training.trainer import TrainerOptions, TrainingStopped, train_model
-from sbm.autoencoders import AESpec, UnimodalAE, autoencoder_stage
 
 
 @dataclass

@@ -2,7 +2,7 @@
 conditional sampling, for each re-imposition mode.
 
 The data are a correlated 4-D Gaussian and a 4-D mixture of three tight Gaussians (std 0.1, like RAE
-latent clusters), with their exact VP-marginal scores (``sbm.analytic``) and exact draws of p_T as the
+latent clusters), with their exact VP-marginal scores (``latentdiff.analytic``) and exact draws of p_T as the
 start, so the numbers measure the samplers alone. Printed, as markdown tables:
 
 1. unconditional error against NFE for each sampler × grid: Gaussian ``max |mean err|, max |cov err|``;
@@ -21,9 +21,9 @@ import argparse
 
 import torch
 
-from sbm.analytic import ExactScore, GaussianMixture
-from sbm.sampling import REIMPOSE_MODES, Known, get_sampler
-from sbm.sde import VPSDE
+from latentdiff.analytic import ExactScore, GaussianMixture
+from latentdiff.sampling import REIMPOSE_MODES, Known, get_sampler
+from latentdiff.sde import VPSDE
 
 _A = torch.tensor([[1.0, 0, 0, 0], [0.8, 0.6, 0, 0], [0.3, -0.5, 0.7, 0], [0.2, 0.4, 0.1, 0.5]])
 GAUSSIAN = GaussianMixture.gaussian(torch.tensor([1.0, -0.5, 0.3, 2.0]), _A @ _A.T)

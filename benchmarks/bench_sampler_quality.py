@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from classifiers.store import load_classifier
+from latentdiff.sampling import nfe_of
 from mmbench import registry
 from mmbench.contract import MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
@@ -54,7 +55,6 @@ from mmbench.suites.spec import Scale
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
 from mmbench.training.trainer import TrainerOptions, _checkpoint_path
-from sbm.sampling import nfe_of
 
 FEWSTEP = ("dpmpp2m", "unipc", "dpmpp2m-sde")
 EVALUATIONS = (100, 50, 20, 10)

@@ -41,6 +41,25 @@ class CapabilityError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ConditionalRequest:
+    """Samples of ``targets`` given ``given`` for every tuple of ``batch``; with ``latents``, also the latent
+    each target is decoded from (as ``sample_with_latents_many`` returns it)."""
+
+    batch: Batch
+    given: Subset
+    targets: Subset
+    latents: bool = False
+
+
+@dataclass(frozen=True)
+class ConditionalAnswer:
+    """What one :class:`ConditionalRequest` gets: ``{target: images}`` and, if asked, ``{target: latents}``."""
+
+    images: dict[str, Tensor]
+    latents: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StageHParams:
     """How one training stage runs (paper values live in each model's config)."""
 
@@ -116,6 +135,9 @@ class MultimodalModel(nn.Module):
     Config: ClassVar[type]
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     paper: ClassVar[str] = ""
+    # True: ``sample_conditional_requests`` answers requests on different tuples and subsets in one sampler
+    # pass (per-sample conditioning); False: one call per request.
+    packs_requests: ClassVar[bool] = False
 
     def __init__(self, modalities: Sequence[str], config: Any) -> None:
         super().__init__()
@@ -234,6 +256,20 @@ class MultimodalModel(nn.Module):
         with evaluating(self):
             return self._sample_with_latents_many(batch, checked)
 
+    def sample_conditional_requests(self, requests: Sequence[ConditionalRequest]) -> list[ConditionalAnswer]:
+        """Answer requests that may differ in tuples, given subset and targets. A model that
+        ``packs_requests`` runs them all as one sampler pass; otherwise each is answered on its own, in order
+        (as ``sample_conditional_many`` with one query, or ``sample_with_latents_many`` where latents are asked)."""
+        self._require(Capability.CONDITIONAL)
+        if any(r.latents for r in requests):
+            self._require(Capability.LATENT_INFERENCE)
+        checked = [
+            ConditionalRequest(r.batch, self._check_subset(r.given, "given"), self._check_subset(r.targets, "targets"), r.latents)
+            for r in requests
+        ]
+        with evaluating(self):
+            return self._sample_conditional_requests(checked)
+
     # --- what subclasses implement -------------------------------------------------------------------
     def _encode(self, batch: Batch, given: Subset) -> Tensor:
         raise CapabilityError(f"{type(self).__name__} declares encode but does not implement it")
@@ -248,6 +284,17 @@ class MultimodalModel(nn.Module):
         self, batch: Batch, queries: Sequence[tuple[Subset, Subset]]
     ) -> list[dict[str, Tensor]]:
         return [self._sample_conditional(batch, g, t) for g, t in queries]
+
+    def _sample_conditional_requests(self, requests: Sequence[ConditionalRequest]) -> list[ConditionalAnswer]:
+        return [self._answer(r) for r in requests]
+
+    def _answer(self, request: ConditionalRequest) -> ConditionalAnswer:
+        if not request.latents:
+            return ConditionalAnswer(self._sample_conditional_many(request.batch, [(request.given, request.targets)])[0])
+        queries = [(request.given, t) for t in sorted(request.targets)]
+        images, latents = self._sample_with_latents_many(request.batch, queries)
+        targets = [t for _, t in queries]
+        return ConditionalAnswer(dict(zip(targets, images, strict=True)), dict(zip(targets, latents, strict=True)))
 
     def _sample_unconditional(self, n: int) -> dict[str, Tensor]:
         raise CapabilityError(f"{type(self).__name__} declares unconditional sampling but does not implement it")

@@ -1,35 +1,25 @@
 """A registry of models by name with lazy import targets and did-you-mean errors.
 
-Names map to ``"package.module:Class"`` strings, so listing models never imports torch. Third-party
-packages can add models through the ``mmbench.models`` entry-point group.
+Names map to ``"package.module:Class"`` strings, so listing models never imports torch; a class is checked
+to be a :class:`~mmbench.contract.MultimodalModel` when first resolved. Third-party packages can add models
+through the ``mmbench.models`` entry-point group (see :mod:`mmbench.plugins`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
-from mmbench.config import did_you_mean
+from mmbench.plugins import Entry, Registry
 
+ModelEntry = Entry  # name, target ("package.module:Class"), summary, defaults (config overrides that make the name)
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    target: str  # "package.module:Class"
-    summary: str  # one line for `mmbench ls models`
-    defaults: tuple[tuple[str, Any], ...] = ()  # config overrides that make this name (e.g. guidance on)
-
-
-MODELS: dict[str, ModelEntry] = {}
+MODELS: Registry[type] = Registry("model", group="mmbench.models", expects="mmbench.contract:MultimodalModel",
+                                  classes=True)
 
 
 def register(name: str, target: str, summary: str, **defaults: Any) -> None:
-    if name in MODELS and MODELS[name].target != target:
-        raise ValueError(f"model name {name!r} is already registered for {MODELS[name].target}")
-    MODELS[name] = ModelEntry(name, target, summary, tuple(sorted(defaults.items())))
+    MODELS.register(name, target, summary, **defaults)
 
 
 # The baselines (PROTOCOL.md §2).
@@ -50,34 +40,12 @@ register("sbm-rae-t", "sbm.model:SBM", "SBM-RAE-T: SBM-RAE with contrastive (CLI
 register("dummy", "mmbench.dummy:DummyModel", "harness test model: random images, no learning")
 
 
-_ENTRY_POINTS_LOADED = False
-
-
-def _load_entry_points() -> None:
-    """Register plugin models once per process (scanning installed packages takes ~0.1 s)."""
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    for ep in entry_points(group="mmbench.models"):
-        if ep.name not in MODELS:
-            register(ep.name, ep.value, f"plugin model from {ep.dist.name if ep.dist else '?'}")
-
-
 def entry(name: str) -> ModelEntry:
-    _load_entry_points()
-    if name not in MODELS:
-        raise KeyError(
-            f"unknown model {name!r}.{did_you_mean(name, MODELS)} Known models: {', '.join(sorted(MODELS))}."
-        )
-    return MODELS[name]
+    return MODELS.entry(name)
 
 
 def resolve_class(name: str) -> type:
-    target = entry(name).target
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)
+    return MODELS.resolve(name)
 
 
 def model_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
@@ -96,5 +64,4 @@ def build(name: str, modalities: Sequence[str], overrides: Mapping[str, Any] | N
 
 
 def names() -> list[str]:
-    _load_entry_points()
-    return sorted(MODELS)
+    return sorted(MODELS.names())

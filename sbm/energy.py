@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sbm.losses import sample_times
-from sbm.sde import VPSDE
+from latentdiff.losses import sample_times
+from latentdiff.sde import VPSDE
 from sbm.unet import SinusoidalEmbedding
 
 TIME_POSITIONS = 1000.0  # t ∈ [0, 1] is embedded as the position 1000·t (the DDPM step convention)

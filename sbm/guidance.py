@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from latentdiff.sde import ScoreFn
 from sbm.energy import PairEnergy
-from sbm.sde import ScoreFn
 
 ConditionalScoreFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 

@@ -19,20 +19,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from latentdiff.autoencoders import EPOCH, FAMILIES, AutoencoderConfig, reset_parameters
+from latentdiff.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
+from latentdiff.grids import GRIDS
+from latentdiff.losses import WEIGHTINGS, dsm_loss
+from latentdiff.sampling import REIMPOSE_MODES, Known, get_sampler, takes_grid
+from latentdiff.sde import VPSDE, ScoreFn
 from mmbench.config import src, to_dict
 from mmbench.contract import Batch, Stage, StageHParams, Subset
 from mmbench.hashing import config_hash
 from mmbench.scaling import Scale, present
 from mmbench.seeding import derive_seed
-from sbm.autoencoders import FAMILIES, reset_parameters
-from sbm.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
 from sbm.contrastive import AuxEncoders, clip_loss, condition_from, random_given
 from sbm.energy import PairEnergy, nce_loss
-from sbm.grids import GRIDS
 from sbm.guidance import EnergyGuidance, WithCondition
-from sbm.losses import WEIGHTINGS, dsm_loss
-from sbm.sampling import REIMPOSE_MODES, Known, get_sampler, takes_grid
-from sbm.sde import VPSDE, ScoreFn
 from sbm.unet import UNet
 
 GUIDANCES = ("none", "energy", "contrastive")
@@ -44,26 +44,15 @@ _NOT_SCORE_TRAINING = frozenset({
 })
 # score-net fields added after stores existed: in the score stage's key only when changed from these defaults
 _KEYED_WHEN_CHANGED = {"unet_level_attention": True, "unet_block_mult": 2}
-EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
 
 
 @dataclass(frozen=True)
-class SBMConfig:
+class SBMConfig(AutoencoderConfig):
     # what the registry names set
     family: str = src("vae", "registry: sbm-vae* = vae, sbm-rae* = rae [paper §2, A.1]")
     guidance: str = src("none", "registry: -C = energy [§2.2.1], -T = contrastive [§2.2.2]")
-    # harness-provided identity (see docs/sbm.md, 'Reuse')
-    data_id: str = src("", "mmbench: identity of the train data (the harness sets MultimodalDataset.data_hash); '' = never reuse")
-    seed: int = src(0, "mmbench: the job's seed; part of every reuse key")
-    # stage 1: unimodal autoencoders
-    latent_dim: int = src(64, "paper A.2: latent size 64, reshaped to 8x8")
-    width: float = src(1.0, "mmbench.nets.residual width multiplier (1.0 = the paper's 64/128/256 channels)")
+    # stage 1: unimodal autoencoders (the shared fields come from AutoencoderConfig)
     vae_beta: float = src(0.1, "paper A.2 and Table 6 (sbmae's script uses 0.5)")
-    rae_l2: float = src(1e-5, "paper A.2: RAE ||z||^2 weight")
-    rae_noise_var: float = src(1e-4, "sbmae train_polyupdAE.py: z + 0.01·N(0, I), i.e. variance 1e-4 (the paper's A.2 text says variance 0.01; docs/sbm.md)")
-    ae_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (the paper gives no epoch count for stage 1)")
-    ae_lr: float = src(1e-3, "paper A.2: unimodal VAEs lr 0.001")
-    ae_batch_size: int = src(256, "paper Table 4 batch size")
     # stage 2: the score model
     dim: int = src(0, "sbmae UNet dim: 128 for more than 5 modalities, else 64 (0 = that rule)")
     dim_mults: tuple[int, ...] = src((1, 2, 2, 2), "sbmae: annotated-diffusion UNet dim_mults")

@@ -199,3 +199,31 @@ def test_progress_reports_loss_and_val_accuracy(train_set, test_set):
     train_classifier("pmclf", train_set, test_set, steps=4, batch_size=32, progress=lines.append, log_every=2)
     assert sum(line.startswith("step ") for line in lines) == 2
     assert lines[-1].startswith("epoch") and "mean" in lines[-1] and "worst" in lines[-1]
+
+
+def test_cli_and_runner_record_the_same_metadata(tmp_path, monkeypatch):
+    """One recipe: a checkpoint trained by `mmbench classifier train` and one trained by the runner for a
+    suite carry the same metadata fields (only the values differ)."""
+    import dataclasses
+
+    import mmbench.cli.classifier as cli
+    from classifiers.store import load_classifier
+    from mmbench.runner import data as data_mod
+    from mmbench.suites import get_suite
+
+    splits = {"train": make_patterns(3, 120, seed=0), "val": make_patterns(3, 30, seed=2),
+              "test": make_patterns(3, 60, seed=1)}
+    monkeypatch.setattr(cli, "_load_split", lambda dataset, split: splits[split])
+    args = ["train", "--dataset", "patterns3", "--steps", "3", "--batch-size", "32", "--device", "cpu", "--quiet"]
+    assert CliRunner().invoke(cli.classifier, [*args, "--out", str(tmp_path)]).exit_code == 0
+    suite = get_suite("synthetic")
+    budget = dataclasses.replace(suite.budget("smoke"), n_train=120, n_test=60, classifier_steps=3)
+    ref = data_mod.data_ref(suite.dataset, budget, suite.dataset.modalities)
+    plan = data_mod.classifier_plan(suite, budget, ref.dataset_hash)
+    data_mod.ensure_classifiers(suite, budget, plan, lambda _: None, "cpu")
+    from_cli = load_classifier("patterns3-eval", tmp_path)[1].meta
+    from_runner = load_classifier(plan.eval_name)[1].meta
+    assert set(from_cli) == set(from_runner)
+    assert from_cli["steps"] == from_runner["steps"] == 3 and from_runner["test_tuples"] == 60
+    assert from_runner["trained_by"] == "mmbench run --suite synthetic"
+    assert from_cli["trained_by"].startswith("mmbench classifier train --dataset patterns3")

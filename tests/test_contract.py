@@ -18,13 +18,13 @@ import itertools
 import pytest
 import torch
 
+from latentdiff.base import LatentGenerativeModel
 from mmbench import registry
 from mmbench.contract import Capability, CapabilityError, MultimodalModel, evaluating
 from mmbench.data.synthetic import make_patterns
 from mmbench.persist import load_model, save_model
 from mmbench.seeding import seed_everything
 from mmbench.training.trainer import TrainerOptions, train_model
-from sbm.base import LatentGenerativeModel
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 

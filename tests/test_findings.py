@@ -13,6 +13,7 @@ import math
 import pytest
 
 from mmbench import tracking
+from mmbench.records import Kind, Tag
 from mmbench.report import _index, missing_rows
 from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
@@ -254,8 +255,8 @@ def test_a_store_with_only_failed_runs_says_which_failed_and_what_never_ran(tmp_
     store = tracking.Store(f"sqlite:///{tmp_path}/store.db")
     store.check()
     experiment = store.experiment_id(SUITE.name)
-    tags = {"kind": tracking.JOB_KIND, "budget": "quick", "variant": "mvae", "seed": "0", "suite_version": "2"}
-    run_id = store.create_run(experiment, "mvae-seed-0", {**tags, "error": "ValueError: bad"})
+    tags = {Tag.KIND: Kind.JOB, Tag.BUDGET: "quick", Tag.VARIANT: "mvae", Tag.SEED: "0", Tag.SUITE_VERSION: "2"}
+    run_id = store.create_run(experiment, "mvae-seed-0", {**tags, Tag.ERROR: "ValueError: bad"})
     store.mark(run_id, tracking.FAILED)
     with pytest.raises(NoRuns, match=rf"mvae seed 0: run failed: ValueError: bad \(run {run_id}\); "
                                      r"3 \(row, seed\) with no run yet"):

@@ -97,7 +97,7 @@ def tiny_model():
     registry.register("tiny-ae", f"{__name__}:TinyAE", "harness test model: linear autoencoders (tests only)")
     model_cache.clear()
     yield "tiny-ae"
-    registry.MODELS.pop("tiny-ae", None)
+    registry.MODELS.unregister("tiny-ae")
     model_cache.clear()
 
 # ------------------------------------------------------------------------------------- test suites

@@ -1,6 +1,6 @@
 """Few-step samplers (DPM-Solver++(2M), its SDE variant, UniPC-bh2), their time grids and the "fixed"
 re-imposition mode, against closed forms: exact VP-marginal scores of a Gaussian and of a mixture of tight
-Gaussians (``sbm.analytic``), exact draws of p_T as the start."""
+Gaussians (``latentdiff.analytic``), exact draws of p_T as the start."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import Tensor
 
+from latentdiff.analytic import ExactScore, GaussianMixture
+from latentdiff.grids import KARRAS_RHO, time_grid
+from latentdiff.sampling import Known, get_sampler, nfe_of
+from latentdiff.sde import VPSDE
 from mmbench import registry
-from sbm.analytic import ExactScore, GaussianMixture
-from sbm.grids import KARRAS_RHO, time_grid
-from sbm.sampling import Known, get_sampler, nfe_of
-from sbm.sde import VPSDE
 
 FEWSTEP = ["dpmpp2m", "unipc", "dpmpp2m-sde"]
 DETERMINISTIC = ["dpmpp2m", "unipc"]

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from latentdiff.sampling import nfe_of
+from latentdiff.sde import VPSDE
 from mmbench import registry
 from mmbench.contract import Capability
 from mmbench.data.synthetic import make_patterns
@@ -19,8 +21,6 @@ from sbm.contrastive import clip_loss, condition_from, random_given
 from sbm.energy import PairEnergy, nce_loss, random_pairs
 from sbm.guidance import EnergyGuidance
 from sbm.model import SBMConfig
-from sbm.sampling import nfe_of
-from sbm.sde import VPSDE
 from sbm.unet import UNet
 
 SBM_NAMES = ["sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t"]

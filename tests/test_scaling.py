@@ -12,6 +12,7 @@ import dataclasses
 import pytest
 
 from mmbench import registry
+from mmbench.contract import MultimodalModel
 from mmbench.runner import models as model_cache
 from mmbench.runner.plan import model_overrides
 from mmbench.runner.validate import validate_suite
@@ -154,7 +155,7 @@ class NewConfig:
     unscaled = ("latent_per_modality", "sampler_steps", "score_width")
 
 
-class NewModel:
+class NewModel(MultimodalModel):
     """A model registered with one line, known to no suite or harness file (planning never builds it)."""
 
     Config = NewConfig
@@ -162,10 +163,10 @@ class NewModel:
 
 @pytest.fixture
 def new_model(monkeypatch):
-    monkeypatch.setattr(registry, "MODELS", dict(registry.MODELS))  # the registration ends with the test
     registry.register("new-model", f"{__name__}:NewModel", "a model added by one registry line (tests only)")
     model_cache.clear()
     yield "new-model"
+    registry.MODELS.unregister("new-model")  # the registration ends with the test
     model_cache.clear()
 
 

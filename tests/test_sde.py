@@ -9,9 +9,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from sbm.losses import dsm_loss
-from sbm.sampling import Known, SampleResult, euler_sampler, get_sampler, nfe_of, ode_sampler, pc_sampler
-from sbm.sde import VPSDE, expand_like
+from latentdiff.losses import dsm_loss
+from latentdiff.sampling import (
+    Known,
+    SampleResult,
+    euler_sampler,
+    get_sampler,
+    nfe_of,
+    ode_sampler,
+    pc_sampler,
+)
+from latentdiff.sde import VPSDE, expand_like
 
 # A correlated 4-D Gaussian N(MU, SIGMA).
 _A = torch.tensor([[1.0, 0, 0, 0], [0.8, 0.6, 0, 0], [0.3, -0.5, 0.7, 0], [0.2, 0.4, 0.1, 0.5]])
@@ -392,7 +400,7 @@ def test_clean_imposition_holds_the_observed_values_and_bad_masks_are_named():
 
 def test_group_mean_is_the_mean_over_each_group():
     """Per-sample values replaced by their group's mean (float64 in, float64 out)."""
-    from sbm.sampling import _group_mean
+    from latentdiff.sampling import _group_mean
 
     values = torch.tensor([1.0, 2.0, 4.0, 10.0, 7.0], dtype=torch.float64)
     groups = torch.tensor([0, 1, 0, 1, 2])
@@ -403,7 +411,7 @@ def test_group_mean_is_the_mean_over_each_group():
 def test_langevin_step_follows_its_formula():
     """x + ε·s + sqrt(2ε)·z with ε = 2 exp(−β(t)/N) (snr·mean‖z‖ / mean‖s‖)², the means over the samples
     of each group of free entries; a score of norm < 1 (no clamp reached) and the same noise draw."""
-    from sbm.sampling import _FreeEntries, langevin_step
+    from latentdiff.sampling import _FreeEntries, langevin_step
 
     sde = VPSDE(1.0, 5.0)
     x, t, snr, steps = torch.randn(6, 4), torch.full((6,), 0.6), 0.16, 10
@@ -432,7 +440,7 @@ def test_sampler_defaults_names_and_evaluation_counts():
     N = 100 and one corrector step by default: 200 for PC and for the ODE)."""
     assert nfe_of("pc", 100) == 200 and nfe_of("pc", 10, 2) == 30
     assert nfe_of("euler", 20) == 20 and nfe_of("ode", 30) == 60
-    with pytest.raises(KeyError, match="Known: pc, euler, ode"):
+    with pytest.raises(KeyError, match="Known samplers: pc, euler, ode"):
         get_sampler("heun")
     sde = VPSDE(1.0, 5.0)
     score = GaussianScore(sde, MU, SIGMA)
@@ -442,7 +450,7 @@ def test_sampler_defaults_names_and_evaluation_counts():
 def test_times_are_uniform_on_eps_to_T_and_keywords_reach_the_score():
     """t ~ U(eps, T) (checked on T = 2, eps = 0.1); ``dsm_loss`` passes extra keywords to the score
     function (SBM-T's condition) and names a bad weighting."""
-    from sbm.losses import sample_times
+    from latentdiff.losses import sample_times
 
     torch.manual_seed(0)
     t = sample_times(50000, 0.1, 2.0, "cpu")

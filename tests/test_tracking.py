@@ -129,17 +129,18 @@ def test_runs_left_running_by_a_dead_process_are_reaped(store):
     import subprocess
     import sys
 
-    from mmbench.tracking import HOST_TAG, PID_TAG, machine_id
+    from mmbench.records import Tag
+    from mmbench.tracking import machine_id
 
     experiment = store.experiment_id("suite-reap")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead = store.create_run(experiment, "dead", {"kind": "job", PID_TAG: str(gone.pid)})
+    dead = store.create_run(experiment, "dead", {"kind": "job", Tag.PID: str(gone.pid)})
     alive = store.create_run(experiment, "alive", {"kind": "job"})  # this process
-    elsewhere = store.create_run(experiment, "elsewhere", {"kind": "job", HOST_TAG: "other-host", PID_TAG: str(gone.pid)})
-    finished = store.create_run(experiment, "done", {"kind": "job", PID_TAG: str(gone.pid)})
+    elsewhere = store.create_run(experiment, "elsewhere", {"kind": "job", Tag.HOST: "other-host", Tag.PID: str(gone.pid)})
+    finished = store.create_run(experiment, "done", {"kind": "job", Tag.PID: str(gone.pid)})
     store.mark(finished, "FINISHED")
-    assert store.run(alive).tags[HOST_TAG] == machine_id()
+    assert store.run(alive).tags[Tag.HOST] == machine_id()
     assert store.reap_abandoned(experiment) == [dead]
     assert store.run(dead).status == "KILLED" and "abandoned: process" in store.run(dead).tags["error"]
     assert store.run(dead).end_time is not None

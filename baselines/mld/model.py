@@ -3,8 +3,8 @@
 Source: Bounoua, Franzese & Michiardi 2024, "Multi-Modal Latent Diffusion" (Entropy;
 ``MustaphaBounoua/MLD``: ``src/models/MLD.py``, ``src/components/mm_sde.py``, ``mlp_unet.py``,
 ``experiments/mmnist/mmnist_mld.py``). Wesego & Rooshenas 2024 (A.9) train it with the same
-unimodal autoencoders as their models: here the RAEs of SBM-RAE, shared through the same stage names
-and reuse keys.
+unimodal autoencoders as their models: here the RAEs of SBM-RAE, shared through ``latentdiff`` (the
+same config fields, stage names and reuse keys).
 
 Facts used: per-modality latents concatenated and standardised per dimension; an MLP UNet that
 predicts the noise (``score = net / σ_t``) with a *per-modality* time input fed to an MLP (no
@@ -24,30 +24,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from latentdiff.autoencoders import EPOCH, AutoencoderConfig
+from latentdiff.base import LatentGenerativeModel, TrainBatches
+from latentdiff.losses import sample_times
+from latentdiff.sampling import Known, get_sampler
+from latentdiff.sde import VPSDE, ScoreFn
 from mmbench.config import src
 from mmbench.contract import Stage, StageHParams
 from mmbench.scaling import Scale, present
-from sbm.base import LatentGenerativeModel, TrainBatches
-from sbm.losses import sample_times
-from sbm.sampling import Known, get_sampler
-from sbm.sde import VPSDE, ScoreFn
 
-EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
 MLD_DIM_PER_SCORE_WIDTH = 12  # the defaults' ratio: MLD's score net 1536 channels vs SBM's UNet 128
 
 
 @dataclass(frozen=True)
-class MLDConfig:
-    data_id: str = src("", "mmbench: identity of the train data (harness sets it); '' = never reuse")
-    seed: int = src(0, "mmbench: the job's seed; part of every reuse key")
-    # unimodal autoencoders: the same fields and defaults as SBM-RAE, so the reuse keys match
-    latent_dim: int = src(64, "Wesego & Rooshenas A.9: MLD uses the SBM autoencoders (latent 64)")
-    width: float = src(1.0, "mmbench.nets.residual width multiplier")
-    rae_l2: float = src(1e-5, "SBM-RAE, Wesego & Rooshenas A.2")
-    rae_noise_var: float = src(1e-4, "SBM-RAE (sbm.model.SBMConfig.rae_noise_var: the reference's std 0.01)")
-    ae_steps: int = src(200 * EPOCH, "as SBM (shared autoencoders)")
-    ae_lr: float = src(1e-3, "as SBM (shared autoencoders)")
-    ae_batch_size: int = src(256, "as SBM (shared autoencoders)")
+class MLDConfig(AutoencoderConfig):
+    # the unimodal autoencoders: AutoencoderConfig's fields, as every latent-diffusion model (Wesego &
+    # Rooshenas A.9: MLD uses the SBM autoencoders), so MLD and SBM-RAE share RAEs
     # the score model
     dim: int = src(1536, "MLD mmnist_mld.py: init_dim 512*3")
     time_dim: int = src(512, "MLD mmnist_mld.py: time_dim 512")

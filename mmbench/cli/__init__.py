@@ -3,46 +3,44 @@ libraries (torch, mlflow) only inside its commands, so ``mmbench --help`` and ``
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import click
 
-# name -> "module:attribute" of a click command or group
-_COMMANDS = {
-    "data": "mmbench.cli.data:data",
-    "classifier": "mmbench.cli.classifier:classifier",
-    "ls": "mmbench.cli.ls:ls",
-    "validate": "mmbench.cli.harness:validate",
-    "run": "mmbench.cli.harness:run",
-    "report": "mmbench.cli.harness:report",
-    "ui": "mmbench.cli.harness:ui",
-}
+from mmbench.plugins import Registry
+
+# name -> "module:attribute" of a click command or group (imported when the command is asked for; its
+# docstring is its help)
+COMMANDS: Registry[click.Command] = Registry("command", expects=click.Command)
+COMMANDS.register("data", "mmbench.cli.data:data")
+COMMANDS.register("classifier", "mmbench.cli.classifier:classifier")
+COMMANDS.register("ls", "mmbench.cli.ls:ls")
+COMMANDS.register("validate", "mmbench.cli.harness:validate")
+COMMANDS.register("run", "mmbench.cli.harness:run")
+COMMANDS.register("report", "mmbench.cli.harness:report")
+COMMANDS.register("ui", "mmbench.cli.harness:ui")
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+        return sorted(COMMANDS.names())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = _COMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in COMMANDS:
             return None
-        module_name, _, attr = target.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            return COMMANDS.resolve(cmd_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
+            if exc.name == COMMANDS.entry(cmd_name).target.partition(":")[0]:
                 return None
             raise
-        return getattr(module, attr)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[override]
         name = args[0] if args else None
-        if name and name not in _COMMANDS and not name.startswith("-"):
+        if name and name not in COMMANDS and not name.startswith("-"):
             from mmbench.config import did_you_mean
 
-            raise click.UsageError(f"no command {name!r}.{did_you_mean(name, _COMMANDS)}", ctx)
+            raise click.UsageError(f"no command {name!r}.{did_you_mean(name, COMMANDS.names())}", ctx)
         return super().resolve_command(ctx, args)
 
 

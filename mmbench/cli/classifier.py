@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +19,6 @@ def _load_split(dataset: str, split: str) -> Any:
 
 def _echo_progress(quiet: bool):
     return None if quiet else (lambda line: click.echo(line, err=True))
-
-
-def _meta(
-    role: str, recipe: Any, train: Any, test: Any, test_acc: dict[str, float], seconds: float, **hp: Any
-) -> dict:
-    import torch
-
-    from classifiers.train import summarize
-
-    summary = summarize(test_acc)
-    return {
-        "role": role,
-        "arch": recipe.arch,
-        "dataset": train.name.removesuffix(".train"),
-        "train_split": train.name,
-        "test_split": test.name,
-        "data_hash": train.data_hash,
-        "test_accuracy": test_acc,
-        "mean_accuracy": summary["mean"],
-        "worst_accuracy": summary["worst"],
-        "worst_modality": summary["worst_modality"],
-        **hp,
-        "train_seconds": round(seconds, 1),
-        "torch_version": torch.__version__,
-    }
 
 
 @click.group()
@@ -93,48 +67,28 @@ def train(
     quiet: bool,
 ) -> None:
     """Train a classifier on the train split, score it on the test split and save it."""
-    from classifiers.store import default_name, save_classifier
-    from classifiers.train import (
-        RECIPES,
-        evaluate_classifier,
-        format_accuracies,
-        total_steps,
-        train_classifier,
-    )
+    from classifiers.recipe import fit_classifier
+    from classifiers.store import default_name
+    from classifiers.train import format_accuracies
     from mmbench import paths
 
-    recipe = RECIPES[role]
     name = name or default_name(dataset, role)
     target = Path(out or paths.classifiers_dir()) / f"{name}.pt"
     if target.exists() and not force:
         raise click.ClickException(f"{target} exists; pass --force to replace it (its sha256 will change)")
-    hp = {
-        "epochs": recipe.epochs if epochs is None else epochs,
-        "batch_size": recipe.batch_size if batch_size is None else batch_size,
-        "lr": recipe.lr if lr is None else lr,
-        "schedule": recipe.schedule,
-        "seed": recipe.seed if seed is None else seed,
-    }
     train_set, val_set, test_set = (_load_split(dataset, s) for s in ("train", "val", "test"))
-    progress = _echo_progress(quiet)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model = train_classifier(
-        recipe.arch, train_set, val_set, steps=steps, device=device, progress=progress, **hp
+    fitted = fit_classifier(
+        role, name, train_set, test_set, val=val_set, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
+        seed=seed, device=device, progress=_echo_progress(quiet), directory=out,
+        trained_by=f"mmbench classifier train --dataset {dataset} --role {role}",
     )
-    seconds = time.perf_counter() - start
-    hp["train_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
-    hp["steps"] = total_steps(train_set, hp["batch_size"], hp["epochs"], steps)
-    test_acc = evaluate_classifier(model, test_set)
-    hp["device"] = str(next(model.parameters()).device)
-    record = save_classifier(
-        model, name, _meta(role, recipe, train_set, test_set, test_acc, seconds, **hp), out
-    )
-    click.echo(f"test  {format_accuracies(test_acc)}")
-    cpu = hp["train_cpu_seconds"] / 60
+    meta = fitted.meta
+    click.echo(f"test  {format_accuracies(fitted.test_accuracy)}")
     click.echo(
-        f"time  {seconds / 60:.1f} min wall, {cpu:.1f} min CPU ({hp['steps']} steps on {hp['device']})"
+        f"time  {meta['train_seconds'] / 60:.1f} min wall, {meta['train_cpu_seconds'] / 60:.1f} min CPU "
+        f"({meta['steps']} steps on {meta['device']})"
     )
-    click.echo(f"saved {record.path}  sha256 {record.sha256}")
+    click.echo(f"saved {fitted.record.path}  sha256 {fitted.record.sha256}")
 
 
 @classifier.command()

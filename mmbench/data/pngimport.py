@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmbench.data.source import ModalitySpec, StoredSource
 from mmbench.data.store import (
     DatasetError,
     array_path,
@@ -164,3 +165,31 @@ def _manifest_info(
             "png": {"path": str(src), "files": len(lines), "sha256": sha256_bytes("\n".join(sorted(lines)).encode())},
         },
     }
+
+
+class PngSource(StoredSource):
+    """A dataset imported from PNG files: its modalities and shapes are whatever the import found."""
+
+    family = "png"
+    summary = "PolyMNIST-format images imported from PNG files (`mmbench data import-png`)"
+
+    def modality_specs(self) -> tuple[ModalitySpec, ...]:
+        from mmbench.data.store import DatasetError, load_manifest
+
+        try:
+            shape = tuple(load_manifest(self.name)["image_shape"])
+        except DatasetError:
+            shape = (3, 28, 28)  # the official PolyMNIST PNGs; the imported manifest says once it exists
+        return tuple(ModalitySpec(f"m{m}", "image", shape) for m in range(self.num_modalities))  # type: ignore[arg-type]
+
+    def prepare_command(self) -> str:
+        from mmbench.paths import dataset_dir
+
+        return f"mmbench data import-png --src DIR --out {dataset_dir(self.name)}"
+
+    def classifier_base(self, dataset_hash: str) -> str:
+        return f"{self.name}-{dataset_hash[:12]}"  # imported content is not fixed by the name
+
+    @classmethod
+    def prepare(cls, options: Mapping[str, Any], say: Callable[[str], None]) -> Path:
+        raise ValueError("PNG files are imported with `mmbench data import-png --src DIR --out DIR`")

@@ -10,7 +10,7 @@ to ``polymnist{k}`` built with the same seed and sources. Generation is vectoris
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from mmbench.data.backgrounds import CROP, Background, load_backgrounds
 from mmbench.data.mnist import SOURCE_KINDS, MnistData, load_mnist
+from mmbench.data.source import ModalitySpec, StoredSource, require_option
 from mmbench.data.store import array_path, labels_path, staging, write_manifest, write_verified_stamp
 
 GENERATOR_VERSION = 1
@@ -318,3 +319,42 @@ def _library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+# ---------------------------------------------------------------------------------------------- source
+
+
+class PolyMNISTSource(StoredSource):
+    """``polymnist{M}``: M image modalities ``m0..m{M-1}`` (3×28×28), built from MNIST when missing."""
+
+    family = "polymnist"
+    summary = "Extended PolyMNIST (Sutter et al. 2021): M coloured-background digit images, built from MNIST"
+
+    def modality_specs(self) -> tuple[ModalitySpec, ...]:
+        return tuple(ModalitySpec(f"m{m}", "image", (3, CROP, CROP)) for m in range(self.num_modalities))
+
+    def problems(self) -> list[str]:
+        if MIN_MODALITIES <= self.num_modalities <= MAX_MODALITIES:
+            return []
+        return [f"PolyMNIST has {MIN_MODALITIES}..{MAX_MODALITIES} modalities, the suite asks for {self.num_modalities}"]
+
+    def prepare_command(self) -> str:
+        return f"mmbench data prepare --dataset polymnist --modalities {self.num_modalities}"
+
+    def build(self, say: Log) -> None:
+        build_polymnist(self.num_modalities, log=say)
+
+    @classmethod
+    def prepare(cls, options: Mapping[str, Any], say: Log) -> Path:
+        return build_polymnist(
+            require_option(cls.family, options, "modalities", "--modalities M (2..10)"),
+            seed=options.get("seed") or 0,
+            out=options.get("out"),
+            mnist=options.get("mnist") or "auto",
+            mnist_root=options.get("mnist_root"),
+            download=bool(options.get("download")),
+            backgrounds_dir=options.get("backgrounds"),
+            force=bool(options.get("force")),
+            trust_pickle_sha256=options.get("trust_pickle_sha256"),
+            log=say,
+        )

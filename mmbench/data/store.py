@@ -4,7 +4,8 @@ Layout of a dataset folder (PolyMNIST, Sutter et al. 2021 MoPoE ``mmnist/MMNISTD
 
     manifest.json               # format, name, modalities, splits, sources, sha256 of every file, hashes
     {split}/labels.npy          # int64 (N,)
-    {split}/m{i}.npy            # uint8 (N, 3, 28, 28), memory-mappable
+    {split}/m{i}.npy            # uint8 (N, 3, 28, 28), memory-mappable (any modality name; masks (N, 1, H, W),
+                                # attributes (N, L, 1, 1); ``modality_kinds`` in the manifest says which)
     .verified.json              # optional cache: files whose sha256 was checked, keyed on size, mtime, ctime, inode
 
 ``load_dataset`` always checks the manifest, that every file of the split exists with the recorded size
@@ -158,6 +159,10 @@ def build_hint(name: str) -> str:
     match = re.fullmatch(r"polymnist(\d+)", name)
     if match:
         return f"Build it with: mmbench data prepare --dataset polymnist --modalities {match.group(1)}"
+    if name == "celebamaskhq":
+        return "Build it from the official release with: mmbench data prepare --dataset celebamaskhq --src DIR"
+    if name == "celeba-twin":
+        return "Build it with: mmbench data prepare --dataset celeba-twin"
     return "Build it with `mmbench data prepare` or `mmbench data import-png`, or pass the dataset's folder."
 
 
@@ -321,7 +326,8 @@ def load_dataset(
     labels = np.load(root / rels[0])
     images = {m: _open_array(root, manifest, rel) for m, rel in zip(names, rels[1:], strict=True)}
     content = split_hash(manifest, split, names)  # this object's content; the dataset's is manifest["data_hash"]
-    return MultimodalDataset(images, labels, name=f"{manifest['name']}.{split}", data_hash=content)
+    kinds = {m: k for m, k in manifest.get("modality_kinds", {}).items() if m in names}
+    return MultimodalDataset(images, labels, name=f"{manifest['name']}.{split}", data_hash=content, modality_kinds=kinds)
 
 
 def load_rows(

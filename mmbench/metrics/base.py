@@ -2,19 +2,22 @@
 
 Every metric is a :class:`MetricSpec` in :data:`METRICS`: the capabilities it needs, the lazy
 ``"module:function"`` that computes it from an :class:`~mmbench.metrics.context.EvalContext`, a function
-listing the keys it produces for given modalities and settings, and ``higher_is_better`` rules for those
-keys (torchmetrics' convention: every metric declares its direction).
+listing the keys it produces for given modalities and settings, ``higher_is_better`` rules for those
+keys (torchmetrics' convention: every metric declares its direction), and what it reads: the sample sets
+(so an evaluation plans all generation before any metric runs) and the files it loads (so a run checks
+them before training).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mmbench.plugins import Registry, load_target
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # modality names become key fragments
@@ -23,6 +26,15 @@ KINDS = ("image", "attributes", "mask")
 
 # A modality list, or a mapping modality -> kind ("image" | "attributes" | "mask").
 Modalities = Sequence[str] | Mapping[str, str]
+
+# What a metric reads. Samples: "conditional" (every clean conditional query the settings imply:
+# leave-one-out, k-curves, explicit subsets; generated together as one plan), "transformed" (leave-one-out
+# from transformed inputs: FGSM's attacked ones), "unconditional". Resources: "classifier" (the evaluation
+# classifier), "substitute" (FGSM's), "fid_extractor" (the settings' FID feature network).
+CONDITIONAL_SAMPLES, TRANSFORMED, UNCONDITIONAL_SAMPLES = "conditional", "transformed", "unconditional"
+SAMPLE_SETS = frozenset({CONDITIONAL_SAMPLES, TRANSFORMED, UNCONDITIONAL_SAMPLES})
+CLASSIFIER, SUBSTITUTE, FID_EXTRACTOR = "classifier", "substitute", "fid_extractor"
+RESOURCES = frozenset({CLASSIFIER, SUBSTITUTE, FID_EXTRACTOR})
 
 
 class MetricSkipped(Exception):
@@ -50,28 +62,31 @@ class MetricSpec:
     target: str  # "module:function" taking an EvalContext and returning a MetricOutput
     keys: Callable[[dict[str, str], Any], list[str]]  # (modality kinds, settings) -> keys
     rules: tuple[tuple[str, bool | None], ...]  # fnmatch pattern -> higher_is_better, first match wins
+    samples: frozenset[str] = frozenset()  # sample sets it reads, of SAMPLE_SETS
+    resources: frozenset[str] = frozenset()  # files it loads, of RESOURCES
+
+    def __post_init__(self) -> None:
+        for what, given, known in (("samples", self.samples, SAMPLE_SETS), ("resources", self.resources, RESOURCES)):
+            if not given <= known:
+                raise ValueError(f"metric {self.name!r}: unknown {what} {sorted(given - known)}; known: {sorted(known)}")
 
     def load(self) -> Callable[..., MetricOutput]:
-        module_name, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return load_target(self.target)
 
 
-METRICS: dict[str, MetricSpec] = {}
+# name -> MetricSpec; the built-ins register themselves in mmbench.metrics.catalog, plugins through the
+# ``mmbench.metrics`` entry-point group (a ``"module:SPEC"`` naming a MetricSpec).
+METRICS: Registry[MetricSpec] = Registry("metric", group="mmbench.metrics", expects=MetricSpec,
+                                         builtins=("mmbench.metrics.catalog",))
 
 
 def register_metric(spec: MetricSpec) -> None:
-    """Add a metric; a name may be registered once (again only with the same target)."""
-    if spec.name in METRICS and METRICS[spec.name].target != spec.target:
-        raise ValueError(f"metric {spec.name!r} is already registered for {METRICS[spec.name].target}")
-    METRICS[spec.name] = spec
+    """Add a metric; a name may be registered once (again only with the same spec)."""
+    METRICS.register(spec.name, spec, spec.summary)
 
 
 def get_metric(name: str) -> MetricSpec:
-    from mmbench.config import did_you_mean
-
-    if name not in METRICS:
-        raise KeyError(f"unknown metric {name!r}.{did_you_mean(name, METRICS)} Known metrics: {', '.join(METRICS)}.")
-    return METRICS[name]
+    return METRICS.resolve(name)
 
 
 def normalise_modalities(modalities: Modalities) -> dict[str, str]:
@@ -86,6 +101,16 @@ def normalise_modalities(modalities: Modalities) -> dict[str, str]:
         if kind not in KINDS:
             raise ValueError(f"modality {name!r} has unknown kind {kind!r}; use one of {KINDS}")
     return kinds
+
+
+def expected_keys(name: str, modalities: Modalities, settings: Any) -> list[str]:
+    """The keys metric ``name`` produces for these modalities (names, or ``{name: kind}``) and settings."""
+    return [check_key(k) for k in get_metric(name).keys(normalise_modalities(modalities), settings)]
+
+
+def declared(metrics: Sequence[str], what: str) -> frozenset[str]:
+    """The union of what ``metrics`` declare: ``what`` is ``"samples"`` or ``"resources"``."""
+    return frozenset().union(*(getattr(get_metric(m), what) for m in metrics))
 
 
 def check_key(key: str) -> str:

@@ -11,7 +11,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mmbench.metrics.base import MetricSpec, attribute_modalities, image_modalities, register_metric
+from mmbench.metrics.base import (
+    CLASSIFIER,
+    CONDITIONAL_SAMPLES,
+    FID_EXTRACTOR,
+    SUBSTITUTE,
+    TRANSFORMED,
+    UNCONDITIONAL_SAMPLES,
+    MetricSpec,
+    attribute_modalities,
+    image_modalities,
+    register_metric,
+)
 
 CONDITIONAL, UNCONDITIONAL, ENCODE, LATENT_INFERENCE = "conditional", "unconditional", "encode", "latent_inference"
 
@@ -97,19 +108,18 @@ def planned_generation(
     test tuples: a query is one given subset answered for one tuple (one sampler pass of a latent-diffusion
     model, whatever the number of targets). Counts the leave-one-out and FGSM passes, the k-curves (on
     ``n_curves`` tuples) and the explicit subsets; what the generation costs depends on the model."""
-    from mmbench.metrics.base import get_metric
+    from mmbench.metrics.base import declared
 
-    metrics = list(metrics)
-    needs = set().union(*(get_metric(m).needs for m in metrics)) if metrics else set()
+    samples = declared(list(metrics), "samples")
     conditional = 0
-    if CONDITIONAL in needs:
+    if samples & {CONDITIONAL_SAMPLES, TRANSFORMED}:
         groups = conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves)
         for group in groups:
             rows = n_tuples if group.rows is None else min(group.rows, n_tuples)
             conditional += len(group.queries) * rows
-        if "fgsm" in metrics:  # the leave-one-out group again, from attacked inputs
+        if TRANSFORMED in samples:  # the leave-one-out group again, from transformed (attacked) inputs
             conditional += len(groups[0].queries) * n_tuples
-    return conditional, settings.n_unconditional if UNCONDITIONAL in needs else 0
+    return conditional, settings.n_unconditional if UNCONDITIONAL_SAMPLES in samples else 0
 
 
 def subset_targets(names: Sequence[str], kinds: Mapping[str, str], given: Sequence[str]) -> list[str]:
@@ -199,25 +209,26 @@ register_metric(MetricSpec(
     "coherence", "conditional coherence: leave-one-out per target, k-observed curves, explicit subsets",
     "Shi et al. 2019; Wesego & Rooshenas 2024 Table 5, Figs. 9, 13, 14",
     frozenset({CONDITIONAL}), f"{_M}.coherence:compute_coherence", coherence_keys,
-    (("coherence/*", True),),
+    (("coherence/*", True),), samples=frozenset({CONDITIONAL_SAMPLES}), resources=frozenset({CLASSIFIER}),
 ))
 register_metric(MetricSpec(
     "unconditional_coherence", "share of unconditional samples with at least k agreeing modalities",
     "Shi et al. 2019; Wesego & Rooshenas 2024 Fig. 5",
     frozenset({UNCONDITIONAL}), f"{_M}.coherence:compute_unconditional_coherence", unconditional_coherence_keys,
-    (("coherence/uncond/*", True),),
+    (("coherence/uncond/*", True),), samples=frozenset({UNCONDITIONAL_SAMPLES}), resources=frozenset({CLASSIFIER}),
 ))
 register_metric(MetricSpec(
     "fid", "conditional FID (and KID) per target: leave-one-out and k-observed curves",
     "Heusel et al. 2017 (FID), Binkowski et al. 2018 (KID); torch-fidelity 0.4.0",
     frozenset({CONDITIONAL}), f"{_M}.fid:compute_fid", fid_keys,
-    (("fid/*", False), ("kid/*", False)),
+    (("fid/*", False), ("kid/*", False)), samples=frozenset({CONDITIONAL_SAMPLES}), resources=frozenset({FID_EXTRACTOR}),
 ))
 register_metric(MetricSpec(
     "unconditional_fid", "unconditional FID (and KID) per modality",
     "Heusel et al. 2017 (FID), Binkowski et al. 2018 (KID); torch-fidelity 0.4.0; Wesego & Rooshenas 2024 Fig. 6",
     frozenset({UNCONDITIONAL}), f"{_M}.fid:compute_unconditional_fid", unconditional_fid_keys,
     (("fid/uncond/*", False), ("kid/uncond/*", False)),
+    samples=frozenset({UNCONDITIONAL_SAMPLES}), resources=frozenset({FID_EXTRACTOR}),
 ))
 register_metric(MetricSpec(
     "mode_coverage", "classifier label counts of unconditional samples: entropy, KL to uniform, classes covered",
@@ -225,6 +236,7 @@ register_metric(MetricSpec(
     frozenset({UNCONDITIONAL}), f"{_M}.coverage:compute_mode_coverage", mode_coverage_keys,
     (("mode_coverage/*/entropy_norm", True), ("mode_coverage/*/kl_uniform", False),
      ("mode_coverage/*/classes_covered", True)),
+    samples=frozenset({UNCONDITIONAL_SAMPLES}), resources=frozenset({CLASSIFIER}),
 ))
 register_metric(MetricSpec(
     "fgsm", "black-box FGSM: leave-one-out generation from adversarial vs clean observed images",
@@ -232,16 +244,17 @@ register_metric(MetricSpec(
     frozenset({CONDITIONAL}), f"{_M}.fgsm:compute_fgsm", fgsm_keys,
     (("fgsm/*/drop_pct", False), ("fgsm/coherence/*", True), ("fgsm/f1/*", True),
      ("fgsm/substitute_acc/*", None), ("fgsm/eval_acc/*", None)),
+    samples=frozenset({CONDITIONAL_SAMPLES, TRANSFORMED}), resources=frozenset({CLASSIFIER, SUBSTITUTE}),
 ))
 register_metric(MetricSpec(
     "latent_cosine", "cosine between the latent inferred from the rest and the latent encoded from the truth",
     "Wesego & Rooshenas 2024 A.5.2, Table 7",
     frozenset({CONDITIONAL, ENCODE, LATENT_INFERENCE}), f"{_M}.latent:compute_latent_cosine", latent_cosine_keys,
-    (("latent_cosine/*", True),),
+    (("latent_cosine/*", True),), samples=frozenset({CONDITIONAL_SAMPLES}),
 ))
 register_metric(MetricSpec(
     "f1", "sample-averaged F1 of generated attribute / mask modalities given the rest",
     "Wesego & Rooshenas 2024 Table 1 (sklearn f1_score average='samples')",
     frozenset({CONDITIONAL}), f"{_M}.f1:compute_f1", f1_keys,
-    (("f1/*", True),),
+    (("f1/*", True),), samples=frozenset({CONDITIONAL_SAMPLES}),
 ))

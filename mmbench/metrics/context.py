@@ -56,6 +56,7 @@ class EvalContext:
             self.workdir / "samples", model, data,
             n_unconditional=settings.n_unconditional, batch_size=settings.batch_size, seed=settings.seed,
             k_curves=settings.k_curves, n_curves=settings.n_curves, subsets=settings.subsets, progress=progress,
+            plan_batch=settings.generation_batch if settings.generation_plan else None,
         )
         self.provenance: dict[str, str] = {}
         self._classifiers: dict[str, tuple[torch.nn.Module, Any]] = {}

@@ -1,9 +1,11 @@
 """The metric pipeline: one trained model -> generate once (sample cache) -> every metric -> flat keys.
 
 ``evaluate`` skips (with a reason, never a zero) every metric whose capabilities the model lacks or that
-does not apply to the data, runs the others on one shared :class:`~mmbench.metrics.context.EvalContext`,
-checks that each produced exactly its ``expected_keys``, and returns numbers, skip reasons, artifacts
-and provenance. Metrics never call the tracker. Importing this module does not import torch.
+does not apply to the data, generates the samples the others declare (the clean conditional queries as one
+plan of sampler passes, the unconditional samples), runs them on one shared
+:class:`~mmbench.metrics.context.EvalContext`, checks that each produced exactly its ``expected_keys``, and
+returns numbers, skip reasons, artifacts and provenance. Metrics never call the tracker. Importing this
+module does not import torch.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from mmbench.metrics import catalog  # noqa: F401  (registers the built-in metrics)
 from mmbench.metrics.base import (
+    CLASSIFIER,
+    CONDITIONAL_SAMPLES,
+    FID_EXTRACTOR,
     METRICS,
+    SUBSTITUTE,
+    UNCONDITIONAL_SAMPLES,
     MetricOutput,
     MetricSkipped,
-    Modalities,
-    check_key,
+    declared,
+    expected_keys,
     get_metric,
     normalise_modalities,
 )
@@ -37,10 +44,6 @@ __all__ = [
     "EvalResult", "EvalSettings", "evaluate", "expected_keys", "higher_is_better", "metric_names",
     "metric_needs", "check_resources", "dataset_kinds",
 ]
-
-CLASSIFIER_METRICS = frozenset({"coherence", "unconditional_coherence", "mode_coverage", "fgsm"})
-FID_METRICS = frozenset({"fid", "unconditional_fid"})
-
 
 def metric_names() -> list[str]:
     """Every registered metric name, in registration order."""
@@ -59,15 +62,10 @@ def higher_is_better(key: str) -> bool | None:
     return _higher_is_better(key)
 
 
-def expected_keys(name: str, modalities: Modalities, settings: EvalSettings) -> list[str]:
-    """The keys ``name`` produces for these modalities (names, or ``{name: kind}``) and settings."""
-    return [check_key(k) for k in get_metric(name).keys(normalise_modalities(modalities), settings)]
-
-
 def dataset_kinds(data: Any, modalities: Sequence[str]) -> dict[str, str]:
     """``{modality: kind}``: a dataset may declare ``modality_kinds``; otherwise every modality is an image."""
-    declared: Mapping[str, str] = getattr(data, "modality_kinds", None) or {}
-    return normalise_modalities({m: declared.get(m, "image") for m in modalities})
+    kinds: Mapping[str, str] = getattr(data, "modality_kinds", None) or {}
+    return normalise_modalities({m: kinds.get(m, "image") for m in modalities})
 
 
 def check_resources(metrics: Sequence[str], settings: EvalSettings) -> None:
@@ -75,12 +73,13 @@ def check_resources(metrics: Sequence[str], settings: EvalSettings) -> None:
     from classifiers.store import load_classifier
     from mmbench.metrics.extractors import INCEPTION, resolve_inception_weights
 
-    names = {get_metric(m).name for m in metrics}
-    if names & CLASSIFIER_METRICS or (names & FID_METRICS and settings.fid_extractor != INCEPTION):
+    resources = declared(metrics, "resources")
+    fid_from_classifier = FID_EXTRACTOR in resources and settings.fid_extractor != INCEPTION
+    if CLASSIFIER in resources or fid_from_classifier:
         load_classifier(settings.classifier)
-    if "fgsm" in names:
+    if SUBSTITUTE in resources:
         load_classifier(settings.substitute)
-    if names & FID_METRICS and settings.fid_extractor == INCEPTION:
+    if FID_EXTRACTOR in resources and settings.fid_extractor == INCEPTION:
         resolve_inception_weights(settings.inception_weights)
 
 
@@ -144,6 +143,18 @@ def _grids(ctx: EvalContext) -> dict[str, Path]:
     return out
 
 
+def _generate(ctx: EvalContext, samples: frozenset[str]) -> None:
+    """Generate what the metrics declared before any runs: with the plan, every clean conditional query as
+    one plan of sampler passes (the transformed leave-one-out replays its passes when FGSM asks)."""
+    if CONDITIONAL_SAMPLES in samples and ctx.settings.generation_plan:
+        start = time.perf_counter()
+        group = next(iter(ctx.cache.groups.values()))
+        ctx.cache.conditional(sorted(group.queries[0][0]), sorted(group.queries[0][1])[0])
+        ctx.say(f"conditional samples ready in {time.perf_counter() - start:.1f} s")
+    if UNCONDITIONAL_SAMPLES in samples and ctx.names:
+        ctx.cache.unconditional(ctx.names[0])
+
+
 def _provenance(ctx: EvalContext, test: MultimodalDataset) -> dict[str, str]:
     s = ctx.settings
     out = {
@@ -154,6 +165,12 @@ def _provenance(ctx: EvalContext, test: MultimodalDataset) -> dict[str, str]:
     }
     out.update({f"eval/sample_cache/{g}": key for g, key in ctx.cache.keys.items()})
     out.update({f"seconds/samples/{g}": f"{t:.3f}" for g, t in ctx.cache.seconds.items()})
+    out.update({f"eval/sampler_calls/{g}": str(n) for g, n in ctx.cache.passes.items()})
+    out["eval/generation"] = (
+        f"plan of {ctx.settings.generation_batch}-sample passes"
+        + ("" if ctx.model.packs_requests else ", one model call per query in each pass")
+        if ctx.settings.generation_plan else f"per group, {ctx.settings.batch_size} tuples per call"
+    )
     return out
 
 
@@ -175,17 +192,18 @@ def evaluate(
     test = test.select_modalities(names)
     data = test.subset(settings.n_conditional) if settings.n_conditional else test
     real_unconditional = test.subset(min(settings.n_unconditional, len(test)))
-    share = bool(FID_METRICS & set(requested)) and (CLASSIFIER_METRICS & set(requested))
-    ctx = EvalContext(model, data, real_unconditional, kinds, settings, Path(workdir), _printer(progress), bool(share))
+    resources = declared(requested, "resources")
+    share = FID_EXTRACTOR in resources and CLASSIFIER in resources
+    ctx = EvalContext(model, data, real_unconditional, kinds, settings, Path(workdir), _printer(progress), share)
     values: dict[str, float] = {}
     skipped: dict[str, str] = {}
     artifacts: dict[str, Path] = {}
     provenance: dict[str, str] = {}
-    for name in requested:
-        gap = _capability_gap(model, name)
-        if gap:
-            skipped[name] = gap
-            continue
+    gaps = {name: gap for name in requested if (gap := _capability_gap(model, name))}
+    skipped.update(gaps)
+    runnable = [name for name in requested if name not in gaps]
+    _generate(ctx, declared(runnable, "samples"))
+    for name in runnable:
         ctx.say(f"{name} ...")
         start = time.perf_counter()
         try:

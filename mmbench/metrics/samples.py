@@ -1,8 +1,8 @@
 """The sample cache: every sample the metrics need is generated once per model, stored, and shared.
 
-Samples are grouped; each group is generated in batches (conditional queries of a batch together through
-``model.sample_conditional_many``), stored as uint8 ``.npy`` files (latents as float32) in a folder under
-the job's workdir named by a content key (model-state hash, data hash, sizes, seed, batch size, queries),
+Samples are grouped; the groups are generated in sampler passes (the layouts below), stored as uint8 ``.npy``
+files (latents as float32), one folder per group under the job's workdir named by a content key (model-state
+hash, data hash, sizes, seed, batch size, queries, layout),
 written atomically, and reused by any later evaluation with the same key. The group's ``manifest.json``
 records the sha256 of each array; a stored group is re-hashed before it is reused, and one that fails
 (or predates the hashes) is moved aside (``mmbench.integrity``) and generated again.
@@ -12,12 +12,20 @@ leave-one-out; with ``n_curves`` only for a class-stratified part of the tuples,
 the leave-one-out one included, is then scored), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
 inputs) and ``uncond`` (unconditional samples). For a model that infers latents, the ``loo`` group also holds,
 from the same pass (``sample_with_latents_many``), the latent behind each leave-one-out sample and ``encode`` of
-the truth: the latent cosine similarity is measured on the samples coherence scores. Seeds: batch ``b`` of a stream runs under ``derive_seed(seed, stream, b)``;
-``loo`` and ``loo_fgsm`` share their stream, so clean and attacked generation see the same noise.
+the truth: the latent cosine similarity is measured on the samples coherence scores.
+
+Two layouts. With ``plan_batch`` (what ``evaluate`` uses), the clean groups (``loo``, ``curves``, ``subsets``) are
+one :mod:`~mmbench.metrics.plan`: their samples cut into passes of ``plan_batch`` samples, pass ``p`` under
+``derive_seed(seed, "plan", p)``, each pass one ``model.sample_conditional_requests`` call; ``loo_fgsm``
+replays the passes holding ``loo`` samples (same layout, same seeds), so clean and attacked generation see
+the same noise. Without it (per group): chunk ``b`` of ``batch_size`` tuples of a group, all its queries
+together, under ``derive_seed(seed, stream, b)``; ``loo`` and ``loo_fgsm`` share their stream. The layout is
+part of every key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,11 +39,12 @@ import torch
 from torch import Tensor
 
 from mmbench import atomic
-from mmbench.contract import Capability, MultimodalModel
+from mmbench.contract import Capability, ConditionalAnswer, ConditionalRequest, MultimodalModel
 from mmbench.data.dataset import MultimodalDataset, stratified_first
 from mmbench.hashing import config_hash, sha256_array, sha256_file
 from mmbench.integrity import IntegrityError, recover, verify_file
 from mmbench.metrics.catalog import ConditionalGroup, conditional_groups, loo_given, subset_id
+from mmbench.metrics.plan import GroupShape, Pass, mirror, pack
 from mmbench.seeding import derive_seed, seeded
 
 CACHE_FORMAT = 2  # 2: the leave-one-out latents live in the loo group
@@ -91,6 +100,7 @@ class SampleCache:
         n_curves: int | None = None,
         subsets: Sequence[Sequence[str]] = (),
         progress: Progress = None,
+        plan_batch: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.model = model
@@ -100,12 +110,15 @@ class SampleCache:
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
+        self.plan_batch = plan_batch  # samples per pass of the generation plan; None: per group
         loo_latents = all(model.has(c) for c in (Capability.CONDITIONAL, Capability.LATENT_INFERENCE, Capability.ENCODE))
         n_curves = n_curves if n_curves is not None and n_curves < len(data) else None
         self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets, loo_latents, n_curves)}
         self.model_hash = model_fingerprint(model)
         self.data_hash = data_fingerprint(data, self.names)
-        self.seconds: dict[str, float] = {}  # generation time per group (0 when loaded from disk)
+        self.seconds: dict[str, float] = {}  # generation time per group (0 when loaded from disk; a plan's
+        # time is shared among the groups it generated in proportion to their samples)
+        self.passes: dict[str, int] = {}  # sampler calls per generated group or plan segment
         self.keys: dict[str, str] = {}
         self._loaded: dict[str, dict[str, np.ndarray]] = {}
 
@@ -149,7 +162,7 @@ class SampleCache:
     def adversarial(self, target: str, transform: Transform, transform_id: dict[str, Any]) -> np.ndarray:
         """Leave-one-out samples of ``target`` generated from inputs changed by ``transform`` (FGSM)."""
         loo = self.groups["loo"]
-        group = ConditionalGroup("loo_fgsm", loo.stream, loo.queries, transform, transform_id)
+        group = ConditionalGroup("loo_fgsm", loo.stream, loo.queries, transform, transform_id, latents=self.plan_batch is not None and loo.latents)
         given = subset_id(loo_given(self.names, target), self.names)
         return self._group(group)[_file(given, target)]
 
@@ -174,34 +187,120 @@ class SampleCache:
         }
         return config_hash(parts, length=24)
 
-    def _group(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
-        extra = {
+    def _extra(self, group: ConditionalGroup) -> dict[str, Any]:
+        return {
             "queries": [[subset_id(g, self.names), sorted(t)] for g, t in group.queries],
             "stream": group.stream, "transform": group.transform_id, "latents": group.latents,
             "rows": group.rows,
         }
-        return self._stored(group.name, extra, lambda out: self._generate_conditional(out, group))
+
+    def _group(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
+        if self.plan_batch is not None:
+            return self._planned(group)
+        return self._stored(group.name, self._extra(group), lambda out: self._generate_conditional(out, group))
 
     def _stored(self, name: str, extra: Mapping[str, Any], generate: Callable[[Path], None]) -> dict[str, np.ndarray]:
         key = self._key(name, extra)
         self.keys[name] = key
-        if key in self._loaded:
-            return self._loaded[key]
+        if key not in self._loaded and not self._ready(name, key):
+            self._write({name: (key, extra)}, lambda tmp: generate(tmp[name]), {name: 1})
+        return self._open(name, key)
+
+    def _ready(self, name: str, key: str) -> bool:
+        """Whether the group is stored and verified (time 0 then); a damaged one is moved aside."""
         folder = self.root / f"{name}-{key}"
-        if not (folder / "manifest.json").is_file() or not _verified(folder):
-            start = time.perf_counter()
-            with atomic.atomic_path(folder) as tmp:
-                tmp.mkdir()
-                generate(tmp)
-                hashes = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.npy"))}
-                manifest = {"group": name, "key": key, "parts": {k: v for k, v in extra.items()}, "sha256": hashes}
-                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-            self.seconds[name] = time.perf_counter() - start
-        else:
+        ready = (folder / "manifest.json").is_file() and _verified(folder)
+        if ready:
             self.seconds.setdefault(name, 0.0)
-        arrays = {p.name: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
-        self._loaded[key] = arrays
-        return arrays
+        return ready
+
+    def _open(self, name: str, key: str) -> dict[str, np.ndarray]:
+        if key not in self._loaded:
+            folder = self.root / f"{name}-{key}"
+            self._loaded[key] = {p.name: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
+        return self._loaded[key]
+
+    def _write(
+        self, groups: Mapping[str, tuple[str, Mapping[str, Any]]], generate: Callable[[dict[str, Path]], None],
+        weights: Mapping[str, int],
+    ) -> None:
+        """Generate several groups at once, each into its own folder (atomically, with its manifest)."""
+        start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            tmps = {name: stack.enter_context(atomic.atomic_path(self.root / f"{name}-{key}")) for name, (key, _) in groups.items()}
+            for tmp in tmps.values():
+                tmp.mkdir(parents=True)
+            generate(tmps)
+            for name, (key, extra) in groups.items():
+                hashes = {p.name: sha256_file(p) for p in sorted(tmps[name].glob("*.npy"))}
+                manifest = {"group": name, "key": key, "parts": dict(extra), "sha256": hashes}
+                (tmps[name] / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        seconds, total = time.perf_counter() - start, sum(weights.values())
+        for name in groups:
+            self.seconds[name] = seconds * weights[name] / total
+
+    # --- the plan ----------------------------------------------------------------------------------
+    def plan_passes(self) -> list[Pass]:
+        """The passes of the clean conditional groups (:func:`mmbench.metrics.plan.pack`)."""
+        if self.plan_batch is None:
+            raise ValueError("this sample cache generates per group (no plan_batch)")
+        shapes = [GroupShape(g.name, len(g.queries), len(self._rows(g))) for g in self.groups.values()]
+        return pack(shapes, self.plan_batch)
+
+    def _planned(self, group: ConditionalGroup) -> dict[str, np.ndarray]:
+        """A group of the plan: the clean groups are generated together; a transformed ``loo`` replays the
+        passes that hold ``loo`` (:func:`mmbench.metrics.plan.mirror`). Only missing groups are stored."""
+        clean, passes = group.name in self.groups, self.plan_passes()
+        if clean:
+            segment, members, produced = passes, dict(self.groups), list(self.groups.values())
+        else:
+            segment, members, produced = mirror(passes, "loo", group.name), {**self.groups, group.name: group}, [group]
+        layout = {"layout": "plan", "pass": self.plan_batch, "groups": [self._extra(g) for g in self.groups.values()]}
+        parts = {g.name: {**self._extra(g), "plan": layout} for g in produced}
+        keys = {name: self._key(name, extra) for name, extra in parts.items()}
+        self.keys.update(keys)
+        missing = {n: (keys[n], parts[n]) for n in keys if keys[n] not in self._loaded and not self._ready(n, keys[n])}
+        if missing:
+            weights = {g.name: len(g.queries) * len(self._rows(g)) for g in produced if g.name in missing}
+            self._write(missing, lambda tmps: self._run_plan(segment, members, tmps), weights)
+            self.passes["plan" if clean else group.name] = len(segment)
+        return self._open(group.name, keys[group.name])
+
+    def _run_plan(self, passes: Sequence[Pass], groups: Mapping[str, ConditionalGroup], out: Mapping[str, Path]) -> None:
+        files = {name: _Arrays(folder, len(self._rows(groups[name]))) for name, folder in out.items()}
+        device, done = self.model.device, 0
+        for p in passes:
+            requests = [self._request(groups[s.group], s.query, s.start, s.stop) for s in p.slots]
+            with seeded(derive_seed(self.seed, "plan", p.index), device):
+                answers = self.model.sample_conditional_requests(requests)
+            if len(answers) != len(requests):
+                raise ValueError(f"{type(self.model).__name__}.sample_conditional_requests answered {len(answers)} of {len(requests)} requests")
+            for slot, request, answer in zip(p.slots, requests, answers, strict=True):
+                if slot.group in files:
+                    self._put(files[slot.group], groups[slot.group], request, answer, np.arange(slot.start, slot.stop))
+            done += p.size
+            self._say(f"samples plan: pass {p.index + 1}/{passes[-1].index + 1}, {done} samples")
+        for arrays in files.values():
+            arrays.flush()
+
+    def _request(self, group: ConditionalGroup, query: int, start: int, stop: int) -> ConditionalRequest:
+        given, targets = group.queries[query]
+        batch, labels = self.data.batch(self._rows(group)[start:stop], self.names)
+        if group.transform is not None:
+            batch = group.transform(batch, labels)
+        device = self.model.device
+        return ConditionalRequest({m: x.to(device) for m, x in batch.items()}, given, targets, group.latents)
+
+    def _put(self, files: _Arrays, group: ConditionalGroup, request: ConditionalRequest, answer: ConditionalAnswer, idx: np.ndarray) -> None:
+        given = subset_id(request.given, self.names)
+        for t in sorted(request.targets):
+            image = self._check("sample_conditional_requests", answer.images, t, len(idx))
+            files.put(_file(given, t), idx, to_uint8(image))
+            if group.latents and group.transform is None:
+                if t not in answer.latents:
+                    raise ValueError(f"{type(self.model).__name__}.sample_conditional_requests returned no latent for {t!r}")
+                files.put(f"inferred__{t}.npy", idx, _latent_rows(answer.latents[t], len(idx)))
+                files.put(f"encoded__{t}.npy", idx, _latent_rows(self.model.encode(request.batch, frozenset({t})), len(idx)))
 
     # --- generation ------------------------------------------------------------------------------
     def _say(self, message: str) -> None:
@@ -242,6 +341,7 @@ class SampleCache:
                 else:
                     self._sample(files, idx, batch, group)
             self._say(f"samples {group.name}: {idx[-1] + 1}/{n}")
+        self.passes[group.name] = b + 1
         files.flush()
 
     def _sample(self, files: _Arrays, idx: np.ndarray, batch: dict[str, Tensor], group: ConditionalGroup) -> None:

@@ -28,6 +28,10 @@ class EvalSettings:
     kid_subsets: int = 10  # torch-fidelity uses 100; KID is unbiased at any count, 10 keeps it cheap on a CPU
     kid_subset_size: int = 1000  # torch-fidelity's default; lowered to the set size when smaller
     grid_size: int = 8  # samples per row in the PNG sample grids (0 = no grids)
+    # one generation plan: every clean conditional query in sampler passes of generation_batch samples
+    # (False: each sample group on its own, batch_size tuples per pass with all the group's queries)
+    generation_plan: bool = True
+    generation_batch: int = 1024  # samples per sampler pass of the plan (docs/metrics.md, measured)
 
     def __post_init__(self) -> None:
         if self.n_conditional is not None and self.n_conditional < 2:
@@ -36,8 +40,8 @@ class EvalSettings:
             raise ValueError(f"n_curves must be at least 2 (or None for every conditional tuple), got {self.n_curves}")
         if self.n_unconditional < 2:
             raise ValueError(f"n_unconditional must be at least 2, got {self.n_unconditional}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.batch_size < 1 or self.generation_batch < 1:
+            raise ValueError(f"batch sizes must be positive, got {self.batch_size} and {self.generation_batch}")
         if not 0.0 <= self.fgsm_epsilon <= 1.0:
             raise ValueError(f"fgsm_epsilon is in [0,1] pixel units, got {self.fgsm_epsilon}")
         if self.kid_subsets < 1 or self.kid_subset_size < 2:

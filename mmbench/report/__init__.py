@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmbench import atomic, tracking
+from mmbench.records import Artifact, Tag, artifact_path
 from mmbench.report import figures as figs
 from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
@@ -23,7 +24,9 @@ from mmbench.report.provenance import provenance, provenance_markdown
 from mmbench.suites.spec import Budget, Suite
 
 Say = Callable[[str], None]
-SAMPLE_GRIDS = {"loo": "samples/samples_loo.png", "uncond": "samples/samples_uncond.png"}
+SAMPLE_GRIDS = {"loo": artifact_path(Artifact.SAMPLES, "samples_loo.png"),
+                "uncond": artifact_path(Artifact.SAMPLES, "samples_uncond.png")}
+COVERAGE_COUNTS = artifact_path(Artifact.TABLES, "mode_coverage_counts.csv")
 
 
 @dataclass
@@ -115,7 +118,7 @@ def _first_runs(collected: Collected) -> dict[str, tracking.RunRecord]:
     """The lowest-seed run of every row (the one whose artifacts illustrate the row)."""
     out: dict[str, tracking.RunRecord] = {}
     for run in collected.runs:
-        out.setdefault(run.tags["variant"], run)
+        out.setdefault(run.tags[Tag.VARIANT], run)
     return out
 
 
@@ -124,9 +127,9 @@ def _coverage(collected: Collected) -> dict[str, list[float]]:
     shares: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant, run in _first_runs(collected).items():
-            if "tables/mode_coverage_counts.csv" not in store.artifact_names(run.run_id, "tables"):
+            if COVERAGE_COUNTS not in store.artifact_names(run.run_id, Artifact.TABLES):
                 continue
-            path = store.download(run.run_id, "tables/mode_coverage_counts.csv", Path(tmp) / run.run_id)
+            path = store.download(run.run_id, COVERAGE_COUNTS, Path(tmp) / run.run_id)
             values = figs.coverage_shares(path.read_text())
             if values:
                 shares[variant] = values
@@ -139,7 +142,7 @@ def _samples(collected: Collected, result: ReportFiles) -> None:
     found = 0
     with tempfile.TemporaryDirectory() as tmp:
         for variant, run in _first_runs(collected).items():
-            names = set(store.artifact_names(run.run_id, "samples"))
+            names = set(store.artifact_names(run.run_id, Artifact.SAMPLES))
             for kind, artifact in SAMPLE_GRIDS.items():
                 if artifact in names:
                     path = store.download(run.run_id, artifact, Path(tmp) / run.run_id)

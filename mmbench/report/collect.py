@@ -2,8 +2,8 @@
 
 One row per (row label, seed, metric key): the latest FINISHED run of each (label, seed) of the suite's
 current version counts; older versions and unfinished attempts are counted, not used. Skip reasons,
-metric directions and provenance come from the same runs (tags and the ``skipped.json`` /
-``metric_keys.json`` artifacts). Every (row, budget seed) without a finished run is an :class:`Absence`
+metric directions and provenance come from the same runs (tags and the skip-reason and metric-direction
+artifacts; every name from :mod:`mmbench.records`). Every (row, budget seed) without a finished run is an :class:`Absence`
 saying why: no run yet, the run failed, or it is unfinished (running, stopped or killed). Torch is never
 imported.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 from mmbench import tracking
+from mmbench.records import Artifact, Tag, is_training_metric
 from mmbench.suites.spec import Budget, Suite
 
-TRAINING_PREFIXES = ("train/", "val/", "stage/", "job/")  # curves and costs, not results
 NO_RUN, RUN_FAILED, RUN_UNFINISHED = "no run yet", "run failed", "run unfinished"
 
 
@@ -57,7 +57,7 @@ class Collected:
     @property
     def variants(self) -> list[str]:
         """Row labels with at least one run, in the suite's order."""
-        present = set(self.values["variant"]) | set(self.skipped) | {r.tags["variant"] for r in self.runs}
+        present = set(self.values["variant"]) | set(self.skipped) | {r.tags[Tag.VARIANT] for r in self.runs}
         return [v.label for v in self.suite.variants if v.label in present]
 
     @property
@@ -123,7 +123,7 @@ def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking
     ignored: dict[str, int] = {}
     latest: dict[tuple[str, int], tracking.RunRecord] = {}
     for run in sorted(runs, key=lambda r: r.start_time):
-        label, version = run.tags.get("variant", ""), run.tags.get("suite_version")
+        label, version = run.tags.get(Tag.VARIANT, ""), run.tags.get(Tag.SUITE_VERSION)
         reason = None
         if version != suite.version:
             reason = f"suite version {version} (current: {suite.version})"
@@ -136,18 +136,18 @@ def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking
         if version == suite.version and label in labels:
             latest[(label, _seed(run))] = run  # runs are in start order: the last one wins
     order = {label: i for i, label in enumerate(labels)}
-    chosen = sorted(latest.values(), key=lambda r: (order[r.tags["variant"]], _seed(r)))
+    chosen = sorted(latest.values(), key=lambda r: (order[r.tags[Tag.VARIANT]], _seed(r)))
     return chosen, ignored
 
 
 def absences(suite: Suite, budget: Budget, attempts: list[tracking.RunRecord],
              chosen: list[tracking.RunRecord]) -> dict[str, dict[int, Absence]]:
     """Every (row, budget seed) without a chosen finished run, with the state of its latest attempt."""
-    finished = {(r.tags["variant"], _seed(r)) for r in chosen}
+    finished = {(r.tags[Tag.VARIANT], _seed(r)) for r in chosen}
     latest: dict[tuple[str, int], tracking.RunRecord] = {}
     for run in sorted(attempts, key=lambda r: r.start_time):
-        if run.tags.get("suite_version") == suite.version and run.status != tracking.FINISHED:
-            latest[(run.tags.get("variant", ""), _seed(run))] = run
+        if run.tags.get(Tag.SUITE_VERSION) == suite.version and run.status != tracking.FINISHED:
+            latest[(run.tags.get(Tag.VARIANT, ""), _seed(run))] = run
     out: dict[str, dict[int, Absence]] = {}
     for variant in suite.variants:
         for seed in budget.seeds:
@@ -159,7 +159,7 @@ def absences(suite: Suite, budget: Budget, attempts: list[tracking.RunRecord],
 def _absence(attempt: tracking.RunRecord | None) -> Absence:
     if attempt is None:
         return Absence(NO_RUN)
-    error = attempt.tags.get("error", "")
+    error = attempt.tags.get(Tag.ERROR, "")
     if attempt.status == tracking.FAILED:
         return Absence(RUN_FAILED, error or "no error recorded", attempt.run_id)
     if attempt.status == tracking.KILLED:
@@ -169,18 +169,18 @@ def _absence(attempt: tracking.RunRecord | None) -> Absence:
 
 
 def _seed(run: tracking.RunRecord) -> int:
-    return int(run.tags.get("seed", "0"))
+    return int(run.tags.get(Tag.SEED, "0"))
 
 
 def _tidy(runs: list[tracking.RunRecord], suite: Suite) -> pd.DataFrame:
     rows = []
     for run in runs:
-        variant = run.tags["variant"]
+        variant = run.tags[Tag.VARIANT]
         m = suite.variant(variant).num_modalities or suite.dataset.num_modalities
         for key, value in run.metrics.items():
-            if key.startswith(TRAINING_PREFIXES):
+            if is_training_metric(key):
                 continue
-            rows.append((variant, run.tags.get("model", ""), _seed(run), m, run.run_id, key, value))
+            rows.append((variant, run.tags.get(Tag.MODEL, ""), _seed(run), m, run.run_id, key, value))
     return pd.DataFrame(rows, columns=["variant", "model", "seed", "num_modalities", "run_id", "key", "value"])
 
 
@@ -188,14 +188,14 @@ def _artifacts(store: tracking.Store, runs: list[tracking.RunRecord]) -> tuple[d
     skipped: dict[str, dict[str, str]] = {}
     directions: dict[str, bool | None] = {}
     for run in runs:
-        variant = run.tags["variant"]
-        reasons = _json_tag(run.tags.get("skipped", "{}"))
+        variant = run.tags[Tag.VARIANT]
+        reasons = _json_tag(run.tags.get(Tag.SKIPPED, "{}"))
         if reasons is None:  # the tag was truncated: the artifact holds all of it
-            reasons = store.read_json(run.run_id, "skipped.json")
+            reasons = store.read_json(run.run_id, Artifact.SKIPPED)
         for key, reason in reasons.items():
             skipped.setdefault(variant, {}).setdefault(key, reason)
-    for run in {r.tags["variant"]: r for r in runs}.values():
-        directions.update(store.read_json(run.run_id, "metric_keys.json"))
+    for run in {r.tags[Tag.VARIANT]: r for r in runs}.values():
+        directions.update(store.read_json(run.run_id, Artifact.METRIC_KEYS))
     return skipped, directions
 
 

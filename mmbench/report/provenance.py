@@ -5,28 +5,27 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from mmbench.records import Tag, model_param, provenance_tag, versions_of
 from mmbench.report.collect import Collected
 
 SHARED_TAGS = (
-    "git_commit", "dataset", "dataset_hash", "classifier", "classifier_sha256", "substitute", "substitute_sha256",
-    "fid_extractor", "fid_weights", "provenance.fid/extractor_weights_sha256", "device",
+    Tag.GIT_COMMIT, Tag.DATASET, Tag.DATASET_HASH, Tag.CLASSIFIER, Tag.CLASSIFIER_SHA256, Tag.SUBSTITUTE,
+    Tag.SUBSTITUTE_SHA256, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS, provenance_tag("fid/extractor_weights_sha256"), Tag.DEVICE,
 )
 # model settings that change what a row's generated samples mean (shown per row when a run has them)
-GENERATION_PARAMS = (
-    "model/conditional", "model/sampler", "model/sampler_steps", "model/corrector_steps", "model/reimpose",
-    "model/energy_gamma", "model/score_ema_decay",
-)
+GENERATION_FIELDS = ("conditional", "sampler", "sampler_steps", "corrector_steps", "reimpose", "energy_gamma",
+                     "score_ema_decay")
 
 
 def generation_settings(collected: Collected) -> dict[str, dict[str, str]]:
-    """Per row, the logged values of :data:`GENERATION_PARAMS` (e.g. MoPoE's conditional, the SBM sampler)."""
+    """Per row, the logged values of :data:`GENERATION_FIELDS` (e.g. MoPoE's conditional, the SBM sampler)."""
     rows: dict[str, dict[str, str]] = {}
     for run in collected.runs:
-        found = {k.split("/", 1)[1]: run.params[k] for k in GENERATION_PARAMS if k in run.params}
-        if run.params.get("model/guidance", "energy") != "energy":
+        found = {f: run.params[model_param(f)] for f in GENERATION_FIELDS if model_param(f) in run.params}
+        if run.params.get(model_param("guidance"), "energy") != "energy":
             found.pop("energy_gamma", None)  # only energy guidance reads it
         if found:
-            rows.setdefault(run.tags["variant"], found)
+            rows.setdefault(run.tags[Tag.VARIANT], found)
     return rows
 
 
@@ -38,10 +37,10 @@ def provenance(collected: Collected) -> dict[str, Any]:
             value = run.tags.get(tag)
             if value is not None and value not in shared[tag]:
                 shared[tag].append(value)
-    versions = {k[len("versions."):]: v for k, v in collected.runs[0].tags.items() if k.startswith("versions.")}
+    versions = versions_of(collected.runs[0].tags)
     runs: dict[str, dict[str, str]] = defaultdict(dict)
     for run in collected.runs:
-        runs[run.tags["variant"]][run.tags.get("seed", "0")] = run.run_id
+        runs[run.tags[Tag.VARIANT]][run.tags.get(Tag.SEED, "0")] = run.run_id
     budget = collected.budget
     return {
         "suite": collected.suite.name, "suite_version": collected.suite.version, "budget": budget.name,

@@ -28,8 +28,7 @@ def metric_names() -> list[str]:
 
 def expected_keys(name: str, modalities: Sequence[str], settings: Any) -> list[str]:
     """The keys metric ``name`` produces for image modalities ``modalities`` under ``settings``."""
-    base = _base()
-    return list(base.get_metric(name).keys(base.normalise_modalities(list(modalities)), settings))
+    return _base().expected_keys(name, list(modalities), settings)
 
 
 def higher_is_better(key: str) -> bool | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmbench.hashing import config_hash
+from mmbench.records import Metric, Tag, stage_metric
 from mmbench.runner.plan import Job, StageCost, stage_costs
 
 MEASURED = "measured here"
@@ -114,7 +115,7 @@ def cost_model_sample(job: Job) -> float | None:
     if job.model not in {model for model, _ in COST_MODEL}:
         return None
     if "sampler" in config and "sampler_steps" in config:
-        from sbm.sampling import nfe_of
+        from latentdiff.sampling import nfe_of
 
         nfe = nfe_of(config["sampler"], config["sampler_steps"], config.get("corrector_steps", 1))
         return nfe * SECONDS_PER_SCORE_EVALUATION
@@ -124,6 +125,14 @@ def cost_model_sample(job: Job) -> float | None:
 # ------------------------------------------------------------------------------------ measurements
 
 Where = tuple[str, int | None]  # (device, torch threads)
+PER_STEP = "seconds_per_step"  # stage_metric(<stage>, PER_STEP): measured seconds per optimiser step
+
+
+def stage_of(metric: str, what: str) -> str | None:
+    """The stage name of a ``stage_metric(<stage>, what)`` key; None for any other key."""
+    head, _, tail = metric.rpartition("/")
+    name = head.partition("/")[2]
+    return name if tail == what and name and stage_metric(name, what) == metric else None
 
 
 @dataclass(frozen=True)
@@ -141,16 +150,18 @@ class Measurements:
         samples: dict[tuple[str, str, int | None], list[float]] = defaultdict(list)
         overheads: dict[tuple[str, str, int | None], list[float]] = defaultdict(list)
         for run in runs:
-            key, device, threads = run.tags.get("cost_key"), run.tags.get("device", "").split(":")[0], _int(run.tags.get("threads"))
+            key, threads = run.tags.get(Tag.COST_KEY), _int(run.tags.get(Tag.THREADS))
+            device = run.tags.get(Tag.DEVICE, "").split(":")[0]
             if not key:
                 continue  # recorded before runs carried their cost key
             for name, value in run.metrics.items():
-                if name.startswith("stage/") and name.endswith("/seconds_per_step"):
-                    steps[(key, name[len("stage/"):-len("/seconds_per_step")], device, threads)].append(value)
-            if "job/eval_seconds_per_sample" in run.metrics:
-                samples[(key, device, threads)].append(run.metrics["job/eval_seconds_per_sample"])
-            if "job/overhead_seconds" in run.metrics:
-                overheads[(key, device, threads)].append(run.metrics["job/overhead_seconds"])
+                stage = stage_of(name, PER_STEP)
+                if stage is not None:
+                    steps[(key, stage, device, threads)].append(value)
+            if Metric.EVAL_SECONDS_PER_SAMPLE in run.metrics:
+                samples[(key, device, threads)].append(run.metrics[Metric.EVAL_SECONDS_PER_SAMPLE])
+            if Metric.OVERHEAD_SECONDS in run.metrics:
+                overheads[(key, device, threads)].append(run.metrics[Metric.OVERHEAD_SECONDS])
         return cls(*({k: _mean(v) for k, v in d.items()} for d in (steps, samples, overheads)))
 
     def places(self, keys: set[str]) -> set[Where]:

@@ -18,7 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from mmbench import tracking
-from mmbench.config import flatten
+from mmbench.records import (
+    Artifact,
+    Kind,
+    Metric,
+    Param,
+    Tag,
+    artifact_folder,
+    config_params,
+    curve_metric,
+    flag,
+    provenance_tags,
+    stage_metric,
+)
 from mmbench.runner.claims import JobClaim
 from mmbench.runner.plan import Job
 
@@ -101,7 +113,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
         return JobOutcome(job.job_id, job.title, done, SKIPPED, 0.0, f"finished by another invocation (run {done})")
     if took_over:  # the previous owner died: close its run so it does not show RUNNING forever
         reaped = store.reap_abandoned(ctx.experiment_id)
-        previous_run = next((r for r in reaped if store.run(r).tags.get("job_id") == job.job_id), previous_run)
+        previous_run = next((r for r in reaped if store.run(r).tags.get(Tag.JOB_ID) == job.job_id), previous_run)
     run_id = open_child(store, ctx, job, previous_run)
     try:
         _run(job, ctx, store, run_id)
@@ -121,7 +133,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
 
 def _log_wall_time(store: tracking.Store, run_id: str, start: float) -> float:
     seconds = time.perf_counter() - start
-    store.log_metrics(run_id, [("job/seconds", seconds, 0)], _now_ms())
+    store.log_metrics(run_id, [(Metric.JOB_SECONDS, seconds, 0)], _now_ms())
     return seconds
 
 
@@ -129,25 +141,25 @@ def _log_overhead(store: tracking.Store, run_id: str, seconds: float) -> None:
     """``job/overhead_seconds``: the finished job's wall time outside its trained stages and its evaluation
     (loading data, building and saving the model, logging), when all of them were timed in this attempt."""
     metrics = store.run(run_id).metrics
-    if "job/eval_seconds_per_sample" not in metrics or any(
+    if Metric.EVAL_SECONDS_PER_SAMPLE not in metrics or any(
         k.startswith("stage/") and k.endswith("/reused") and v for k, v in metrics.items()
     ):
         return  # a reused stage or a cached evaluation: not what a fresh job spends
     stages = sum(v for k, v in metrics.items() if k.startswith("stage/") and k.endswith("/seconds"))
-    overhead = max(0.0, seconds - stages - metrics["job/eval_seconds"])
-    store.log_metrics(run_id, [("job/overhead_seconds", overhead, 0)], _now_ms())
+    overhead = max(0.0, seconds - stages - metrics[Metric.EVAL_SECONDS])
+    store.log_metrics(run_id, [(Metric.OVERHEAD_SECONDS, overhead, 0)], _now_ms())
 
 
 def open_child(store: tracking.Store, ctx: JobContext, job: Job, previous_run: str | None) -> str:
-    """The job's child run (RUNNING, linked to the parent by id): tags, params and ``config.json``."""
-    tags = {**job_tags(job, dict(ctx.tags)), "requested_device": ctx.device}
+    """The job's child run (RUNNING, linked to the parent by id): tags, params and its config artifact."""
+    tags = {**job_tags(job, dict(ctx.tags)), Tag.REQUESTED_DEVICE: ctx.device}
     if previous_run:
-        tags["resumed_from"] = previous_run
+        tags[Tag.RESUMED_FROM] = previous_run
     run_id = store.create_run(ctx.experiment_id, job.title.replace(" ", "-"), tags, parent_run_id=ctx.parent_run_id)
-    params = flatten({"model": job.config, "eval": dict(job.eval_settings), "data": dataclasses.asdict(job.data)})
-    params.update({"seed": job.seed, "model_name": job.model, "variant": job.label, "budget": job.budget})
+    params = config_params(job.config, dict(job.eval_settings), dataclasses.asdict(job.data))
+    params.update({Param.SEED: job.seed, Param.MODEL_NAME: job.model, Param.VARIANT: job.label, Param.BUDGET: job.budget})
     store.log_params(run_id, params)
-    store.log_json(run_id, job.describe(), "config.json")
+    store.log_json(run_id, job.describe(), Artifact.CONFIG)
     return run_id
 
 
@@ -155,16 +167,17 @@ def job_tags(job: Job, shared: dict[str, str]) -> dict[str, Any]:
     """Tags of a job's run: who it is, what it ran on, and the invocation's shared provenance."""
     settings = dict(job.eval_settings)
     return {
-        "kind": tracking.JOB_KIND, "suite": job.suite, "suite_version": job.suite_version, "budget": job.budget,
-        "model": job.model, "variant": job.label, "seed": str(job.seed), "job_id": job.job_id,
-        "config_hash": job.config_hash, "data_id": job.data.data_id, "num_modalities": str(len(job.data.modalities)),
-        "ranks": str(job.ranks).lower(), "fid_extractor": settings.get("fid_extractor", ""),
+        Tag.KIND: Kind.JOB, Tag.SUITE: job.suite, Tag.SUITE_VERSION: job.suite_version, Tag.BUDGET: job.budget,
+        Tag.MODEL: job.model, Tag.VARIANT: job.label, Tag.SEED: str(job.seed), Tag.JOB_ID: job.job_id,
+        Tag.CONFIG_HASH: job.config_hash, Tag.DATA_ID: job.data.data_id,
+        Tag.NUM_MODALITIES: str(len(job.data.modalities)), Tag.RANKS: flag(job.ranks),
+        Tag.FID_EXTRACTOR: settings.get("fid_extractor", ""),
         **shared,
     }
 
 
 def _fail(store: tracking.Store, run_id: str, job: Job, start: float, status: str, error: str) -> JobOutcome:
-    store.set_tags(run_id, {"error": error})
+    store.set_tags(run_id, {Tag.ERROR: error})
     seconds = _log_wall_time(store, run_id, start)
     store.mark(run_id, status)
     return JobOutcome(job.job_id, job.title, run_id, status, seconds, error)
@@ -174,7 +187,7 @@ def _log_traceback(store: tracking.Store, run_id: str) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "traceback.txt"
+        path = Path(tmp) / Artifact.TRACEBACK
         path.write_text(traceback.format_exc())
         store.log_artifact(run_id, path)
 
@@ -208,8 +221,8 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
 
     device = resolve_device(ctx.device)
     # where the job's measured step and sample times hold (mmbench.runner.cost matches estimates on these)
-    store.set_tags(run_id, {"device": str(device), "threads": str(torch.get_num_threads()),
-                            "cost_key": job_cost_key(job)})
+    store.set_tags(run_id, {Tag.DEVICE: str(device), Tag.THREADS: str(torch.get_num_threads()),
+                            Tag.COST_KEY: job_cost_key(job)})
     seed_everything(job.seed)
     train, val, test = load_splits(job.data)
     model = _build(job)
@@ -217,7 +230,7 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
     _evaluate(job, ctx, store, run_id, model, test, device)
     nfe = getattr(model, "last_nfe", None)  # score evaluations of the last sampler pass, per sample
     if nfe is not None:
-        store.log_metrics(run_id, [("job/score_evaluations_per_sample", float(nfe), 0)], _now_ms())
+        store.log_metrics(run_id, [(Metric.SCORE_EVALUATIONS, float(nfe), 0)], _now_ms())
 
 
 def _build(job: Job) -> Any:
@@ -239,6 +252,7 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
            device: Any) -> None:
     from mmbench import paths
     from mmbench.persist import save_model
+    from mmbench.runner.cost import PER_STEP
     from mmbench.training.artifacts import ArtifactStore
     from mmbench.training.trainer import TrainerOptions, train_model
 
@@ -255,23 +269,19 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
         buffer.flush()
     stage_values: dict[str, float] = {}
     for r in reports:
-        stage_values[f"stage/{r.name}/seconds"] = r.seconds
-        stage_values[f"stage/{r.name}/reused"] = float(r.reused)
+        stage_values[stage_metric(r.name, "seconds")] = r.seconds
+        stage_values[stage_metric(r.name, "reused")] = float(r.reused)
         if r.samples_per_second is not None:
-            stage_values[f"stage/{r.name}/samples_per_second"] = r.samples_per_second
+            stage_values[stage_metric(r.name, "samples_per_second")] = r.samples_per_second
         if r.seconds_per_step is not None:
-            stage_values[f"stage/{r.name}/seconds_per_step"] = r.seconds_per_step
+            stage_values[stage_metric(r.name, PER_STEP)] = r.seconds_per_step
     store.log_metrics(run_id, [(k, v, 0) for k, v in stage_values.items()], _now_ms())
     save_model(model, Path(job.workdir) / "model.pt", job.model, {"job_id": job.job_id, "seed": job.seed})
 
 
 def curve_keys(stage: str, values: dict[str, float]) -> dict[str, float]:
     """Trainer keys ``train/loss`` of stage ``unimodal/m0`` become ``train/unimodal/m0/loss``."""
-    out = {}
-    for key, value in values.items():
-        split, _, rest = key.partition("/")
-        out[f"{split}/{stage}/{rest}" if rest else f"{stage}/{key}"] = value
-    return out
+    return {curve_metric(stage, key): value for key, value in values.items()}
 
 
 def _evaluate(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model: Any, test: Any,
@@ -286,23 +296,30 @@ def _evaluate(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, mod
     start = time.perf_counter()
     result = evaluate(model, test, job.metrics, settings, workdir, progress=not ctx.quiet)
     _log_eval_time(store, run_id, time.perf_counter() - start, None if cached else evaluation_generation(job))
+    log_evaluation(store, run_id, job, settings, result)
+
+
+def log_evaluation(store: tracking.Store, run_id: str, job: Job, settings: Any, result: Any) -> None:
+    """A job's evaluation (an :class:`~mmbench.metrics.settings.EvalResult`) in its run: the values as
+    metrics, every expected key without a value with its reason (tag and artifact), the keys' directions,
+    the provenance as tags and the metric files as artifacts."""
     skipped = missing_keys(job, settings, result.values, result.skipped)
     store.log_metrics(run_id, [(k, v, 0) for k, v in sorted(result.values.items())], _now_ms())
-    store.set_tags(run_id, {f"provenance.{k}": v for k, v in result.provenance.items()})
-    store.set_tags(run_id, {"skipped": json.dumps(skipped, sort_keys=True) if skipped else "{}"})
-    store.log_json(run_id, skipped, "skipped.json")
-    store.log_json(run_id, directions(list(result.values) + list(skipped)), "metric_keys.json")
+    store.set_tags(run_id, provenance_tags(result.provenance))
+    store.set_tags(run_id, {Tag.SKIPPED: json.dumps(skipped, sort_keys=True) if skipped else "{}"})
+    store.log_json(run_id, skipped, Artifact.SKIPPED)
+    store.log_json(run_id, directions(list(result.values) + list(skipped)), Artifact.METRIC_KEYS)
     for path in sorted(Path(p) for p in result.artifacts.values()):
         if path.exists():
-            store.log_artifact(run_id, path, _artifact_folder(path))
+            store.log_artifact(run_id, path, artifact_folder(path))
 
 
 def _log_eval_time(store: tracking.Store, run_id: str, seconds: float, generated: tuple[int | None, int] | None) -> None:
     """``job/eval_seconds``, and ``job/eval_seconds_per_sample`` over the conditional queries and
     unconditional samples the evaluation generated (not when it started from cached samples: fewer were)."""
-    values = [("job/eval_seconds", seconds, 0)]
+    values = [(Metric.EVAL_SECONDS, seconds, 0)]
     if generated is not None and generated[0] is not None and sum(generated) > 0:
-        values.append(("job/eval_seconds_per_sample", seconds / (generated[0] + generated[1]), 0))
+        values.append((Metric.EVAL_SECONDS_PER_SAMPLE, seconds / (generated[0] + generated[1]), 0))
     store.log_metrics(run_id, values, _now_ms())
 
 
@@ -329,11 +346,6 @@ def directions(keys: list[str]) -> dict[str, bool | None]:
     from mmbench.runner.catalog import higher_is_better
 
     return {k: higher_is_better(k) for k in sorted(set(keys))}
-
-
-def _artifact_folder(path: Path) -> str:
-    suffix = path.suffix.lower()
-    return {".png": "samples", ".pdf": "samples", ".csv": "tables", ".json": "eval"}.get(suffix, "eval")
 
 
 def _now_ms() -> int:

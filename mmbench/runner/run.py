@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench import paths, tracking
+from mmbench.records import Artifact, Kind, Metric, Tag, flag, version_tags
 from mmbench.runner import data as data_mod
 from mmbench.runner.cost import JobEstimate, Measurements, describe, format_seconds, job_costs, where
 from mmbench.runner.job import (
@@ -105,11 +106,11 @@ def _plan_with_classifiers(suite: Suite, budget: Budget, options: RunOptions, sa
     hashes = data_mod.ensure_classifiers(suite, budget, classifiers, say, _classifier_device(options.device))
     _check_resources(jobs)
     tags = {
-        "dataset": suite.dataset.name, "dataset_hash": plan.dataset_hash,
-        "classifier": classifiers.eval_name, "classifier_sha256": hashes["eval"],
-        "substitute": classifiers.substitute_name, "substitute_sha256": hashes["substitute"],
+        Tag.DATASET: suite.dataset.name, Tag.DATASET_HASH: plan.dataset_hash,
+        Tag.CLASSIFIER: classifiers.eval_name, Tag.CLASSIFIER_SHA256: hashes["eval"],
+        Tag.SUBSTITUTE: classifiers.substitute_name, Tag.SUBSTITUTE_SHA256: hashes["substitute"],
     }
-    tags["fid_weights"] = _fid_weights(dict(jobs[0].eval_settings), tags) if jobs else ""
+    tags[Tag.FID_WEIGHTS] = _fid_weights(dict(jobs[0].eval_settings), tags) if jobs else ""
     return jobs, tags
 
 
@@ -121,19 +122,18 @@ def _fid_weights(settings: dict[str, Any], tags: dict[str, str]) -> str:
     if settings.get("fid_extractor") == INCEPTION:
         path = resolve_inception_weights(settings.get("inception_weights"))
         return f"{path.name} sha256 {sha256_file(path)}"
-    return f"{tags['classifier']} sha256 {tags['classifier_sha256']}"
+    return f"{tags[Tag.CLASSIFIER]} sha256 {tags[Tag.CLASSIFIER_SHA256]}"
 
 
 def _probe_fid_weights(jobs: list[Job]) -> None:
     """Load and try the Inception FID weights the jobs will use, before anything is trained (classifiers too)."""
-    from mmbench.metrics.base import get_metric
+    from mmbench.metrics.base import FID_EXTRACTOR, declared
     from mmbench.metrics.extractors import INCEPTION, probe_inception
-    from mmbench.metrics.pipeline import FID_METRICS
 
     probed: set[str | None] = set()
     for job in jobs:
         settings = dict(job.eval_settings)
-        wants_fid = any(get_metric(m).name in FID_METRICS for m in job.metrics)
+        wants_fid = FID_EXTRACTOR in declared(job.metrics, "resources")
         if wants_fid and settings.get("fid_extractor") == INCEPTION and settings.get("inception_weights") not in probed:
             probe_inception(settings.get("inception_weights"))
             probed.add(settings.get("inception_weights"))
@@ -157,14 +157,14 @@ def _classifier_device(device: str) -> str:
 def _open_parent(store: tracking.Store, experiment_id: str, suite: Suite, budget: Budget, options: RunOptions,
                  classifier_tags: dict[str, str], jobs: list[Job]) -> str:
     tags = {
-        "kind": tracking.PARENT_KIND, "suite": suite.name, "suite_version": suite.version, "budget": budget.name,
-        "ranks": str(budget.ranks).lower(), "git_commit": git_commit(), "device": options.device,
-        "backend": describe_backend(options.backend, options.n_jobs, options.scheduler),
-        **classifier_tags, **{f"versions.{k}": v for k, v in package_versions().items()},
+        Tag.KIND: Kind.INVOCATION, Tag.SUITE: suite.name, Tag.SUITE_VERSION: suite.version, Tag.BUDGET: budget.name,
+        Tag.RANKS: flag(budget.ranks), Tag.GIT_COMMIT: git_commit(), Tag.DEVICE: options.device,
+        Tag.BACKEND: describe_backend(options.backend, options.n_jobs, options.scheduler),
+        **classifier_tags, **version_tags(package_versions()),
     }
     name = f"{suite.name}-{budget.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = store.create_run(experiment_id, name, tags)
-    store.log_json(run_id, [j.describe() for j in jobs], "plan.json")
+    store.log_json(run_id, [j.describe() for j in jobs], Artifact.PLAN)
     return run_id
 
 
@@ -176,7 +176,7 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
     if stop.exists():
         say(f"removing a stale stop file {stop}")
         stop.unlink()
-    shared = {**shared, "git_commit": git_commit(), **{f"versions.{k}": v for k, v in package_versions().items()}}
+    shared = {**shared, Tag.GIT_COMMIT: git_commit(), **version_tags(package_versions())}
     for run_id in store.reap_abandoned(experiment_id):
         say(f"run {run_id} was left RUNNING by a process that is gone: marked KILLED")
     previous = store.unfinished_attempts(experiment_id, todo[0].budget)
@@ -233,15 +233,15 @@ def _default_threads(options: RunOptions) -> int | None:
 
 def _abandon(store: tracking.Store, experiment_id: str, parent: str) -> None:
     """Mark this invocation's child runs that are still RUNNING as KILLED (their checkpoints stay)."""
-    for run in store.runs(experiment_id, f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"):
-        store.set_tags(run.run_id, {"error": "the invocation was interrupted"})
+    for run in store.running_children(experiment_id, parent):
+        store.set_tags(run.run_id, {Tag.ERROR: "the invocation was interrupted"})
         store.mark(run.run_id, tracking.KILLED)
 
 
 class Progress:
     """One line when a job starts and one when it ends, with the time left from each job's own estimate.
 
-    ``[2/12] sbm-vae seed 0  started  (job 1a2b…)  ~1h20m (training measured here, eval cost model)``
+    ``[2/12] sbm-vae seed 0  started  (job 1a2b…)  ~1h20m (training 40m measured here, eval 40m cost model)``
     ``[3/12] sbm-vae seed 0  FINISHED  4m12s  (ETA ~20m)``: the ETA sums what is left of the running
     jobs' estimates (never below zero) and the estimates of those not started, over ``n_jobs`` workers.
     Thread-safe: parallel backends report starts from a watcher thread.
@@ -304,10 +304,10 @@ class Progress:
 
 def _close_parent(store: tracking.Store, parent: str, summary: RunSummary) -> None:
     counts = {
-        "jobs/planned": len(summary.planned), "jobs/skipped": len(summary.skipped),
-        "jobs/finished": sum(o.status == tracking.FINISHED for o in summary.outcomes),
-        "jobs/finished_elsewhere": len(summary.done_elsewhere),
-        "jobs/failed": len(summary.failed),
+        Metric.JOBS_PLANNED: len(summary.planned), Metric.JOBS_SKIPPED: len(summary.skipped),
+        Metric.JOBS_FINISHED: sum(o.status == tracking.FINISHED for o in summary.outcomes),
+        Metric.JOBS_FINISHED_ELSEWHERE: len(summary.done_elsewhere),
+        Metric.JOBS_FAILED: len(summary.failed),
     }
     store.log_metrics(parent, [(k, float(v), 0) for k, v in counts.items()], int(time.time() * 1000))
     store.mark(parent, tracking.FAILED if summary.failed else tracking.FINISHED)

@@ -1,6 +1,6 @@
 """``mmbench validate``: resolve every name of a suite and check it against the code, training nothing.
 
-Checks: every row's model is registered; every metric is known and produces keys for the row's
+Checks: the dataset's family is registered and its source accepts the suite's dataset; every row's model is registered; every metric is known and produces keys for the row's
 modalities; every metric's needs are met by every row's model capabilities (metrics the suite marks
 optional may be skipped, and are listed); every budget's config overrides are fields of each model's
 Config (with their types); every eval override is an ``EvalSettings`` field; sizes and seeds are sane.
@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mmbench.config import ConfigError, did_you_mean
+from mmbench.data.source import DataSource
 from mmbench.suites.spec import Budget, Suite, Variant
-
-POLYMNIST_MODALITIES = (2, 10)
 
 
 @dataclass
@@ -46,10 +45,12 @@ def validate_suite(
     """
     report = ValidationReport(suite.name)
     _check_structure(suite, report)
+    source = _check_dataset(suite, report)
     chosen = [suite.budget(b) for b in budgets] if budgets else list(suite.budgets)
     rows = suite.select(tuple(models) if models else None)
     valid_rows = [v for v in rows if _check_model(v, report)]
-    _check_metrics(suite, valid_rows, report)
+    if source is not None:
+        _check_metrics(suite, source, valid_rows, report)
     for budget in chosen:
         _check_budget(suite, budget, valid_rows, report)
     return report
@@ -73,23 +74,33 @@ def _check_structure(suite: Suite, report: ValidationReport) -> None:
                 report.errors.append(f"{what} {name!r} appears {count} times")
     if not suite.variants:
         report.errors.append("the suite has no rows (models)")
-    spec = suite.dataset
-    if spec.kind not in ("polymnist", "synthetic"):
-        report.errors.append(f"dataset kind {spec.kind!r} is unknown; use polymnist or synthetic")
-    low, high = POLYMNIST_MODALITIES
-    if spec.kind == "polymnist" and not low <= spec.num_modalities <= high:
-        report.errors.append(f"PolyMNIST has {low}..{high} modalities, the suite asks for {spec.num_modalities}")
-    for v in suite.variants:
-        if v.num_modalities is not None and not 2 <= v.num_modalities <= spec.num_modalities:
-            report.errors.append(
-                f"row {v.label!r}: num_modalities {v.num_modalities} is outside 2..{spec.num_modalities}"
-            )
     unknown_optional = suite.optional_metrics - set(suite.metrics)
     if unknown_optional:
         report.errors.append(f"optional metrics {sorted(unknown_optional)} are not among the suite's metrics")
     if suite.default_budget not in {b.name for b in suite.budgets}:
         report.errors.append(f"default budget {suite.default_budget!r} is not one of the suite's budgets")
     _check_report_items(suite, report)
+
+
+def _check_dataset(suite: Suite, report: ValidationReport) -> DataSource | None:
+    """The suite's dataset source (None when its family is unknown), its own problems and the rows' sizes."""
+    from mmbench.data.registry import families, get_source
+
+    spec = suite.dataset
+    try:
+        source = get_source(spec.kind, spec.name, spec.num_modalities)
+    except KeyError as exc:
+        report.errors.append(f"dataset {spec.name!r}: {exc.args[0]}")
+        return None
+    except (ImportError, AttributeError, TypeError) as exc:
+        report.errors.append(f"dataset {spec.name!r}: family {spec.kind!r} cannot be loaded ({exc}); known: {families()}")
+        return None
+    report.errors.extend(f"dataset {spec.name!r}: {problem}" for problem in source.problems())
+    count = len(source.modalities)
+    for v in suite.variants:
+        if v.num_modalities is not None and not 2 <= v.num_modalities <= count:
+            report.errors.append(f"row {v.label!r}: num_modalities {v.num_modalities} is outside 2..{count}")
+    return source
 
 
 def _check_report_items(suite: Suite, report: ValidationReport) -> None:
@@ -119,7 +130,7 @@ def _check_model(variant: Variant, report: ValidationReport) -> bool:
     return True
 
 
-def _check_metrics(suite: Suite, rows: Sequence[Variant], report: ValidationReport) -> None:
+def _check_metrics(suite: Suite, source: DataSource, rows: Sequence[Variant], report: ValidationReport) -> None:
     from mmbench.metrics.settings import EvalSettings
     from mmbench.runner.catalog import metric_spec
     from mmbench.runner.models import model_class
@@ -141,9 +152,10 @@ def _check_metrics(suite: Suite, rows: Sequence[Variant], report: ValidationRepo
                     f"metric {name!r} needs {', '.join(unmet)}, which model {v.model!r} (row {v.label!r}) lacks; "
                     "drop the row or the metric, or mark the metric optional in the suite"
                 )
-            kinds = {m: "image" for m in modalities_of(suite, v)}
+            kinds = source.kinds(modalities_of(suite, v))
             if not unmet and not spec.keys(kinds, EvalSettings()):
-                report.errors.append(f"metric {name!r} produces no keys for row {v.label!r}'s image modalities")
+                described = ", ".join(f"{m} ({k})" for m, k in kinds.items())
+                report.errors.append(f"metric {name!r} produces no keys for row {v.label!r}'s modalities {described}")
 
 
 def _check_budget(suite: Suite, budget: Budget, rows: Sequence[Variant], report: ValidationReport) -> None:

@@ -18,7 +18,7 @@ from mmbench.config import did_you_mean
 from mmbench.scaling import Scale
 
 Overrides = tuple[tuple[str, Any], ...]
-DatasetKind = Literal["polymnist", "synthetic"]
+DatasetKind = str  # a dataset family registered in mmbench.data.registry (polymnist, synthetic, ...)
 Sizing = Literal["pipeline", "unmeasured", "measured", "paper"]
 SIZING_STATUS = {
     "pipeline": "checks the pipeline only, ranks nothing",
@@ -39,7 +39,8 @@ def overrides(mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> Overri
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where a suite's data comes from.
+    """Where a suite's data comes from: a dataset family of :mod:`mmbench.data.registry` (``kind``)
+    instantiated as ``name`` with ``num_modalities`` modalities (the source says what they are).
 
     ``polymnist``: the stored dataset ``name`` (built by ``mmbench data prepare`` when missing).
     ``synthetic``: :func:`mmbench.data.synthetic.make_patterns` with ``num_modalities`` modalities;
@@ -52,7 +53,9 @@ class DatasetSpec:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(f"m{i}" for i in range(self.num_modalities))
+        from mmbench.data.registry import get_source
+
+        return get_source(self.kind, self.name, self.num_modalities).modalities
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sbm.sde import VPSDE
+from latentdiff.sde import VPSDE
 
 WEIGHTINGS = ("sigma2", "unit")
 

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mmbench.contract import Batch, Capability, MultimodalModel, Stage, Subset, evaluating
-from sbm.autoencoders import AESpec, UnimodalAE, autoencoder_stage
+from latentdiff.autoencoders import AESpec, AutoencoderConfig, UnimodalAE, autoencoder_stage
+from mmbench.contract import (
+    Batch,
+    Capability,
+    ConditionalAnswer,
+    ConditionalRequest,
+    MultimodalModel,
+    Stage,
+    Subset,
+    evaluating,
+)
 
 PRESENCE_KEY = "presence"  # optional batch entry: (B, M) bool, True = modality m observed for tuple i
 TrainBatches = Callable[[], Iterator[tuple[dict[str, Tensor], Tensor]]]
@@ -65,8 +73,9 @@ class LatentGenerativeModel(MultimodalModel):
     capabilities = frozenset(
         {Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE}
     )
+    packs_requests = True  # ``_generate`` reads the observed modalities per sample
 
-    def __init__(self, modalities: Sequence[str], config: Any, family: str) -> None:
+    def __init__(self, modalities: Sequence[str], config: AutoencoderConfig, family: str) -> None:
         super().__init__(modalities, config)
         self.ae_spec = AESpec.from_config(config, family)
         self.autoencoders = nn.ModuleList(UnimodalAE(self.ae_spec) for _ in self.modalities)
@@ -208,6 +217,25 @@ class LatentGenerativeModel(MultimodalModel):
         tiled_context = None if context is None else context.repeat(q, *([1] * (context.dim() - 1)))
         z = self._generate(known.repeat(q, 1, 1), observed, tiled_context)
         return list(z.split(n))
+
+    def _sample_conditional_requests(self, requests: Sequence[ConditionalRequest]) -> list[ConditionalAnswer]:
+        """One ``_generate`` pass over every request, each sample conditioned on its own request's subset."""
+        if not requests:
+            return []
+        knowns, masks, contexts = [], [], []
+        for r in requests:
+            known = self.encode_latents(r.batch, r.given)
+            knowns.append(known)
+            mask = torch.tensor([m in r.given for m in self.modalities], dtype=torch.bool, device=self.device)
+            masks.append(mask.expand(known.shape[0], -1))
+            contexts.append(self._context(r.batch, r.given))
+        context = None if any(c is None for c in contexts) else torch.cat(contexts)
+        z = self._generate(torch.cat(knowns), torch.cat(masks), context)
+        answers = []
+        for zr, r in zip(z.split([k.shape[0] for k in knowns]), requests, strict=True):
+            latents = {t: zr[:, self.modalities.index(t)] for t in r.targets} if r.latents else {}
+            answers.append(ConditionalAnswer(self.decode_latents(zr, r.targets), latents))
+        return answers
 
     # --- what subclasses implement -------------------------------------------------------------
     def _context(self, batch: Batch, given: Subset) -> Tensor | None:

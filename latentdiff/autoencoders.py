@@ -11,10 +11,11 @@ RAE), plus β·KL (VAE) or 1e-5·E‖z‖² (RAE). The RAE's decoder sees ``z + 
 reference adds ``0.01·ε`` (``--noise-cons 0.01``: variance 1e-4), which is our default; the paper's A.2
 says "variance of 0.01" (set ``rae_noise_var=0.01`` for that reading; docs/sbm.md).
 
-Sharing: :func:`autoencoder_stage` gives each modality's autoencoder a ``reuse_key`` that hashes
-only what determines its trained state (the family's own fields, the modality name, the data
-identity and the seed), so SBM-VAE/-C/-T share VAEs and SBM-RAE/-C/-T and MLD share RAEs through the
-harness's artifact store.
+Sharing: every latent-diffusion model's ``Config`` subclasses :class:`AutoencoderConfig`, the one
+definition of stage 1's fields, and :func:`autoencoder_stage` gives each modality's autoencoder a
+``reuse_key`` that hashes only what determines its trained state (the family's own fields, the modality
+name, the data identity and the seed), so SBM-VAE/-C/-T share VAEs and SBM-RAE/-C/-T and MLD share RAEs
+through the harness's artifact store.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmbench.config import src
 from mmbench.contract import Stage, StageHParams
 from mmbench.distributions import kl_normal_standard, reparameterize
 from mmbench.hashing import config_hash
@@ -32,9 +34,29 @@ from mmbench.nets.residual import ResDecoder, ResEncoder
 from mmbench.seeding import derive_seed, seeded
 
 FAMILIES = ("vae", "rae")
+EPOCH = 195  # optimiser steps per epoch of the 50,000-tuple train split at batch 256
 # per family; bump one when its training recipe changes: its old artifacts stop matching.
 # rae 2: the per-image sum of squared errors (was the per-pixel mean), as sbmae's ae_reg_loss.
+# The names are keys, not import paths: they keep the module's former name (sbm/) so stored artifacts match.
 STAGE_VERSIONS = {"vae": "sbm.autoencoders/1", "rae": "sbm.autoencoders.rae/2"}
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Stage 1's fields as a latent-diffusion model's ``Config`` declares them (by subclassing this), so that
+    equal fields give equal autoencoder reuse keys in every model. ``vae_beta`` is not here: only a model
+    that trains VAEs declares it (MLD trains RAEs only)."""
+
+    # harness-provided identity (see docs/sbm.md, 'Reuse')
+    data_id: str = src("", "mmbench: identity of the train data (the harness sets MultimodalDataset.data_hash); '' = never reuse")
+    seed: int = src(0, "mmbench: the job's seed; part of every reuse key")
+    latent_dim: int = src(64, "Wesego & Rooshenas A.2: latent size 64 (SBM reshapes it to 8x8; A.9: MLD uses the same autoencoders)")
+    width: float = src(1.0, "mmbench.nets.residual width multiplier (1.0 = the paper's 64/128/256 channels)")
+    rae_l2: float = src(1e-5, "Wesego & Rooshenas A.2: RAE ||z||^2 weight")
+    rae_noise_var: float = src(1e-4, "sbmae train_polyupdAE.py: z + 0.01·N(0, I), i.e. variance 1e-4 (the paper's A.2 text says variance 0.01; docs/sbm.md)")
+    ae_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (the paper gives no epoch count for stage 1)")
+    ae_lr: float = src(1e-3, "Wesego & Rooshenas A.2: unimodal VAEs lr 0.001")
+    ae_batch_size: int = src(256, "Wesego & Rooshenas Table 4 batch size")
 
 
 @dataclass(frozen=True)
@@ -44,7 +66,7 @@ class AESpec:
     family: str
     latent_dim: int
     width: float
-    vae_beta: float
+    vae_beta: float | None  # the VAE's KL weight; None for an RAE
     rae_l2: float
     rae_noise_var: float
     steps: int
@@ -56,14 +78,18 @@ class AESpec:
             raise ValueError(f"unknown autoencoder family {self.family!r}; use one of {FAMILIES}")
         if self.latent_dim < 1 or self.width <= 0:
             raise ValueError(f"latent_dim and width must be positive, got {self.latent_dim}, {self.width}")
+        if self.family == "vae" and self.vae_beta is None:
+            raise ValueError("a VAE needs vae_beta: declare the field in the model's Config (as SBMConfig does)")
 
     @classmethod
-    def from_config(cls, config: Any, family: str) -> AESpec:
-        """Read the shared field names (``width``, ``latent_dim``, ``vae_beta``, ``rae_*``, ``ae_*``)."""
+    def from_config(cls, config: AutoencoderConfig, family: str) -> AESpec:
+        """The spec of a model's autoencoders: its :class:`AutoencoderConfig` fields, and ``vae_beta`` when it has one."""
+        if not isinstance(config, AutoencoderConfig):
+            raise TypeError(f"{type(config).__name__} does not subclass latentdiff.autoencoders.AutoencoderConfig; "
+                            "a latent-diffusion model's Config must, so its autoencoder fields are the shared ones")
         return cls(
-            family=family, latent_dim=config.latent_dim, width=config.width,
-            vae_beta=getattr(config, "vae_beta", 0.1), rae_l2=getattr(config, "rae_l2", 1e-5),
-            rae_noise_var=getattr(config, "rae_noise_var", 0.01),
+            family=family, latent_dim=config.latent_dim, width=config.width, vae_beta=getattr(config, "vae_beta", None),
+            rae_l2=config.rae_l2, rae_noise_var=config.rae_noise_var,
             steps=config.ae_steps, lr=config.ae_lr, batch_size=config.ae_batch_size,
         )
 

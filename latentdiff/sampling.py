@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmbench.config import did_you_mean
-from sbm.grids import time_grid
-from sbm.sde import VPSDE, ScoreFn, expand_like
+from latentdiff.grids import time_grid
+from latentdiff.sde import VPSDE, ScoreFn, expand_like
+from mmbench.plugins import Registry
 
 REIMPOSE_MODES = ("fresh", "fixed", "sbmae", "clean")
 
@@ -441,16 +441,17 @@ def unipc_sampler(
 
 
 Sampler = Callable[..., SampleResult]
-SAMPLERS: dict[str, Sampler] = {
-    "pc": pc_sampler, "euler": euler_sampler, "ode": ode_sampler, "dpmpp2m": dpmpp_2m_sampler,
-    "dpmpp2m-sde": dpmpp_2m_sde_sampler, "unipc": unipc_sampler,
-}
+SAMPLERS: Registry[Sampler] = Registry("sampler", group="mmbench.samplers", expects=Callable)
+SAMPLERS.register("pc", pc_sampler, "predictor-corrector: Euler-Maruyama + Langevin (Song et al. 2021)")
+SAMPLERS.register("euler", euler_sampler, "Euler-Maruyama on the reverse SDE (Song et al. 2021)")
+SAMPLERS.register("ode", ode_sampler, "probability-flow ODE, Heun's method (Karras et al. 2022)")
+SAMPLERS.register("dpmpp2m", dpmpp_2m_sampler, "DPM-Solver++(2M) (Lu et al. 2022)")
+SAMPLERS.register("dpmpp2m-sde", dpmpp_2m_sde_sampler, "DPM-Solver++(2M) SDE variant (Lu et al. 2022)")
+SAMPLERS.register("unipc", unipc_sampler, "UniPC, B(h) = e^h - 1 (Zhao et al. 2023)")
 
 
 def get_sampler(name: str) -> Sampler:
-    if name not in SAMPLERS:
-        raise KeyError(f"unknown sampler {name!r}.{did_you_mean(name, SAMPLERS)} Known: {', '.join(SAMPLERS)}.")
-    return SAMPLERS[name]
+    return SAMPLERS.resolve(name)
 
 
 def nfe_of(name: str, steps: int, corrector_steps: int = 1) -> int:
@@ -461,5 +462,5 @@ def nfe_of(name: str, steps: int, corrector_steps: int = 1) -> int:
 
 
 def takes_grid(name: str) -> bool:
-    """Whether a registered sampler has a ``grid`` option (of :data:`sbm.grids.GRIDS`)."""
+    """Whether a registered sampler has a ``grid`` option (of :data:`latentdiff.grids.GRIDS`)."""
     return "grid" in inspect.signature(get_sampler(name)).parameters

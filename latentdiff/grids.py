@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sbm.sde import VPSDE
+from latentdiff.sde import VPSDE
 
 GRIDS = ("time", "logsnr", "karras")
 KARRAS_RHO = 7.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sbm.sde import VPSDE
+from latentdiff.sde import VPSDE
 
 
 @dataclass(frozen=True)
