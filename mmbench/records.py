@@ -50,6 +50,8 @@ class Tag:
     FID_EXTRACTOR = "fid_extractor"
     REQUESTED_DEVICE = "requested_device"  # what was asked for (auto, cpu, cuda:0)
     DEVICE = "device"  # job: the device it ran on; invocation: the one asked for
+    THREADS = "threads"  # job: torch's CPU threads it ran with
+    COST_KEY = "cost_key"  # job: what fixes its time per step and per sample (mmbench.runner.cost.cost_key)
     RESUMED_FROM = "resumed_from"  # the run id of the attempt this one resumes
     ERROR = "error"  # why a run failed or was stopped
     SKIPPED = "skipped"  # JSON {key: reason}; truncated when long (the artifact SKIPPED holds all of it)
@@ -154,6 +156,9 @@ class Metric:
 
     JOB_SECONDS = "job/seconds"  # an attempt's wall time, opening to closing its run
     SCORE_EVALUATIONS = "job/score_evaluations_per_sample"  # score-based samplers' evaluations per sample
+    EVAL_SECONDS = "job/eval_seconds"  # the evaluation's wall time
+    EVAL_SECONDS_PER_SAMPLE = "job/eval_seconds_per_sample"  # over the conditional queries + unconditional samples
+    OVERHEAD_SECONDS = "job/overhead_seconds"  # a fresh job's wall time outside its stages and evaluation
     JOBS_PLANNED = "jobs/planned"  # invocation counts
     JOBS_SKIPPED = "jobs/skipped"
     JOBS_FINISHED = "jobs/finished"
@@ -164,7 +169,7 @@ class Metric:
 
 
 def stage_metric(stage: str, what: str) -> str:
-    """A training stage's cost: ``stage/<stage>/<seconds | reused | samples_per_second>``."""
+    """A training stage's cost: ``stage/<stage>/<seconds | reused | samples_per_second | seconds_per_step>``."""
     return f"stage/{stage}/{what}"
 
 

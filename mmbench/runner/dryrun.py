@@ -1,101 +1,68 @@
 """``mmbench run --dry-run``: the plan and its estimated cost, without training or writing anything.
 
 Cost is counted in optimiser steps and training images (stages shared through ``reuse_key`` count
-once), and in what the evaluation generates (conditional queries and unconditional samples: an SBM
-model's evaluation cost is its sampler passes); training time is estimated only from throughput measured
-by earlier runs of the same model in the store.
+once), in what the evaluation generates (conditional queries and unconditional samples: an SBM
+model's evaluation cost is its sampler passes), and in time: per job and in total, from the step and
+sample times earlier runs measured in the store, else the documented cost model
+(:mod:`mmbench.runner.cost`), each estimate saying which.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from mmbench import tracking
-from mmbench.runner.plan import Job, StageCost, stage_costs
+from mmbench.runner import cost as cost_mod
+from mmbench.runner.cost import JobCost, Measurements, evaluation_generation, format_seconds, job_costs
 from mmbench.runner.prepare import RunOptions, prepare, resolve
-from mmbench.runner.run import format_seconds
 from mmbench.suites.spec import Suite
 
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class JobCost:
-    job: Job
-    stages: list[StageCost]
-    shared: list[str]  # names of stages another job of this plan already trains
-    seconds: float | None  # None: no measured throughput for some stage
-    conditional: int | None  # conditional queries the evaluation generates (None: the whole test split, size unknown)
-    unconditional: int  # unconditional samples the evaluation generates
+__all__ = ["JobCost", "dry_run", "evaluation_generation", "job_costs", "stage_summary", "store_facts"]
 
 
 def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[JobCost]:
     """Print the jobs a run would execute (or skip) and what they cost; returns the costs."""
     suite, budget = resolve(suite, options)
     plan = prepare(suite, budget, options, say, provisional_ok=True)
-    finished, rates = _store_facts(options.tracking_uri, suite.name, budget.name)
-    costs = _costs(plan.jobs, rates)
+    finished, measured = store_facts(options.tracking_uri, suite.name, budget.name)
+    where = cost_mod.where(options.device, options.threads, options.n_jobs, options.backend)
+    costs = job_costs(plan.jobs, measured, where)
     say(f"{suite.name} v{suite.version}, budget {budget.name} ({budget.status}): {len(plan.jobs)} jobs; "
-        f"classifiers {plan.classifiers.eval_name}, {plan.classifiers.substitute_name}")
+        f"classifiers {plan.classifiers.eval_name}, {plan.classifiers.substitute_name}; "
+        f"times for {where[0]}, {where[1]} torch thread(s) per job")
     for cost in costs:
         _say_job(cost, finished, say)
-    _say_total([c for c in costs if c.job.job_id not in finished], say)
+    _say_total([c for c in costs if c.job.job_id not in finished], options.n_jobs, say)
+    _say_other_places(costs, measured, where, say)
     return costs
 
 
-def _store_facts(uri: str | None, suite: str, budget: str) -> tuple[set[str], dict[tuple[str, str], float]]:
-    """Finished job ids and samples/s measured per (model, stage) at this budget, if the store exists.
+def _say_other_places(costs: list[JobCost], measured: Measurements, where: cost_mod.Where, say: Say) -> None:
+    """Name the devices and thread counts at which these models were measured, when not the plan's."""
+    others = measured.places({cost_mod.job_cost_key(c.job) for c in costs}) - {where}
+    if others:
+        listed = ", ".join(f"{device} with {threads} thread(s)" for device, threads in sorted(others, key=str))
+        say(f"measurements of these models also exist for {listed}: a plan with that --device/--threads "
+            "(and --n-jobs) is priced from them")
 
-    Never creates the store or the experiment.
-    """
+
+def store_facts(uri: str | None, suite: str, budget: str) -> tuple[set[str], Measurements]:
+    """Finished job ids at this budget, and the costs measured by the suite's finished runs (any budget),
+    if the store exists. Never creates the store or the experiment."""
     store = tracking.Store(uri)
     db = tracking.sqlite_path(store.uri)
     if db is not None and not db.exists():
-        return set(), {}
+        return set(), Measurements.empty()
     try:
         tracking.check_reachable(store.uri, write=False)  # a dry run writes nothing
         experiment = store.experiment_id(suite, create=False)
     except tracking.TrackingError:
-        return set(), {}
+        return set(), Measurements.empty()
     if experiment is None:
-        return set(), {}
-    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for run in store.job_runs(experiment, budget, status=tracking.FINISHED):  # same budget: same sizes
-        for key, value in run.metrics.items():
-            if key.startswith("stage/") and key.endswith("/samples_per_second"):
-                rates[(run.tags.get("model", ""), key[len("stage/") : -len("/samples_per_second")])].append(value)
-    mean_rates = {k: sum(v) / len(v) for k, v in rates.items()}
-    return set(store.finished_jobs(experiment, budget)), mean_rates
-
-
-def _costs(jobs: list[Job], rates: dict[tuple[str, str], float]) -> list[JobCost]:
-    seen: set[str] = set()
-    out = []
-    for job in jobs:
-        stages = stage_costs(job)
-        shared = [s.name for s in stages if s.reuse_key and s.reuse_key in seen]
-        seen.update(s.reuse_key for s in stages if s.reuse_key)
-        seconds: float | None = 0.0
-        for s in stages:
-            if s.name in shared:
-                continue
-            rate = rates.get((job.model, s.name))
-            seconds = None if rate is None or seconds is None else seconds + s.steps * s.batch_size / rate
-        out.append(JobCost(job, stages, shared, seconds, *evaluation_generation(job)))
-    return out
-
-
-def evaluation_generation(job: Job) -> tuple[int | None, int]:
-    """(conditional queries, unconditional samples) the job's evaluation generates."""
-    from mmbench.metrics.catalog import planned_generation
-    from mmbench.metrics.settings import EvalSettings
-
-    settings = EvalSettings(**dict(job.eval_settings))
-    sizes = [n for n in (settings.n_conditional, job.data.n_test) if n is not None]
-    conditional, unconditional = planned_generation(job.data.modalities, job.metrics, settings, min(sizes) if sizes else 1)
-    return (conditional if sizes else None), unconditional
+        return set(), Measurements.empty()
+    measured = Measurements.from_runs(store.job_runs(experiment, None, status=tracking.FINISHED))
+    return set(store.finished_jobs(experiment, budget)), measured
 
 
 def stage_summary(cost: JobCost) -> str:
@@ -123,9 +90,8 @@ def _say_job(cost: JobCost, finished: set[str], say: Say) -> None:
     job = cost.job
     state = "skip (finished)" if job.job_id in finished else "run"
     stages = stage_summary(cost)
-    when = f"~{format_seconds(cost.seconds)}" if cost.seconds is not None else "time unknown"
-    say(f"  {job.job_id}  {job.title:<28} {state:<16} {len(job.data.modalities)} modalities; {stages}; {when}; "
-        f"eval {_generation(cost.conditional, cost.unconditional)}")
+    say(f"  {job.job_id}  {job.title:<28} {state:<16} {len(job.data.modalities)} modalities; {stages}; "
+        f"{cost_mod.describe(cost.estimate)}; eval {_generation(cost.conditional, cost.unconditional)}")
 
 
 def _generation(conditional: int | None, unconditional: int) -> str:
@@ -133,18 +99,25 @@ def _generation(conditional: int | None, unconditional: int) -> str:
     return f"{queries} conditional queries + {unconditional:,} unconditional samples"
 
 
-def _say_total(costs: list[JobCost], say: Say) -> None:
+def _say_total(costs: list[JobCost], n_jobs: int, say: Say) -> None:
     steps = sum(s.steps for c in costs for s in c.stages if s.name not in c.shared)
     images = sum(s.image_passes for c in costs for s in c.stages if s.name not in c.shared)
-    known = [c.seconds for c in costs if c.seconds is not None]
-    line = f"to run: {len(costs)} jobs, {steps:,} optimiser steps, {images:,} training images"
-    if costs and len(known) == len(costs):
-        line += f", ~{format_seconds(sum(known))} of training (measured throughput; evaluation not included)"
-    else:
-        line += f"; time: measured throughput for {len(known)}/{len(costs)} jobs (an earlier run of a model measures it)"
-    say(line)
+    say(f"to run: {len(costs)} jobs, {steps:,} optimiser steps, {images:,} training images")
     if costs:
         known_conditional = [c.conditional for c in costs if c.conditional is not None]
         total = sum(known_conditional) if len(known_conditional) == len(costs) else None
         say(f"evaluation generates {_generation(total, sum(c.unconditional for c in costs))} "
-            "(an SBM model's cost is its sampler passes: one per conditional query, N predictor steps each)")
+            "(an SBM model's cost is its sampler passes: one per conditional query, one sampler run each)")
+        say(_time_total(costs, n_jobs))
+
+
+def _time_total(costs: list[JobCost], n_jobs: int) -> str:
+    """``time: ~25h00m of compute (~12h30m of wall time with 2 jobs); 3 jobs measured here, 9 by the cost model``."""
+    parts = [p for c in costs for p in c.estimate.parts]
+    counts = {src: sum(p.source == src for p in parts) for src in (cost_mod.MEASURED, cost_mod.COST_MODEL_SOURCE, cost_mod.UNKNOWN)}
+    how = ", ".join(f"{n} by {src}" if src == cost_mod.COST_MODEL_SOURCE else f"{n} {src}"
+                    for src, n in counts.items() if n)
+    known = sum(c.estimate.known_seconds for c in costs)
+    bound = "~" if counts[cost_mod.UNKNOWN] == 0 else "at least "
+    wall = f" ({bound}{format_seconds(known / n_jobs)} of wall time with {n_jobs} jobs)" if n_jobs > 1 else ""
+    return f"time: {bound}{format_seconds(known)} of compute{wall}; stages and evaluations priced: {how}"

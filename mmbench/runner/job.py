@@ -126,6 +126,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
         _log_traceback(store, run_id)
         return _fail(store, run_id, job, start, tracking.FAILED, f"{type(exc).__name__}: {exc}")
     seconds = _log_wall_time(store, run_id, start)
+    _log_overhead(store, run_id, seconds)
     store.mark(run_id, tracking.FINISHED)
     return JobOutcome(job.job_id, job.title, run_id, tracking.FINISHED, seconds)
 
@@ -134,6 +135,19 @@ def _log_wall_time(store: tracking.Store, run_id: str, start: float) -> float:
     seconds = time.perf_counter() - start
     store.log_metrics(run_id, [(Metric.JOB_SECONDS, seconds, 0)], _now_ms())
     return seconds
+
+
+def _log_overhead(store: tracking.Store, run_id: str, seconds: float) -> None:
+    """``job/overhead_seconds``: the finished job's wall time outside its trained stages and its evaluation
+    (loading data, building and saving the model, logging), when all of them were timed in this attempt."""
+    metrics = store.run(run_id).metrics
+    if Metric.EVAL_SECONDS_PER_SAMPLE not in metrics or any(
+        k.startswith("stage/") and k.endswith("/reused") and v for k, v in metrics.items()
+    ):
+        return  # a reused stage or a cached evaluation: not what a fresh job spends
+    stages = sum(v for k, v in metrics.items() if k.startswith("stage/") and k.endswith("/seconds"))
+    overhead = max(0.0, seconds - stages - metrics[Metric.EVAL_SECONDS])
+    store.log_metrics(run_id, [(Metric.OVERHEAD_SECONDS, overhead, 0)], _now_ms())
 
 
 def open_child(store: tracking.Store, ctx: JobContext, job: Job, previous_run: str | None) -> str:
@@ -198,12 +212,17 @@ def _run(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> None:
 
 
 def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> None:
+    import torch
+
+    from mmbench.runner.cost import job_cost_key
     from mmbench.runner.data import load_splits
     from mmbench.seeding import seed_everything
     from mmbench.training.device import resolve_device
 
     device = resolve_device(ctx.device)
-    store.set_tags(run_id, {Tag.DEVICE: str(device)})
+    # where the job's measured step and sample times hold (mmbench.runner.cost matches estimates on these)
+    store.set_tags(run_id, {Tag.DEVICE: str(device), Tag.THREADS: str(torch.get_num_threads()),
+                            Tag.COST_KEY: job_cost_key(job)})
     seed_everything(job.seed)
     train, val, test = load_splits(job.data)
     model = _build(job)
@@ -233,6 +252,7 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
            device: Any) -> None:
     from mmbench import paths
     from mmbench.persist import save_model
+    from mmbench.runner.cost import PER_STEP
     from mmbench.training.artifacts import ArtifactStore
     from mmbench.training.trainer import TrainerOptions, train_model
 
@@ -241,6 +261,7 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
         workdir=Path(job.workdir), config_hash=job.job_id, seed=job.seed, device=device, quiet=ctx.quiet,
         callback=lambda stage, step, values: buffer.add(curve_keys(stage, values), step),
         artifacts=ArtifactStore(paths.artifacts_dir()), should_stop=_should_stop(ctx), model_name=job.label,
+        progress_label=job.title.replace(" ", "-"),  # `sbm-vae-seed-0:score: …`: parallel jobs' lines apart
     )
     try:
         reports = train_model(model, train, val, options)
@@ -252,6 +273,8 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
         stage_values[stage_metric(r.name, "reused")] = float(r.reused)
         if r.samples_per_second is not None:
             stage_values[stage_metric(r.name, "samples_per_second")] = r.samples_per_second
+        if r.seconds_per_step is not None:
+            stage_values[stage_metric(r.name, PER_STEP)] = r.seconds_per_step
     store.log_metrics(run_id, [(k, v, 0) for k, v in stage_values.items()], _now_ms())
     save_model(model, Path(job.workdir) / "model.pt", job.model, {"job_id": job.job_id, "seed": job.seed})
 
@@ -265,11 +288,15 @@ def _evaluate(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, mod
               device: Any) -> None:
     from mmbench.metrics.pipeline import evaluate
     from mmbench.metrics.settings import EvalSettings
+    from mmbench.runner.cost import evaluation_generation
 
     settings = EvalSettings(**dict(job.eval_settings), device=str(device))
     workdir = Path(job.workdir) / "eval"
-    log_evaluation(store, run_id, job, settings, evaluate(model, test, job.metrics, settings, workdir,
-                                                           progress=not ctx.quiet))
+    cached = workdir.exists() and any(workdir.iterdir())  # a resumed evaluation reuses cached samples
+    start = time.perf_counter()
+    result = evaluate(model, test, job.metrics, settings, workdir, progress=not ctx.quiet)
+    _log_eval_time(store, run_id, time.perf_counter() - start, None if cached else evaluation_generation(job))
+    log_evaluation(store, run_id, job, settings, result)
 
 
 def log_evaluation(store: tracking.Store, run_id: str, job: Job, settings: Any, result: Any) -> None:
@@ -285,6 +312,15 @@ def log_evaluation(store: tracking.Store, run_id: str, job: Job, settings: Any, 
     for path in sorted(Path(p) for p in result.artifacts.values()):
         if path.exists():
             store.log_artifact(run_id, path, artifact_folder(path))
+
+
+def _log_eval_time(store: tracking.Store, run_id: str, seconds: float, generated: tuple[int | None, int] | None) -> None:
+    """``job/eval_seconds``, and ``job/eval_seconds_per_sample`` over the conditional queries and
+    unconditional samples the evaluation generated (not when it started from cached samples: fewer were)."""
+    values = [(Metric.EVAL_SECONDS, seconds, 0)]
+    if generated is not None and generated[0] is not None and sum(generated) > 0:
+        values.append((Metric.EVAL_SECONDS_PER_SAMPLE, seconds / (generated[0] + generated[1]), 0))
+    store.log_metrics(run_id, values, _now_ms())
 
 
 def missing_keys(job: Job, settings: Any, values: dict[str, float], skipped: dict[str, str]) -> dict[str, str]:

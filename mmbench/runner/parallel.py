@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from mmbench.runner.job import JobContext, JobOutcome, execute_job
+from mmbench.runner.job import CLAIMED, JobContext, JobOutcome, execute_job, job_claim
 from mmbench.runner.plan import Job
 
 BACKENDS = ("loky", "dask")
@@ -43,11 +44,43 @@ def execute(
         return _sequential(tasks, ctx, on_start, on_done)
     stream = _loky(tasks, ctx, n_jobs) if backend == "loky" else _dask(tasks, ctx, n_jobs, scheduler)
     outcomes = []
-    with stream as results:
+    by_id = {job.job_id: job for job, _ in tasks}
+    with StartWatcher([job for job, _ in tasks], ctx.invocation, on_start), stream as results:
         for outcome in results:
+            if outcome.status != CLAIMED:
+                on_start(by_id[outcome.job_id])  # ended before the watcher saw it start (on_start says it once)
             on_done(outcome)
             outcomes.append(outcome)
     return outcomes
+
+
+class StartWatcher:
+    """Reports a job as started when a worker of this invocation takes its claim (the claim file names
+    the invocation), polling every ``poll_s`` seconds in a thread: workers of other processes or machines
+    (sharing the home) need no channel back to the parent."""
+
+    def __init__(self, jobs: Sequence[Job], invocation: str, on_start: Callable[[Job], None], poll_s: float = 0.5) -> None:
+        self.pending = {job.job_id: job for job in jobs}
+        self.invocation, self.on_start, self.poll_s = invocation, on_start, poll_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="mmbench-job-starts", daemon=True)
+
+    def __enter__(self) -> StartWatcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        while self.pending and not self.stop.is_set():
+            for job_id, job in list(self.pending.items()):
+                holder = job_claim(job).holder()
+                if holder is not None and holder.invocation == self.invocation:
+                    del self.pending[job_id]
+                    self.on_start(job)
+            self.stop.wait(self.poll_s)
 
 
 def _sequential(tasks: Sequence[Task], ctx: JobContext, on_start: Callable[[Job], None],

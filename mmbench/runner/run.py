@@ -8,6 +8,7 @@ and prints one line per job with its state and an ETA.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from mmbench import paths, tracking
 from mmbench.records import Artifact, Kind, Metric, Tag, flag, version_tags
 from mmbench.runner import data as data_mod
+from mmbench.runner.cost import JobEstimate, Measurements, describe, format_seconds, job_costs, where
 from mmbench.runner.job import (
     CLAIMED,
     SKIPPED,
@@ -186,7 +188,7 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
         threads=options.threads or _default_threads(options),
         stop_file=str(stop), tags=tuple(sorted(shared.items())),
     )
-    progress = Progress(len(tasks), options.n_jobs, say)
+    progress = Progress(len(tasks), options.n_jobs, say, _estimates(store, experiment_id, todo, options))
     register_stop_hook(invocation, should_stop)
     try:
         outcomes = execute(tasks, ctx, options.backend, options.n_jobs, options.scheduler, progress.start, progress.done)
@@ -200,6 +202,14 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
     return outcomes
 
 
+def _estimates(store: tracking.Store, experiment_id: str, todo: list[Job], options: RunOptions) -> dict[str, JobEstimate]:
+    """Each job's own time estimate (:mod:`mmbench.runner.cost`): measured by the store's finished runs on
+    this device and thread count, else the cost model."""
+    measured = Measurements.from_runs(store.job_runs(experiment_id, None, tracking.FINISHED))
+    placed = where(options.device, options.threads, options.n_jobs, options.backend)
+    return {c.job.job_id: c.estimate for c in job_costs(todo, measured, placed)}
+
+
 def _wait_for_claimed(tasks: list[tuple[Job, str | None]], outcomes: list[JobOutcome], ctx: JobContext,
                       progress: Progress, say: Say) -> list[JobOutcome]:
     """Jobs another invocation was running: wait until each is released, then run it here unless it FINISHED."""
@@ -210,6 +220,7 @@ def _wait_for_claimed(tasks: list[tuple[Job, str | None]], outcomes: list[JobOut
         job, before = previous[waiting.pop(0).job_id]
         job_claim(job).wait(on_wait=lambda owner, job=job: say(
             f"waiting for {job.title} (job {job.job_id}): another invocation is running it ({owner.describe()})"))
+        progress.start(job)
         outcome = execute_job(job, ctx, before)
         progress.done(outcome)
         (waiting if outcome.status == CLAIMED else settled).append(outcome)
@@ -228,36 +239,67 @@ def _abandon(store: tracking.Store, experiment_id: str, parent: str) -> None:
 
 
 class Progress:
-    """One line per job: ``[3/12] sbm-vae seed 0  FINISHED  4m12s  (ETA 20m)``."""
+    """One line when a job starts and one when it ends, with the time left from each job's own estimate.
 
-    def __init__(self, total: int, n_jobs: int, say: Say) -> None:
-        self.total, self.n_jobs, self.say = total, max(1, n_jobs), say
-        self.count, self.seconds = 0, 0.0
+    ``[2/12] sbm-vae seed 0  started  (job 1a2b…)  ~1h20m (training 40m measured here, eval 40m cost model)``
+    ``[3/12] sbm-vae seed 0  FINISHED  4m12s  (ETA ~20m)``: the ETA sums what is left of the running
+    jobs' estimates (never below zero) and the estimates of those not started, over ``n_jobs`` workers.
+    Thread-safe: parallel backends report starts from a watcher thread.
+    """
+
+    def __init__(self, total: int, n_jobs: int, say: Say, estimates: dict[str, JobEstimate] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.n_jobs, self.say, self.clock = total, max(1, n_jobs), say, clock
+        self.estimates = estimates or {}
+        self.count, self.started = 0, 0
+        self.running: dict[str, float] = {}  # job id -> when it started
+        self.ended: set[str] = set()
+        self.lock = threading.Lock()
 
     def start(self, job: Job) -> None:
-        self.say(f"[{self.count + 1}/{self.total}] {job.title}  started  (job {job.job_id})")
+        with self.lock:
+            if job.job_id in self.running or job.job_id in self.ended:
+                return
+            self.started += 1
+            self.running[job.job_id] = self.clock()
+            est = self.estimates.get(job.job_id)
+            self.say(f"[{self.started}/{self.total}] {job.title}  started  (job {job.job_id})"
+                     + (f"  {describe(est)}" if est is not None else ""))
 
     def done(self, outcome: JobOutcome) -> None:
-        if outcome.status == CLAIMED:
-            self.say(f"[-/{self.total}] {outcome.title}  {outcome.error} (another invocation): "
-                     "left to it; waiting for it at the end")
-            return
-        self.count += 1
-        self.seconds += outcome.seconds
-        left = self.total - self.count
-        eta = f"  (ETA {format_seconds(self.seconds / self.count * left / self.n_jobs)})" if left else ""
-        error = f"  {outcome.error}" if outcome.error else ""
-        self.say(f"[{self.count}/{self.total}] {outcome.title}  {outcome.status}  {format_seconds(outcome.seconds)}"
-                 f"{eta}{error}")
+        with self.lock:
+            self.running.pop(outcome.job_id, None)
+            if outcome.status == CLAIMED:
+                self.say(f"[-/{self.total}] {outcome.title}  {outcome.error} (another invocation): "
+                         "left to it; waiting for it at the end")
+                return
+            self.ended.add(outcome.job_id)
+            self.count += 1
+            left = self.eta()
+            error = f"  {outcome.error}" if outcome.error else ""
+            self.say(f"[{self.count}/{self.total}] {outcome.title}  {outcome.status}  {format_seconds(outcome.seconds)}"
+                     f"{f'  (ETA {left})' if left else ''}{error}")
 
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    def eta(self) -> str:
+        """Time left for the jobs not ended ("" when none is left)."""
+        if self.count >= self.total:
+            return ""
+        now = self.clock()
+        waiting = [j for j in self.estimates if j not in self.ended and j not in self.running]
+        unknown = max(0, self.total - self.count - len(waiting) - len(self.running))  # jobs without an estimate
+        seconds = 0.0
+        for job_id in waiting + list(self.running):
+            est = self.estimates.get(job_id)
+            total = None if est is None else est.seconds
+            if total is None:
+                unknown += 1
+                seconds += 0.0 if est is None else est.known_seconds
+            else:
+                seconds += max(0.0, total - (now - self.running[job_id])) if job_id in self.running else total
+        seconds /= self.n_jobs
+        if unknown:
+            return f"≥ {format_seconds(seconds)}; {unknown} job(s) without an estimate"
+        return f"~{format_seconds(seconds)}"
 
 
 def _close_parent(store: tracking.Store, parent: str, summary: RunSummary) -> None:

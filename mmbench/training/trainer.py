@@ -55,6 +55,7 @@ class TrainerOptions:
     artifacts: ArtifactStore | None = None
     should_stop: Callable[[], bool] | None = None  # checked between steps (no signal handlers here)
     model_name: str = "model"
+    progress_label: str | None = None  # names the progress lines (default: model_name); parallel jobs differ here
 
 
 @dataclass
@@ -65,6 +66,13 @@ class StageReport:
     reused: bool
     final_loss: float | None
     samples_per_second: float | None
+    trained_steps: int = 0  # optimiser steps taken in this call (a resumed stage: those since the resume)
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Measured wall seconds per step of this call (validation and checkpoints included); None when
+        nothing was trained here (loaded from a checkpoint or the artifact store)."""
+        return self.seconds / self.trained_steps if self.trained_steps and self.seconds > 0 else None
 
 
 def train_model(
@@ -117,8 +125,18 @@ def _run_stage(
             return StageReport(stage.name, 0, 0.0, True, None, None)
         report = _train_stage(model, stage, train, val, options, path)
         if store:
-            store.save(stage.reuse_key, _cpu_state(stage.module), {"stage": stage.name, "model": options.model_name})  # type: ignore[arg-type]
+            store.save(stage.reuse_key, _cpu_state(stage.module), stage_meta(stage, report, options))  # type: ignore[arg-type]
     return report
+
+
+def stage_meta(stage: Stage, report: StageReport, options: TrainerOptions) -> dict[str, object]:
+    """What a stored stage records beside its weights: which stage of which model, and what its training
+    cost where it ran (seconds per step of the steps trained in this call, device, torch threads, batch)."""
+    return {
+        "stage": stage.name, "model": options.model_name, "steps": report.steps,
+        "seconds_per_step": report.seconds_per_step, "trained_steps": report.trained_steps,
+        "device": options.device.type, "threads": torch.get_num_threads(), "batch_size": stage.hparams.batch_size,
+    }
 
 
 def _finalize(stage: Stage) -> None:
@@ -223,7 +241,7 @@ def _train_stage(
     _finalize(stage)
     done_steps = loop.step - start_step
     rate = done_steps * stage.hparams.batch_size / seconds if seconds > 0 and done_steps else None
-    return StageReport(stage.name, loop.step, seconds, False, last_loss, rate)
+    return StageReport(stage.name, loop.step, seconds, False, last_loss, rate, done_steps)
 
 
 def _new_loop(stage: Stage, options: TrainerOptions) -> _Loop:
@@ -279,7 +297,8 @@ def _optimise(
     step_fn = _compiled_step(stage, options)
     running: dict[str, float] = {}
     last: float | None = None
-    bar = progress_bar(hp.steps, loop.step, f"{options.model_name}:{stage.name}", disable=options.quiet)
+    label = options.progress_label or options.model_name
+    bar = progress_bar(hp.steps, loop.step, f"{label}:{stage.name}", disable=options.quiet)
     with bar:
         while loop.step < hp.steps:
             if options.should_stop is not None and options.should_stop():

@@ -1,0 +1,198 @@
+"""Cost you can plan with: measured step and sample times price the next run; the cost model otherwise;
+job lines for parallel jobs; an ETA from each remaining job's own estimate; no carriage returns off a TTY.
+
+Runs use :class:`tests.test_runner.TinyAE` (two linear autoencoder stages) on the synthetic patterns.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_runner import _run, seed_classifiers, store_uri, tiny_budget, tiny_model, tiny_suite  # noqa: F401 (a fixture)
+
+from mmbench import paths, tracking
+from mmbench.runner import cost
+from mmbench.runner.dryrun import dry_run
+from mmbench.runner.job import JobOutcome
+from mmbench.runner.prepare import RunOptions
+from mmbench.runner.run import Progress
+from mmbench.suites import get_suite
+from mmbench.suites.spec import Variant, overrides
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+def _finished_run(home: Path, suite: str) -> tracking.RunRecord:
+    store = tracking.Store(store_uri(home))
+    experiment = store.experiment_id(suite, create=False)
+    (run,) = store.job_runs(experiment, None, tracking.FINISHED)
+    return run
+
+
+def test_a_dry_run_after_a_run_prices_more_steps_from_the_measured_step_and_sample_times(_isolated_home, tiny_model):  # noqa: F811
+    seed_classifiers(_isolated_home)
+    tiny_suite("t-cost", (Variant("ae", "tiny-ae"),), budget=tiny_budget(**{"tiny-ae": {"steps": 6}}))
+    summary, _ = _run("t-cost", _isolated_home)
+    assert [o.status for o in summary.outcomes] == ["FINISHED"]
+    run = _finished_run(_isolated_home, "t-cost")
+    assert run.tags["threads"] == "1" and run.tags["device"] == "cpu" and run.tags["cost_key"]
+    per_step = {m: run.metrics[f"stage/ae/{m}/seconds_per_step"] for m in ("m0", "m1", "m2")}
+    assert per_step["m0"] == pytest.approx(run.metrics["stage/ae/m0/seconds"] / 6)
+    per_sample = run.metrics["job/eval_seconds_per_sample"]
+    stored = {}  # the artifact store keeps each stage's cost beside its weights
+    for path in paths.artifacts_dir().glob("*.pt"):
+        meta = torch.load(path, weights_only=True)["meta"]
+        stored[meta["stage"]] = meta
+    assert stored["ae/m0"]["seconds_per_step"] == pytest.approx(per_step["m0"])
+    assert {k: stored["ae/m1"][k] for k in ("device", "threads", "batch_size", "steps", "trained_steps")} == {
+        "device": "cpu", "threads": 1, "batch_size": 32, "steps": 6, "trained_steps": 6}
+
+    # a second run of the same model with three times the steps: priced from the measurements
+    tiny_suite("t-cost", (Variant("ae", "tiny-ae"),), budget=tiny_budget(**{"tiny-ae": {"steps": 18}}))
+    lines: list[str] = []
+    (priced,) = dry_run("t-cost", RunOptions(tracking_uri=store_uri(_isolated_home), device="cpu", threads=1),
+                        lines.append)
+    generated = priced.conditional + priced.unconditional
+    assert per_sample == pytest.approx(run.metrics["job/eval_seconds"] / generated)  # same sizes, other steps
+    overhead = run.metrics["job/overhead_seconds"]
+    stage_seconds = sum(run.metrics[f"stage/ae/{m}/seconds"] for m in per_step)
+    assert overhead == pytest.approx(run.metrics["job/seconds"] - stage_seconds - run.metrics["job/eval_seconds"])
+    closed_form = 18 * sum(per_step.values()) + generated * per_sample + overhead
+    assert priced.seconds == pytest.approx(closed_form, rel=1e-9)
+    assert {p.source for p in priced.estimate.parts} == {cost.MEASURED}
+    job_line = next(line for line in lines if priced.job.job_id in line)
+    training, evaluation = 18 * sum(per_step.values()), generated * per_sample
+    assert (f"(training {cost.format_seconds(training)} measured here, "
+            f"eval {cost.format_seconds(evaluation)} measured here, "
+            f"overhead {cost.format_seconds(overhead)} measured here)") in job_line
+    assert f"~{cost.format_seconds(closed_form)}" in job_line
+
+    # measured at one thread: a plan for two threads per job is not priced from it
+    lines = []
+    (other,) = dry_run("t-cost", RunOptions(tracking_uri=store_uri(_isolated_home), device="cpu", threads=2),
+                       lines.append)
+    assert cost.MEASURED not in {p.source for p in other.estimate.parts}
+    assert "measurements of these models also exist for cpu with 1 thread(s)" in lines[-1]
+
+
+def test_an_empty_store_prices_from_the_cost_model_and_says_so(_isolated_home):
+    lines: list[str] = []
+    suite = get_suite("synthetic")
+    options = RunOptions(budget="smoke", models=("mvae",), device="cpu", threads=1,
+                         tracking_uri=store_uri(_isolated_home))
+    (priced,) = dry_run(suite, options, lines.append)
+    (stage,) = priced.stages
+    ref = cost.COST_MODEL[("mvae", "joint")]
+    width = priced.job.config["width"]
+    per_step = ref.seconds_per_step * (stage.batch_size / 64) * (width / 0.25) ** 2 * (3 / 10)
+    generated = priced.conditional + priced.unconditional
+    closed_form = stage.steps * per_step + generated * cost.SECONDS_PER_DIRECT_SAMPLE
+    assert priced.seconds == pytest.approx(closed_form, rel=1e-9)
+    line = next(line for line in lines if "mvae seed 0" in line)
+    evaluation = generated * cost.SECONDS_PER_DIRECT_SAMPLE
+    assert (f"(training {cost.format_seconds(stage.steps * per_step)} cost model, "
+            f"eval {cost.format_seconds(evaluation)} cost model)") in line
+    assert "priced: 2 by cost model" in lines[-1]
+    assert not Path(_isolated_home, "store.db").exists()  # a dry run writes nothing
+
+
+def test_a_model_neither_measured_nor_in_the_cost_model_is_unknown(_isolated_home, tiny_model):  # noqa: F811
+    tiny_suite("t-unknown", (Variant("ae", "tiny-ae"),))
+    lines: list[str] = []
+    (priced,) = dry_run("t-unknown", RunOptions(device="cpu", threads=1, tracking_uri=store_uri(_isolated_home)),
+                        lines.append)
+    assert priced.seconds is None
+    assert "(training unknown, eval unknown)" in next(line for line in lines if "ae seed 0" in line)
+    assert "4 unknown" in lines[-1]  # three stages and the evaluation
+
+
+def _estimate(seconds: float) -> cost.JobEstimate:
+    return cost.JobEstimate((cost.Part("train", seconds, cost.MEASURED),))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_eta_sums_the_remaining_jobs_own_estimates_not_the_average_of_past_jobs():
+    jobs = [_Job(f"j{i}") for i in range(3)]
+    lines: list[str] = []
+    clock = _Clock()
+    progress = Progress(3, 1, lines.append, {"j0": _estimate(160), "j1": _estimate(30), "j2": _estimate(40)}, clock)
+    progress.start(jobs[0])
+    clock.now = 164.0
+    progress.done(JobOutcome("j0", "j0", "r", tracking.FINISHED, 164.0))
+    assert lines[-1].endswith("(ETA ~1m10s)")  # 30 + 40, not 2 × 164
+    progress.start(jobs[1])
+    clock.now += 10.0
+    assert progress.eta() == "~1m00s"  # 30 − 10 left of the running job + 40
+    clock.now += 50.0  # the running job overruns its estimate: nothing negative is counted
+    assert progress.eta() == "~40s"
+
+
+def test_parallel_etas_divide_by_the_workers_and_count_jobs_without_an_estimate():
+    lines: list[str] = []
+    progress = Progress(3, 2, lines.append, {"j0": _estimate(100), "j1": _estimate(60)}, _Clock())
+    progress.done(JobOutcome("j0", "j0", "r", tracking.FINISHED, 1.0))
+    assert progress.eta() == "≥ 30s; 1 job(s) without an estimate"
+
+
+class _Job:
+    def __init__(self, job_id: str) -> None:
+        self.job_id, self.title = job_id, job_id
+
+
+def test_parallel_jobs_each_say_they_started_and_finished(_isolated_home):
+    seed_classifiers(_isolated_home)
+    tiny_suite("t-par", (Variant("dummy", "dummy"),))  # loky workers import the registry fresh: a built-in model
+    summary, lines = _run("t-par", _isolated_home, seeds=(0, 1), n_jobs=2)
+    assert [o.status for o in summary.outcomes] == ["FINISHED", "FINISHED"]
+    for title in ("dummy seed 0", "dummy seed 1"):
+        started = [i for i, line in enumerate(lines) if f"] {title}  started  (job " in line]
+        ended = [i for i, line in enumerate(lines) if f"] {title}  FINISHED  " in line]
+        assert len(started) == 1 and len(ended) == 1 and started[0] < ended[0], lines
+
+
+def test_the_start_watcher_reports_a_job_once_this_invocations_worker_claims_it(_isolated_home, tiny_model):  # noqa: F811
+    from mmbench.runner.job import job_claim
+    from mmbench.runner.parallel import StartWatcher
+
+    suite = tiny_suite("t-watch", (Variant("a", "tiny-ae"), Variant("b", "tiny-ae", overrides(latent=3))))
+    from mmbench.runner.prepare import prepare, resolve
+
+    jobs = prepare(*resolve(suite, RunOptions()), RunOptions(), lambda _: None).jobs
+    seen: list[str] = []
+    other = job_claim(jobs[1])
+    assert other.acquire("another invocation") is None
+    mine = job_claim(jobs[0])
+    with StartWatcher(jobs, "this invocation", lambda job: seen.append(job.job_id), poll_s=0.01):
+        assert mine.acquire("this invocation") is None
+        for _ in range(500):
+            if seen:
+                break
+            time.sleep(0.01)
+    mine.release()
+    other.release()
+    assert seen == [jobs[0].job_id]  # the other invocation's claim is not this run's start
+
+
+def test_the_cli_off_a_terminal_writes_plain_lines_without_carriage_returns(tmp_path):
+    env = {**os.environ, "MMBENCH_HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "mmbench", "run", "--suite", "synthetic", "--budget", "smoke",
+               "--models", "mvtcae", "--threads", "1", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, env=env, timeout=600, check=False)
+    out = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, out
+    assert "\r" not in out
+    assert "[1/1] mvtcae seed 0  started  (job " in out and "mvtcae-seed-0:joint: 3/3 (100 %)" in out
