@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -178,12 +179,16 @@ def measure(name: str, args: argparse.Namespace, train, test, classifier, store:
         if trace.reached or (trace.points and trace.points[-1][0] >= args.max_steps):
             say(f"  {name}: already measured ({len(trace.points)} points in {trace_path})")
             return trace
+        trace.save(trace_path)  # at once: a run cut before its first point still names its settings
         watcher = _Watcher(model, test, classifier, trace, args.eval_every, say, trace_path, seconds)
         options.callback, options.should_stop = watcher, lambda: watcher.stop
         try:
             train_model(model, train, None, options)
         except TrainingStopped:
             pass
+        except KeyboardInterrupt:  # cut (Ctrl-C, a deadline): keep the clock; the trainer's checkpoints stay
+            trace.save(trace_path)
+            raise
         trace.save(trace_path)
     return trace
 
@@ -221,7 +226,12 @@ def summary(trace: Trace) -> str:
     return f"{trace.model:<10} {trace.last_stage:<7} {reached} {best:>8.3f} @ {best_step}"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # a deadline (timeout) cuts a run as Ctrl-C does: its trace is kept
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="polymnist10")
     parser.add_argument("--classifier", default=None, help="evaluation classifier name [DATASET-eval]")

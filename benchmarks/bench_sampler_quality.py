@@ -54,6 +54,7 @@ from mmbench.seeding import seeded
 from mmbench.suites.spec import Scale
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
+from mmbench.training.device import resolve_device
 from mmbench.training.trainer import TrainerOptions, _checkpoint_path
 
 FEWSTEP = ("dpmpp2m", "unipc", "dpmpp2m-sde")
@@ -146,8 +147,8 @@ def with_sampler(model: MultimodalModel, setting: Setting) -> MultimodalModel:
 
 
 # --- measuring -------------------------------------------------------------------------------------------
-def _features(extractor, images: np.ndarray) -> np.ndarray:
-    return extract_features(extractor, images, 256, "cpu")
+def _features(extractor, images: np.ndarray, device: torch.device) -> np.ndarray:
+    return extract_features(extractor, images, 256, device)
 
 
 def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.nn.Module, extractor,
@@ -181,7 +182,7 @@ def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.
         seconds += time.perf_counter() - start
         generated_samples += n_uncond
         predictions = np.stack([classifier(joint[m]).argmax(1).cpu().numpy() for m in names], axis=1)
-    fids = [fid_from_features(real_features[m], _features(extractor, np.concatenate(loo_images[m]))) for m in names]
+    fids = [fid_from_features(real_features[m], _features(extractor, np.concatenate(loo_images[m]), model.device)) for m in names]
     return {"nfe": max(nfe + [model.last_nfe]), "loo": loo_right / (len(test) * len(names)),
             "given_one": given_right / given_total, "all_agree": agreement_shares(predictions)[len(names)],
             "fid": float(np.mean(fids)), "seconds_per_sample": seconds / generated_samples}
@@ -189,10 +190,11 @@ def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.
 
 def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: str | Path, settings: Sequence[Setting],
             n_uncond: int, batch_size: int, say=print) -> list[Row]:
-    """Every setting on the same model, tuples, classifier and seed."""
+    """Every setting on the same model, tuples, classifier and seed (on the model's device)."""
     classifier, record = load_classifier(classifier_path)
-    extractor = build_extractor(identify(CLASSIFIER, record.path, None))
-    real = {m: _features(extractor, np.asarray(test.images[m])) for m in model.modalities}
+    classifier.to(model.device)
+    extractor = build_extractor(identify(CLASSIFIER, record.path, None), model.device)
+    real = {m: _features(extractor, np.asarray(test.images[m]), model.device) for m in model.modalities}
     rows, own = [], model.config
     model.eval()
     for setting in settings:
@@ -300,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reimpose", default="", help="comma-separated re-imposition modes of the few-step rows "
                         "('' = the model's; SBM: fresh, fixed, sbmae, clean)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--synthetic", action="store_true", help="the pattern-data demonstration (see above)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -318,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{record.name} {record.sha256[:8]}, {torch.get_num_threads()} threads")
     for job in jobs:
         model, lines = job()
+        model.to(resolve_device(args.device))
         print(f"\n## {type(model).__name__} {getattr(model.config, 'family', '')}: " + "; ".join(lines), flush=True)
         rows = measure(model, test, record.path, settings, args.n_uncond, args.eval_batch, say=lambda s: print(s, flush=True))
         print("\n" + HEADER)
