@@ -34,8 +34,13 @@ say() { echo "[$(( $(date +%s) - START )) s] $*" | tee -a "$WORK/logs/driver.txt
 
 mkdir -p "$MMBENCH_HOME/classifiers"
 cp -r "${CLASSIFIERS:?set CLASSIFIERS to a folder holding polymnist10-eval.*}"/. "$MMBENCH_HOME/classifiers/"
+# BACKGROUNDS: a folder of the ten background images, for a machine whose scikit-image lacks the bundled ones
 $PY -m mmbench data prepare --dataset polymnist --modalities 10 --mnist "${MNIST:?set MNIST}" \
-    > "$WORK/logs/data.txt" 2>&1 || { say "data prepare failed"; tail -20 "$WORK/logs/data.txt"; }
+    > "$WORK/logs/data.txt" 2>&1 \
+  || { [ -n "${BACKGROUNDS:-}" ] && say "bundled backgrounds failed; using $BACKGROUNDS" \
+       && $PY -m mmbench data prepare --dataset polymnist --modalities 10 --mnist "$MNIST" --backgrounds "$BACKGROUNDS" \
+          >> "$WORK/logs/data.txt" 2>&1; } \
+  || { say "data prepare failed"; tail -20 "$WORK/logs/data.txt"; }
 say "data ready; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
 
 wanted() { [ -z "${ROWS:-}" ] || [[ ",$ROWS," == *",$1,"* ]]; }  # ROWS=a,b: only these rows (a check)
