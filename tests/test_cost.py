@@ -22,10 +22,19 @@ from mmbench.runner.dryrun import dry_run
 from mmbench.runner.job import JobOutcome
 from mmbench.runner.prepare import RunOptions
 from mmbench.runner.run import Progress
-from mmbench.suites import get_suite
+from mmbench.suites import get_suite, suite_names, unregister_suite
 from mmbench.suites.spec import Variant, overrides
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_suites():
+    """The suites a test registers end with it (a later test walks every registered suite)."""
+    before = set(suite_names())
+    yield
+    for name in set(suite_names()) - before:
+        unregister_suite(name)
 
 
 def _finished_run(home: Path, suite: str) -> tracking.RunRecord:
