@@ -205,3 +205,15 @@ def test_the_cli_off_a_terminal_writes_plain_lines_without_carriage_returns(tmp_
     assert result.returncode == 0, out
     assert "\r" not in out
     assert "[1/1] mvtcae seed 0  started  (job " in out and "mvtcae-seed-0:joint: 3/3 (100 %)" in out
+
+
+def test_a_job_gets_the_asked_threads_else_torch_s_default_in_process_else_a_share_of_the_cores():
+    import os
+
+    from mmbench.runner.parallel import job_threads
+
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert job_threads(3, 4, "dask") == 3
+    assert job_threads(None, 1, "loky") is None  # one job at a time in this process: torch's default
+    assert job_threads(None, 2, "loky") == share and job_threads(None, 2, "dask") == share
+    assert job_threads(None, 1, "dask") == max(1, os.cpu_count() or 1)  # a dask worker process of its own

@@ -51,9 +51,10 @@ class Stripes(DataSource):
 
 
 @pytest.fixture
-def stripes_registered(monkeypatch):
-    monkeypatch.setitem(registry.DATASETS, "stripes-test",
-                        registry.DatasetEntry("stripes-test", f"{__name__}:Stripes", "test dataset"))
+def stripes_registered():
+    registry.register("stripes-test", f"{__name__}:Stripes", "test dataset")
+    yield
+    registry.DATASETS.unregister("stripes-test")
 
 
 def _suite_on(dataset: DatasetSpec, metrics: tuple[str, ...] = ("f1",)):
@@ -107,21 +108,13 @@ def test_validation_names_an_unknown_dataset_and_a_source_s_own_problems():
     assert four == ["dataset 'celeba-twin': celeba-twin has 3 modalities, the suite asks for 4"]
 
 
-def test_entry_points_add_datasets(monkeypatch):
-    class EntryPoint:
-        name, value, dist = "stripes-plugin", f"{__name__}:Stripes", None
-
-    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint()] if group == "mmbench.datasets" else [])
-    monkeypatch.setattr(registry, "DATASETS", dict(registry.DATASETS))
-    assert "stripes-plugin" in registry.families()
-    assert registry.get_source("stripes-plugin", "s", 2).modalities == ("picture", "tags")
-
-
-def test_a_target_that_is_not_a_source_is_refused(monkeypatch):
-    monkeypatch.setitem(registry.DATASETS, "bad", registry.DatasetEntry("bad", "mmbench.data.store:load_dataset", ""))
-    with pytest.raises(TypeError, match="not a mmbench.data.source.DataSource"):
-        registry.source_class("bad")
+def test_a_target_that_is_not_a_source_is_refused():
+    registry.register("bad", "mmbench.data.store:load_dataset", "")
+    try:
+        with pytest.raises(TypeError, match=r"dataset 'bad' .* not a subclass of mmbench\.data\.source\.DataSource"):
+            registry.source_class("bad")
+    finally:
+        registry.DATASETS.unregister("bad")
 
 
 def test_the_twin_suite_dataset_is_built_when_missing(tmp_path):

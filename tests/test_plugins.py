@@ -11,6 +11,7 @@ import pytest
 from latentdiff.sampling import SAMPLERS, get_sampler, pc_sampler
 from mmbench import registry
 from mmbench.cli import COMMANDS
+from mmbench.data import registry as data_registry
 from mmbench.metrics.base import METRICS, get_metric
 from mmbench.plugins import Registry, load_target
 from mmbench.suites import SUITES, get_suite
@@ -120,7 +121,7 @@ def test_load_target_names_the_form():
         load_target("latentdiff.sampling.pc_sampler")
 
 
-# ------------------------------------------------------------------- the five registries on the one type
+# -------------------------------------------------------------------- the registries on the one type
 
 
 def toy_sampler(score_fn, sde, x_init, **kwargs):
@@ -135,6 +136,7 @@ PLUGGED_METRIC = get_metric("f1")
     (SUITES, "mmbench.suites", "mmbench.suites.synthetic:SYNTHETIC", get_suite),
     (METRICS, "mmbench.metrics", f"{__name__}:PLUGGED_METRIC", get_metric),
     (registry.MODELS, "mmbench.models", "mmbench.dummy:DummyModel", registry.resolve_class),
+    (data_registry.DATASETS, "mmbench.datasets", "mmbench.data.synthetic:PatternsSource", data_registry.source_class),
 ])
 def test_each_kind_takes_plugins_from_its_entry_point_group(monkeypatch, kind: Registry, group: str, target: str,
                                                             lookup: Callable):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from mmbench.plugins import Registry
     from mmbench.suites.spec import Budget
 
 
@@ -15,26 +16,28 @@ def ls() -> None:
     """List registered models, datasets or the benchmark suites."""
 
 
+def _list(parts: Registry) -> None:
+    """One line per registered name, in name order: the name, then its summary (imports no part)."""
+    names = sorted(parts.names())
+    width = max(len(n) for n in names)
+    for name in names:
+        click.echo(f"{name:<{width}}  {parts.entry(name).summary}")
+
+
 @ls.command()
 def models() -> None:
     """One line per registered model: name, then what it is."""
-    from mmbench import registry
+    from mmbench.registry import MODELS
 
-    names = registry.names()
-    width = max(len(n) for n in names)
-    for name in names:
-        click.echo(f"{name:<{width}}  {registry.entry(name).summary}")
+    _list(MODELS)
 
 
 @ls.command()
 def datasets() -> None:
     """One line per registered dataset family: name, then what it is (``mmbench.data.registry``)."""
-    from mmbench.data import registry
+    from mmbench.data.registry import DATASETS
 
-    names = registry.families()
-    width = max(len(n) for n in names)
-    for name in names:
-        click.echo(f"{name:<{width}}  {registry.entry(name).summary}")
+    _list(DATASETS)
 
 
 @ls.command()

@@ -220,15 +220,13 @@ class JobEstimate:
         return " + ".join(kinds) if kinds else "nothing to train"
 
 
-def where(device: str, threads: int | None, n_jobs: int, backend: str) -> Where:
-    """The (device type, torch threads) a run with these options gives each job, as its runs are tagged."""
+def where(device: str, threads: int | None) -> Where:
+    """The (device type, torch threads) a job given ``threads`` (None: torch's default;
+    :func:`mmbench.runner.parallel.job_threads`) runs at, as its runs are tagged."""
     import torch
 
-    from mmbench.runner.parallel import threads_per_job
     from mmbench.training.device import resolve_device
 
-    if threads is None and not (n_jobs == 1 and backend == "loky"):
-        threads = threads_per_job(n_jobs)
     return resolve_device(device).type, threads or torch.get_num_threads()
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from mmbench import tracking
 from mmbench.runner import cost as cost_mod
 from mmbench.runner.cost import JobCost, Measurements, evaluation_generation, format_seconds, job_costs
+from mmbench.runner.parallel import job_threads
 from mmbench.runner.prepare import RunOptions, prepare, resolve
 from mmbench.suites.spec import Suite
 
@@ -26,7 +27,7 @@ def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[J
     suite, budget = resolve(suite, options)
     plan = prepare(suite, budget, options, say, provisional_ok=True)
     finished, measured = store_facts(options.tracking_uri, suite.name, budget.name)
-    where = cost_mod.where(options.device, options.threads, options.n_jobs, options.backend)
+    where = cost_mod.where(options.device, job_threads(options.threads, options.n_jobs, options.backend))
     costs = job_costs(plan.jobs, measured, where)
     say(f"{suite.name} v{suite.version}, budget {budget.name} ({budget.status}): {len(plan.jobs)} jobs; "
         f"classifiers {plan.classifiers.eval_name}, {plan.classifiers.substitute_name}; "

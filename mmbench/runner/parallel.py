@@ -31,6 +31,14 @@ def threads_per_job(n_jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, n_jobs))
 
 
+def job_threads(threads: int | None, n_jobs: int, backend: str) -> int | None:
+    """torch CPU threads each job of a run gets: ``threads`` when given, else torch's default (None) for jobs
+    run one at a time in process, else :func:`threads_per_job`."""
+    if threads:
+        return threads
+    return None if n_jobs == 1 and backend == "loky" else threads_per_job(n_jobs)
+
+
 def execute(
     tasks: Sequence[Task], ctx: JobContext, backend: str, n_jobs: int, scheduler: str | None,
     on_start: Callable[[Job], None], on_done: Callable[[JobOutcome], None],

@@ -31,7 +31,7 @@ from mmbench.runner.job import (
     job_claim,
     register_stop_hook,
 )
-from mmbench.runner.parallel import check_scheduler, describe_backend, execute, threads_per_job
+from mmbench.runner.parallel import check_scheduler, describe_backend, execute, job_threads
 from mmbench.runner.plan import Job
 from mmbench.runner.prepare import RunOptions, prepare, resolve
 from mmbench.runner.provenance import git_commit, package_versions
@@ -185,7 +185,7 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
     ctx = JobContext(
         invocation=invocation, tracking_uri=store.uri, experiment_id=experiment_id, parent_run_id=parent,
         device=options.device, quiet=options.quiet,
-        threads=options.threads or _default_threads(options),
+        threads=job_threads(options.threads, options.n_jobs, options.backend),
         stop_file=str(stop), tags=tuple(sorted(shared.items())),
     )
     progress = Progress(len(tasks), options.n_jobs, say, _estimates(store, experiment_id, todo, options))
@@ -206,7 +206,7 @@ def _estimates(store: tracking.Store, experiment_id: str, todo: list[Job], optio
     """Each job's own time estimate (:mod:`mmbench.runner.cost`): measured by the store's finished runs on
     this device and thread count, else the cost model."""
     measured = Measurements.from_runs(store.job_runs(experiment_id, None, tracking.FINISHED))
-    placed = where(options.device, options.threads, options.n_jobs, options.backend)
+    placed = where(options.device, job_threads(options.threads, options.n_jobs, options.backend))
     return {c.job.job_id: c.estimate for c in job_costs(todo, measured, placed)}
 
 
@@ -225,10 +225,6 @@ def _wait_for_claimed(tasks: list[tuple[Job, str | None]], outcomes: list[JobOut
         progress.done(outcome)
         (waiting if outcome.status == CLAIMED else settled).append(outcome)
     return settled
-
-
-def _default_threads(options: RunOptions) -> int | None:
-    return None if options.n_jobs == 1 and options.backend == "loky" else threads_per_job(options.n_jobs)
 
 
 def _abandon(store: tracking.Store, experiment_id: str, parent: str) -> None:
