@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mmbench.runner import data as data_mod
+from mmbench.runner.extra import with_extra_rows
 from mmbench.runner.plan import Job, plan_jobs
 from mmbench.runner.validate import require_valid
 from mmbench.suites import get_suite
@@ -47,8 +48,9 @@ class Plan:
 
 
 def resolve(suite: Suite | str, options: RunOptions) -> tuple[Suite, Budget]:
-    """The suite and the budget of ``options`` (names are looked up), checked for the rows to run."""
-    spec = get_suite(suite) if isinstance(suite, str) else suite
+    """The suite and the budget of ``options`` (names are looked up), checked for the rows to run; a model
+    of ``options.models`` that is no row of the suite becomes an extra row (:mod:`mmbench.runner.extra`)."""
+    spec = with_extra_rows(get_suite(suite) if isinstance(suite, str) else suite, options.models)
     budget = options.budget if isinstance(options.budget, Budget) else spec.budget(options.budget or spec.default_budget)
     require_valid(spec, [budget.name], options.models)
     return spec, budget
