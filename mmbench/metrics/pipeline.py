@@ -169,10 +169,8 @@ def _generate(ctx: EvalContext, samples: frozenset[str], counts: _SampleCounts |
 
     if CONDITIONAL_SAMPLES in samples and ctx.settings.generation_plan:
         label(CONDITIONAL_SAMPLES)
-        start = time.perf_counter()
         group = next(iter(ctx.cache.groups.values()))
         ctx.cache.conditional(sorted(group.queries[0][0]), sorted(group.queries[0][1])[0])
-        ctx.say(f"conditional samples ready in {time.perf_counter() - start:.1f} s")
     if UNCONDITIONAL_SAMPLES in samples and ctx.names:
         label(UNCONDITIONAL_SAMPLES)
         ctx.cache.unconditional(ctx.names[0])
