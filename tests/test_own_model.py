@@ -125,6 +125,12 @@ def test_own_model_trains_beside_the_suite_and_a_checkpoint_is_scored_without_tr
     error = failed.output.strip().splitlines()[-1]
     assert "1 missing keys (encoders.m0.1.weight)" in error and "1 unexpected keys (extra.weight)" in error
     assert "Save model.state_dict()" in error and len(_results(uri)) == before
+    other = _cli("eval", "--model", "dummy", "--checkpoint", str(model_pt), "--suite", "synthetic",
+                 "--tracking-uri", uri, "--threads", "1", "--quiet")
+    assert other.exit_code == 1 and other.output.strip().splitlines()[-1] == (
+        f"Error: checkpoint {model_pt} is a job's model.pt of model {ENTRY_POINT!r}, not 'dummy'; "
+        f"pass --model {ENTRY_POINT}")
+    assert len(_results(uri)) == before
 
 
 def test_bad_inputs_get_one_line_with_the_fix(example_installed, tmp_path):

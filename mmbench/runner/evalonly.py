@@ -97,6 +97,11 @@ def check_fits(job: Job) -> None:
     """Build the job's model on the CPU and load the checkpoint into it (raises CheckpointError)."""
     from mmbench import registry
 
+    payload = read_checkpoint(Path(job.checkpoint))
+    saved = payload.get("name") if isinstance(payload, Mapping) and "config_hash" in payload else None
+    if saved is not None and saved != job.model:
+        raise CheckpointError(f"checkpoint {job.checkpoint} is a job's model.pt of model {saved!r}, not "
+                              f"{job.model!r}; pass --model {saved}")
     load_weights(registry.build(job.model, job.data.modalities, dict(job.overrides)), Path(job.checkpoint),
                  job.checkpoint_sha256, job.budget)
 
