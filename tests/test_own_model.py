@@ -66,7 +66,9 @@ def _scores(run) -> dict[str, float]:  # type: ignore[no-untyped-def]
 def test_own_model_trains_beside_the_suite_and_a_checkpoint_is_scored_without_training(
         example_installed, tmp_path, _isolated_home):
     import torch
+    from test_runner import seed_classifiers
 
+    seed_classifiers(_isolated_home)  # the synthetic smoke classifiers, trained once per pytest run
     uri = _store(tmp_path)
     ran = _cli("run", "--suite", "synthetic", "--models", f"{ENTRY_POINT},{TARGET},dummy", "--tracking-uri", uri,
                "--threads", "1", "--quiet")
