@@ -5,7 +5,9 @@ so listing names imports nothing heavy (torch, mlflow). Other installed packages
 kind's entry-point group (``importlib.metadata``; in a ``pyproject.toml``:
 ``[project.entry-points."mmbench.models"] my-model = "my_pkg.model:MyModel"``). A target is imported on
 first resolution and checked there against the kind's base class or protocol, so a wrong plugin fails with
-a message naming the entry, not deep inside a run. Unknown names get a did-you-mean error listing the
+a message naming the entry, not deep inside a run. A registry made with ``targets=True`` also accepts a
+``"package.module:attr"`` string as a name (registered under that name on first look-up), so a user's class
+can be named without any registration. Unknown names get a did-you-mean error listing the
 known ones.
 """
 
@@ -62,8 +64,9 @@ class Registry(Mapping[str, T], Generic[T]):
     """
 
     def __init__(self, kind: str, *, group: str | None = None, expects: type | str | None = None,
-                 classes: bool = False, builtins: tuple[str, ...] = ()) -> None:
+                 classes: bool = False, builtins: tuple[str, ...] = (), targets: bool = False) -> None:
         self.kind, self.group, self.expects, self.classes, self.builtins = kind, group, expects, classes, builtins
+        self.targets = targets  # a name containing ':' is its own "package.module:attr" target
         self.entries: dict[str, Entry] = {}
         self._resolved: dict[str, T] = {}
         self._builtins_loaded = not builtins
@@ -92,17 +95,20 @@ class Registry(Mapping[str, T], Generic[T]):
         self._load_builtins()
         if name not in self.entries:
             self._load_plugins()
+        if name not in self.entries and self.targets and ":" in name:
+            self.register(name, name, f"{self.kind} named by its import path")
         if name not in self.entries:
             known = ", ".join(self.entries)
+            spelled = " or a 'package.module:Class' import path" if self.targets else ""
             raise KeyError(f"unknown {self.kind} {name!r}.{did_you_mean(name, self.entries)} "
-                           f"Known {self.kind}s: {known}.")
+                           f"Known {self.kind}s: {known}{spelled}.")
         return self.entries[name]
 
     def resolve(self, name: str) -> T:
         """The part registered as ``name``, imported if lazy and checked against ``expects`` (once)."""
         if name not in self._resolved:
             entry = self.entry(name)
-            part = load_target(entry.target) if entry.lazy else entry.target
+            part = self._import(entry) if entry.lazy else entry.target
             self._check(entry, part)
             self._resolved[name] = part
         return self._resolved[name]
@@ -126,6 +132,18 @@ class Registry(Mapping[str, T], Generic[T]):
         return isinstance(name, str) and name in self.names()
 
     # --- internals ----------------------------------------------------------------------------------
+    def _import(self, entry: Entry) -> Any:
+        """The entry's lazy target; a name that is its own import path fails with what to do."""
+        if entry.name != entry.target:
+            return load_target(entry.target)
+        try:
+            return load_target(entry.target)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise PluginImportError(
+                f"{self.kind} {entry.name!r} cannot be imported ({exc}); install its package or put the folder "
+                "holding it on PYTHONPATH, and spell it 'package.module:Class'"
+            ) from None
+
     def _check(self, entry: Entry, part: Any) -> None:
         if self.expects is None:
             return
@@ -154,6 +172,10 @@ class Registry(Mapping[str, T], Generic[T]):
             if ep.name not in self.entries:
                 source = ep.dist.name if ep.dist is not None else "an installed package"
                 self.register(ep.name, ep.value, f"plugin {self.kind} from {source}")
+
+
+class PluginImportError(ImportError):
+    """A part named by its import path (``"package.module:attr"``) cannot be imported; the message says why."""
 
 
 def _qualname(obj: Any) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 LINE_INTERVAL_S = 60.0  # seconds between lines on a non-terminal
+COUNT_INTERVAL_S = 15.0  # seconds between the lines of a counted phase (CountLines)
 
 
 class LineProgress:
@@ -56,6 +57,37 @@ class LineProgress:
         self.stream.write(f"{self.desc}: {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f} %), "
                           f"{rate:.3g} it/s{left}{extra}\n")
         self.stream.flush()
+
+
+class CountLines:
+    """Counted work in named phases as plain lines (never a carriage return), each with its time left:
+    ``coherence: generating 1200/5000 samples, ~2m10s left``.
+
+    Call it with ``(phase, done, total)``: ``done == 0`` starts a phase (one line, and the clock of its
+    rate), then at most one line every ``interval`` seconds, and one when ``done`` reaches ``total``. The
+    time left extrapolates the phase's rate so far.
+    """
+
+    def __init__(self, say: Callable[[str], None], interval: float = COUNT_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.say, self.interval, self.clock = say, interval, clock
+        self.phase, self.start, self.last = "", clock(), clock()
+
+    def __call__(self, phase: str, done: int, total: int, noun: str = "samples") -> None:
+        now = self.clock()
+        if done == 0 or phase != self.phase:
+            self.phase, self.start, self.last = phase, now, now
+            self.say(f"{phase}: generating {total} {noun}")
+            if done == 0:
+                return
+        if done < total and now - self.last < self.interval:
+            return
+        self.last, elapsed = now, now - self.start
+        if done >= total:
+            self.say(f"{phase}: generated {done}/{total} {noun} in {_duration(elapsed)}")
+            return
+        left = f", ~{_duration(elapsed * (total - done) / done)} left" if done > 0 else ""
+        self.say(f"{phase}: generating {done}/{total} {noun}{left}")
 
 
 def _duration(seconds: float) -> str:

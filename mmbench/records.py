@@ -53,6 +53,9 @@ class Tag:
     THREADS = "threads"  # job: torch's CPU threads it ran with
     COST_KEY = "cost_key"  # job: what fixes its time per step and per sample (mmbench.runner.cost.cost_key)
     RESUMED_FROM = "resumed_from"  # the run id of the attempt this one resumes
+    EXTRA_ROW = "extra_row"  # "true": a row the user added to the suite's (mmbench.runner.extra)
+    EVALUATED_ONLY = "evaluated_only"  # "true": a checkpoint scored by `mmbench eval`, not trained by the job
+    CHECKPOINT = "checkpoint"  # the file `mmbench eval` loaded (its sha256: provenance.checkpoint_sha256)
     ERROR = "error"  # why a run failed or was stopped
     SKIPPED = "skipped"  # JSON {key: reason}; truncated when long (the artifact SKIPPED holds all of it)
     # provenance shared by an invocation and its jobs
@@ -93,6 +96,9 @@ def provenance_tags(provenance: Mapping[str, str]) -> dict[str, str]:
 
 def provenance_tag(key: str) -> str:
     return f"{Tag.PROVENANCE_PREFIX}{key}"
+
+
+CHECKPOINT_SHA256 = "checkpoint_sha256"  # provenance key: sha256 of the weights an evaluated-only run loaded
 
 
 def flag(value: bool) -> str:

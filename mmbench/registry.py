@@ -2,7 +2,8 @@
 
 Names map to ``"package.module:Class"`` strings, so listing models never imports torch; a class is checked
 to be a :class:`~mmbench.contract.MultimodalModel` when first resolved. Third-party packages can add models
-through the ``mmbench.models`` entry-point group (see :mod:`mmbench.plugins`).
+through the ``mmbench.models`` entry-point group (see :mod:`mmbench.plugins`), and a name of the form
+``"package.module:Class"`` names a model class directly (docs/models.md, "Scoring your own model").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mmbench.plugins import Entry, Registry
 ModelEntry = Entry  # name, target ("package.module:Class"), summary, defaults (config overrides that make the name)
 
 MODELS: Registry[type] = Registry("model", group="mmbench.models", expects="mmbench.contract:MultimodalModel",
-                                  classes=True)
+                                  classes=True, targets=True)
 
 
 def register(name: str, target: str, summary: str, **defaults: Any) -> None:

@@ -132,20 +132,18 @@ def test_an_entry_point_model_runs_the_synthetic_smoke_suite(_isolated_home):
 
 
 def test_only_registered_models_outside_the_rows_become_rows():
-    from mmbench.runner.prepare import with_model_rows
+    from mmbench.runner.extra import with_extra_rows
     from mmbench.suites import get_suite
 
     suite = get_suite("synthetic")
-    assert with_model_rows(suite, ("dummy", "mvae")) is suite  # rows already
+    assert with_extra_rows(suite, ("dummy", "mvae")) is suite  # rows already
     registry.register("t-extra", "mmbench.dummy:DummyModel", "a registered model no suite names")
     try:
-        extended = with_model_rows(suite, ("t-extra", "dummy", "t-extra"))
+        extended = with_extra_rows(suite, ("t-extra", "dummy", "t-extra"))
         assert extended.variants[:-1] == suite.variants
         assert (extended.variants[-1].label, extended.variants[-1].model) == ("t-extra", "t-extra")
         assert [v.label for v in extended.select(("t-extra",))] == ["t-extra"]
     finally:
         registry.MODELS.unregister("t-extra")
-    typo = with_model_rows(suite, ("dumy",))
-    assert typo is suite
-    with pytest.raises(KeyError, match="has no model 'dumy'. Did you mean 'dummy'"):
-        typo.select(("dumy",))
+    with pytest.raises(KeyError, match="neither a row of suite 'synthetic' nor a registered model. Did you mean 'dummy'"):
+        with_extra_rows(suite, ("dumy",))

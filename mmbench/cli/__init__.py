@@ -19,6 +19,7 @@ COMMANDS.register("validate", "mmbench.cli.harness:validate")
 COMMANDS.register("run", "mmbench.cli.harness:run")
 COMMANDS.register("report", "mmbench.cli.harness:report")
 COMMANDS.register("ui", "mmbench.cli.harness:ui")
+COMMANDS.register("eval", "mmbench.cli.evaluate:evaluate")
 
 
 class LazyGroup(click.Group):

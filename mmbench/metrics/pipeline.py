@@ -99,6 +99,21 @@ def _printer(enabled: bool):
     return lambda message: print(f"[eval] {message}", file=sys.stderr, flush=True)
 
 
+class _SampleCounts:
+    """The sample cache's generation counts as ``[eval] <metric>: generating 1200/5000 samples, ~2m10s left``
+    lines (:class:`mmbench.progress.CountLines`), labelled with the metric being computed, or with every
+    metric sharing the samples while they are generated up front."""
+
+    def __init__(self, say) -> None:  # type: ignore[no-untyped-def]
+        from mmbench import progress
+
+        self.lines = progress.CountLines(say, progress.COUNT_INTERVAL_S)  # read now: tests shorten it
+        self.label = "samples"
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        self.lines(self.label, done, total, what)
+
+
 def _capability_gap(model: MultimodalModel, name: str) -> str | None:
     missing = sorted(c.value for c in metric_needs(name) if not model.has(c))
     if missing:
@@ -143,15 +158,21 @@ def _grids(ctx: EvalContext) -> dict[str, Path]:
     return out
 
 
-def _generate(ctx: EvalContext, samples: frozenset[str]) -> None:
+def _generate(ctx: EvalContext, samples: frozenset[str], counts: _SampleCounts | None = None,
+              metrics: Sequence[str] = ()) -> None:
     """Generate what the metrics declared before any runs: with the plan, every clean conditional query as
     one plan of sampler passes (the transformed leave-one-out replays its passes when FGSM asks)."""
+
+    def label(kind: str) -> None:  # progress lines name every metric that uses the samples
+        if counts is not None:
+            counts.label = ", ".join(m for m in metrics if kind in declared([m], "samples")) or "samples"
+
     if CONDITIONAL_SAMPLES in samples and ctx.settings.generation_plan:
-        start = time.perf_counter()
+        label(CONDITIONAL_SAMPLES)
         group = next(iter(ctx.cache.groups.values()))
         ctx.cache.conditional(sorted(group.queries[0][0]), sorted(group.queries[0][1])[0])
-        ctx.say(f"conditional samples ready in {time.perf_counter() - start:.1f} s")
     if UNCONDITIONAL_SAMPLES in samples and ctx.names:
+        label(UNCONDITIONAL_SAMPLES)
         ctx.cache.unconditional(ctx.names[0])
 
 
@@ -195,6 +216,8 @@ def evaluate(
     resources = declared(requested, "resources")
     share = FID_EXTRACTOR in resources and CLASSIFIER in resources
     ctx = EvalContext(model, data, real_unconditional, kinds, settings, Path(workdir), _printer(progress), share)
+    counts = _SampleCounts(ctx.say) if progress else None
+    ctx.cache.counter = counts
     values: dict[str, float] = {}
     skipped: dict[str, str] = {}
     artifacts: dict[str, Path] = {}
@@ -202,8 +225,10 @@ def evaluate(
     gaps = {name: gap for name in requested if (gap := _capability_gap(model, name))}
     skipped.update(gaps)
     runnable = [name for name in requested if name not in gaps]
-    _generate(ctx, declared(runnable, "samples"))
+    _generate(ctx, declared(runnable, "samples"), counts, runnable)
     for name in runnable:
+        if counts is not None:
+            counts.label = name
         ctx.say(f"{name} ...")
         start = time.perf_counter()
         try:

@@ -50,6 +50,7 @@ from mmbench.seeding import derive_seed, seeded
 CACHE_FORMAT = 2  # 2: the leave-one-out latents live in the loo group
 Transform = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
 Progress = Callable[[str], None] | None
+Counter = Callable[[str, int, int], None]  # (what is generated, done, total): called before and during generation
 
 
 def model_fingerprint(model: MultimodalModel) -> str:
@@ -110,6 +111,7 @@ class SampleCache:
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
+        self.counter: Counter | None = None  # counts of generated samples (the pipeline prints them with an ETA)
         self.plan_batch = plan_batch  # samples per pass of the generation plan; None: per group
         loo_latents = all(model.has(c) for c in (Capability.CONDITIONAL, Capability.LATENT_INFERENCE, Capability.ENCODE))
         n_curves = n_curves if n_curves is not None and n_curves < len(data) else None
@@ -269,6 +271,9 @@ class SampleCache:
     def _run_plan(self, passes: Sequence[Pass], groups: Mapping[str, ConditionalGroup], out: Mapping[str, Path]) -> None:
         files = {name: _Arrays(folder, len(self._rows(groups[name]))) for name, folder in out.items()}
         device, done = self.model.device, 0
+        total = sum(p.size for p in passes)
+        what = "samples" if set(out) <= set(self.groups) else f"{', '.join(sorted(out))} samples"
+        self._count(what, 0, total)
         for p in passes:
             requests = [self._request(groups[s.group], s.query, s.start, s.stop) for s in p.slots]
             with seeded(derive_seed(self.seed, "plan", p.index), device):
@@ -279,7 +284,7 @@ class SampleCache:
                 if slot.group in files:
                     self._put(files[slot.group], groups[slot.group], request, answer, np.arange(slot.start, slot.stop))
             done += p.size
-            self._say(f"samples plan: pass {p.index + 1}/{passes[-1].index + 1}, {done} samples")
+            self._count(what, done, total)
         for arrays in files.values():
             arrays.flush()
 
@@ -307,6 +312,10 @@ class SampleCache:
         if self.progress:
             self.progress(message)
 
+    def _count(self, what: str, done: int, total: int) -> None:
+        if self.counter is not None:
+            self.counter(what, done, total)
+
     def _chunks(self, n: int) -> Iterator[tuple[int, np.ndarray]]:
         for b, start in enumerate(range(0, n, self.batch_size)):
             yield b, np.arange(start, min(start + self.batch_size, n))
@@ -330,6 +339,7 @@ class SampleCache:
         rows, device = self._rows(group), self.model.device
         n = len(rows)
         files = _Arrays(out, n)
+        self._count(f"{group.name} samples", 0, n)
         for b, idx in self._chunks(n):
             batch, labels = self.data.batch(rows[idx], self.names)
             if group.transform is not None:
@@ -340,7 +350,7 @@ class SampleCache:
                     self._sample_with_latents(files, idx, batch, group)
                 else:
                     self._sample(files, idx, batch, group)
-            self._say(f"samples {group.name}: {idx[-1] + 1}/{n}")
+            self._count(f"{group.name} samples", int(idx[-1]) + 1, n)
         self.passes[group.name] = b + 1
         files.flush()
 
@@ -363,12 +373,13 @@ class SampleCache:
     def _generate_unconditional(self, out: Path) -> None:
         n, device = self.n_unconditional, self.model.device
         files = _Arrays(out, n)
+        self._count("unconditional samples", 0, n)
         for b, idx in self._chunks(n):
             with seeded(derive_seed(self.seed, "unconditional", b), device):
                 result = self.model.sample_unconditional(len(idx))
             for m in self.names:
                 files.put(f"{m}.npy", idx, to_uint8(self._check("sample_unconditional", result, m, len(idx))))
-            self._say(f"samples uncond: {idx[-1] + 1}/{n}")
+            self._count("unconditional samples", int(idx[-1]) + 1, n)
         files.flush()
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from mmbench import tracking
 from mmbench.records import Artifact, Tag, is_training_metric
+from mmbench.runner.extra import with_rows_of_runs
 from mmbench.suites.spec import Budget, Suite
 
 NO_RUN, RUN_FAILED, RUN_UNFINISHED = "no run yet", "run failed", "run unfinished"
@@ -90,6 +91,7 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
     if experiment is None:
         raise NoRuns(f"the store {store.uri} has no experiment for suite {suite.name!r}; run it first")
     attempts = store.job_runs(experiment, budget.name)
+    suite = with_rows_of_runs(suite, attempts)  # rows users added (`--models mine`, `mmbench eval`)
     chosen, ignored = _choose(suite, [r for r in attempts if r.status == tracking.FINISHED])
     absent = absences(suite, budget, attempts, chosen)
     if not chosen:

@@ -282,7 +282,7 @@ def job_costs(jobs: list[Job], measured: Measurements, place: Where) -> list[Job
     seen: set[str] = set()
     out = []
     for job in jobs:
-        stages = stage_costs(job)
+        stages = [] if job.checkpoint else stage_costs(job)  # `mmbench eval` trains nothing
         shared = [s.name for s in stages if s.reuse_key and s.reuse_key in seen]
         seen.update(s.reuse_key for s in stages if s.reuse_key)
         conditional, unconditional = evaluation_generation(job)

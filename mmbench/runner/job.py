@@ -19,6 +19,7 @@ from typing import Any
 
 from mmbench import tracking
 from mmbench.records import (
+    CHECKPOINT_SHA256,
     Artifact,
     Kind,
     Metric,
@@ -28,6 +29,7 @@ from mmbench.records import (
     config_params,
     curve_metric,
     flag,
+    provenance_tag,
     provenance_tags,
     stage_metric,
 )
@@ -172,8 +174,18 @@ def job_tags(job: Job, shared: dict[str, str]) -> dict[str, Any]:
         Tag.CONFIG_HASH: job.config_hash, Tag.DATA_ID: job.data.data_id,
         Tag.NUM_MODALITIES: str(len(job.data.modalities)), Tag.RANKS: flag(job.ranks),
         Tag.FID_EXTRACTOR: settings.get("fid_extractor", ""),
+        **_origin_tags(job),
         **shared,
     }
+
+
+def _origin_tags(job: Job) -> dict[str, str]:
+    """An extra row's flag; an evaluated-only run's flag, checkpoint path and its sha256 (as provenance)."""
+    tags = {Tag.EXTRA_ROW: flag(True)} if job.extra_row else {}
+    if job.checkpoint:
+        tags.update({Tag.EVALUATED_ONLY: flag(True), Tag.CHECKPOINT: job.checkpoint,
+                     provenance_tag(CHECKPOINT_SHA256): job.checkpoint_sha256})
+    return tags
 
 
 def _fail(store: tracking.Store, run_id: str, job: Job, start: float, status: str, error: str) -> JobOutcome:
@@ -226,7 +238,13 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
     seed_everything(job.seed)
     train, val, test = load_splits(job.data)
     model = _build(job)
-    _train(job, ctx, store, run_id, model, train, val, device)
+    if job.checkpoint:  # `mmbench eval`: the weights are given, nothing is trained
+        from mmbench.runner.evalonly import load_weights
+
+        load_weights(model, Path(job.checkpoint), job.checkpoint_sha256)
+        model.to(device)
+    else:
+        _train(job, ctx, store, run_id, model, train, val, device)
     _evaluate(job, ctx, store, run_id, model, test, device)
     nfe = getattr(model, "last_nfe", None)  # score evaluations of the last sampler pass, per sample
     if nfe is not None:

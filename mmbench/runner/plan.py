@@ -40,6 +40,9 @@ class Job:
     metrics: tuple[str, ...]
     ranks: bool
     workdir: str
+    extra_row: bool = False  # a row the user added to the suite's (mmbench.runner.extra)
+    checkpoint: str = ""  # evaluate these weights instead of training (`mmbench eval`); "" trains
+    checkpoint_sha256: str = ""
 
     @property
     def config(self) -> dict[str, Any]:
@@ -149,6 +152,7 @@ def plan_jobs(
                 overrides=tuple(sorted(overrides.items())), config_json=canonical_json(config),
                 config_hash=config_hash(config), eval_settings=tuple(sorted(settings.items())),
                 metrics=suite.metrics, ranks=budget.ranks, workdir=str(root / suite.name / job_id),
+                extra_row=variant.extra,
             ))
     return jobs
 

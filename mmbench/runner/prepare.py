@@ -7,15 +7,15 @@ suite and budget it already resolved; library callers may pass names.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mmbench.runner import data as data_mod
+from mmbench.runner.extra import with_extra_rows
 from mmbench.runner.plan import Job, plan_jobs
 from mmbench.runner.validate import require_valid
 from mmbench.suites import get_suite
-from mmbench.suites.spec import Budget, Suite, Variant
+from mmbench.suites.spec import Budget, Suite
 
 Say = Callable[[str], None]
 NOT_BUILT = "not-built"  # the dataset hash a dry run plans with before the dataset exists
@@ -48,22 +48,12 @@ class Plan:
 
 
 def resolve(suite: Suite | str, options: RunOptions) -> tuple[Suite, Budget]:
-    """The suite and the budget of ``options`` (names are looked up), checked for the rows to run."""
-    spec = with_model_rows(get_suite(suite) if isinstance(suite, str) else suite, options.models)
+    """The suite and the budget of ``options`` (names are looked up), checked for the rows to run; a model
+    of ``options.models`` that is no row of the suite becomes an extra row (:mod:`mmbench.runner.extra`)."""
+    spec = with_extra_rows(get_suite(suite) if isinstance(suite, str) else suite, options.models)
     budget = options.budget if isinstance(options.budget, Budget) else spec.budget(options.budget or spec.default_budget)
     require_valid(spec, [budget.name], options.models)
     return spec, budget
-
-
-def with_model_rows(suite: Suite, models: Sequence[str] | None) -> Suite:
-    """The suite with one more row for each of ``models`` that names a registered model but none of the suite's
-    rows (label = model name, no overrides): a model added by a plugin runs on any suite's data and metrics
-    without the suite naming it. Other unknown names are left to the rows' did-you-mean error."""
-    from mmbench.registry import MODELS
-
-    named = {v.label for v in suite.variants} | {v.model for v in suite.variants}
-    extra = tuple(Variant(m, m) for m in dict.fromkeys(models or ()) if m not in named and m in MODELS)
-    return dataclasses.replace(suite, variants=suite.variants + extra) if extra else suite
 
 
 def prepare(suite: Suite, budget: Budget, options: RunOptions, say: Say = print, *,

@@ -71,8 +71,11 @@ def stop_file(suite: str) -> Path:
 
 
 def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
-              should_stop: StopHook | None = None) -> RunSummary:
-    """Run a suite at a budget: every job not already FINISHED in the store; returns the summary."""
+              should_stop: StopHook | None = None, adjust: Callable[[list[Job]], list[Job]] | None = None) -> RunSummary:
+    """Run a suite at a budget: every job not already FINISHED in the store; returns the summary.
+
+    ``adjust``: turns the planned jobs into those to run, before any run is opened (``mmbench eval`` makes
+    its job evaluate a checkpoint there, :mod:`mmbench.runner.evalonly`)."""
     suite, budget = resolve(suite, options)
     if options.backend == "dask" and options.scheduler:
         check_scheduler(options.scheduler)
@@ -85,6 +88,7 @@ def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
     with cpu_threads(options.threads):
         data_mod.ensure_dataset(suite.dataset, say)
         jobs, classifier_tags = _plan_with_classifiers(suite, budget, options, say)
+        jobs = adjust(jobs) if adjust is not None else jobs
     finished = store.finished_jobs(experiment_id, budget.name)
     todo = [j for j in jobs if j.job_id not in finished]
     skipped = {j.job_id: finished[j.job_id] for j in jobs if j.job_id in finished}

@@ -71,6 +71,7 @@ class Variant:
     overrides: Overrides = ()
     budget_overrides: tuple[tuple[str, Overrides], ...] = ()
     num_modalities: int | None = None  # None: every modality of the dataset
+    extra: bool = False  # a row the user added to the suite's own (``--models mine``, ``mmbench eval``)
 
     def overrides_at(self, budget: str) -> dict[str, Any]:
         out = dict(self.overrides)
