@@ -31,7 +31,7 @@ TWIN = {
     "mask": ModalitySpec("mask", "mask", (1, 32, 32)),
     "attributes": ModalitySpec("attributes", "attributes", (12, 1, 1)),
 }
-HETEROGENEOUS = ("mvae", "mmvae", "mopoe", "mvtcae", "mld", "sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-t")
+HETEROGENEOUS = ("mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "mld", "sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-t")
 
 
 # --- PolyMNIST is unchanged --------------------------------------------------------------------------
@@ -148,4 +148,4 @@ def test_saved_model_keeps_its_kinds(tmp_path):
 
 def test_image_only_model_refuses_masks_and_attributes():
     with pytest.raises(ValueError, match=r"takes \['image'\] modalities.*'mask': 'mask'"):
-        registry.build("mmvaeplus", tuple(TWIN), tiny_overrides("mmvaeplus"), TWIN)
+        registry.build("dummy", tuple(TWIN), {}, TWIN)

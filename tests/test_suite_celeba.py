@@ -30,7 +30,7 @@ def test_suite_validates_with_every_row():
     suite = get_suite("celeba-twin")
     report = validate_suite(suite)
     assert not report.errors, report.errors
-    assert {v.model for v in suite.variants} >= {"sbm-vae", "sbm-rae", "mopoe", "mvtcae", "mld"}
+    assert {v.model for v in suite.variants} >= {"sbm-vae", "sbm-rae", "mopoe", "mvtcae", "mmvaeplus", "mld"}
 
 
 def test_smoke_runs_end_to_end_with_f1_coherence_fid_and_fgsm(_isolated_home):
