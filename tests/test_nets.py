@@ -149,3 +149,19 @@ def test_saved_model_keeps_its_kinds(tmp_path):
 def test_image_only_model_refuses_masks_and_attributes():
     with pytest.raises(ValueError, match=r"takes \['image'\] modalities.*'mask': 'mask'"):
         registry.build("dummy", tuple(TWIN), {}, TWIN)
+
+
+def test_mmvaeplus_refuses_128_pixel_images_with_the_reason():
+    faces = {"image": ModalitySpec("image", "image", (3, 128, 128)), "mask": ModalitySpec("mask", "mask", (1, 128, 128))}
+    with pytest.raises(ValueError, match=r"MMVAE\+'s conv nets take images of side \(28, 32\), got 128"):
+        registry.build("mmvaeplus", tuple(faces), tiny_overrides("mmvaeplus"), faces)
+
+
+def test_sbm_builds_on_celebamaskhq_shapes():
+    faces = {"image": ModalitySpec("image", "image", (3, 128, 128)), "mask": ModalitySpec("mask", "mask", (1, 128, 128)),
+             "attributes": ModalitySpec("attributes", "attributes", (18, 1, 1))}
+    model = registry.build("sbm-vae", tuple(faces), tiny_overrides("sbm-vae"), faces).eval()
+    z = torch.zeros(2, model.latent_dim)
+    with torch.no_grad():
+        shapes = {m: tuple(ae.decode(z).shape) for m, ae in zip(model.modalities, model.autoencoders, strict=True)}
+    assert shapes == {"image": (2, 3, 128, 128), "mask": (2, 1, 128, 128), "attributes": (2, 18, 1, 1)}

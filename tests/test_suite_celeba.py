@@ -60,3 +60,22 @@ def test_trained_model_has_higher_attribute_f1_than_untrained(bench):
     floor = bench.majority_f1(train, test)
     assert trained > untrained + 0.1, (untrained, trained)
     assert untrained < floor < trained, (untrained, floor, trained)
+
+
+def test_celebamaskhq_paper_budget_carries_table10_for_the_sbm_rows():
+    """β_max 20, N = 1000, EBM-scale 2000 at batch 256 (γ 7.8125 per sample), score batch 256; MoPoE untouched."""
+    from mmbench.runner.models import model_class
+    from mmbench.runner.plan import model_overrides, resolved_config
+    from sbm.guidance import per_sample_gamma
+
+    suite = get_suite("celebamaskhq")
+    assert not validate_suite(suite).errors
+    budget = suite.budget("paper")
+    for label in ("sbm-vae", "sbm-rae-c"):
+        variant = suite.variant(label)
+        config = resolved_config(label, model_overrides(budget, variant, "d" * 16, 0, model_class(label).Config))
+        assert (config["beta_max"], config["sampler_steps"], config["score_batch_size"]) == (20.0, 1000, 256)
+        assert config["energy_gamma"] == per_sample_gamma(2000, 256) == 7.8125
+    mopoe = suite.variant("mopoe")
+    assert model_overrides(budget, mopoe, "d" * 16, 0, model_class("mopoe").Config) == {}
+    assert dict(budget.eval_overrides)["fid_extractor"] == "inception-v3-compat"
