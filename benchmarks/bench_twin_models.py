@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--sampler-steps", type=int, default=25, help="latent-diffusion rows (quick: 25)")
+    parser.add_argument("--score-width", type=int, default=16, help="latent-diffusion rows (quick: 16)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data, test = twin("train", args.n_train), twin("test", args.n_test)
@@ -78,7 +80,7 @@ def main() -> None:
 
     cls = registry.resolve_class(args.model)
     overrides = scale_overrides(cls.Config, Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
-                                                  sampler_steps=50, score_width=32), args.model)
+                                                  sampler_steps=args.sampler_steps, score_width=args.score_width), args.model)
     model = build(args.model, data, overrides)
     print(f"majority per attribute: F1 {majority_f1(data, test):.3f}")
     print(f"{args.model} untrained: F1 {attribute_f1_given_image(model, test):.3f}")
