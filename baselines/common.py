@@ -1,14 +1,17 @@
 """Pieces shared by the Gaussian multimodal VAE baselines (MVAE, MMVAE, MoPoE, MVTCAE).
 
-* one residual encoder (an *expert* ``q(z | x_m)``) and one residual decoder per modality
-  (``mmbench.nets.residual``, sbmae ``h_vae_model_copy.py``), latent ``latent_per_modality · M``;
-* the Gaussian image likelihood (fixed scale; see :class:`VAEConfig`), Laplace log-densities for MMVAE+;
+* one encoder (an *expert* ``q(z | x_m)``) and one decoder per modality, as its kind asks
+  (``mmbench.nets.modality``: the residual conv nets of sbmae ``h_vae_model_copy.py`` for images and
+  masks, an MLP for attributes), latent ``latent_per_modality · M``;
+* each kind's likelihood (images Gaussian with fixed scale, see :class:`VAEConfig`; masks and attributes
+  Bernoulli), Laplace log-densities for MMVAE+;
 * subsets of modalities as bit masks (ELBO sub-sampling, MoPoE's mixture components);
 * :class:`SharedLatentVAE`: encode / decode / conditional and unconditional sampling for any model whose
   conditional posterior is a function of the observed experts; subclasses give that function and a loss.
 
 Images returned by every public method are the decoder's *means* clamped to [0, 1], never a noisy
-sample of the likelihood (a Gaussian sample of σ ≈ 0.7 would be mostly noise).
+sample of the likelihood (a Gaussian sample of σ ≈ 0.7 would be mostly noise); masks and attributes
+are the Bernoulli means.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from torch import Tensor, nn
 
 from mmbench.config import src
 from mmbench.contract import Batch, Capability, MultimodalModel, Stage, StageHParams, Subset
+from mmbench.data.source import ModalitySpec
 from mmbench.distributions import gaussian_nll_sum, reparameterize
-from mmbench.nets.residual import ResDecoder, ResEncoder
+from mmbench.nets import modality as kinds
 
 Expert = tuple[Tensor, Tensor]  # (mu, logvar), each (B, D)
 
@@ -115,14 +119,14 @@ def masks_to_subsets(masks: Tensor, modalities: Sequence[str]) -> list[Subset]:
 # --- the networks ---------------------------------------------------------------------------------------
 
 
-def build_encoders(modalities: Iterable[str], latent_dim: int, width: float) -> nn.ModuleDict:
-    """One residual encoder (expert) per modality."""
-    return nn.ModuleDict({m: ResEncoder(latent_dim, width) for m in modalities})
+def build_encoders(specs: Mapping[str, ModalitySpec], latent_dim: int, width: float) -> nn.ModuleDict:
+    """One encoder (expert) per modality, of its kind."""
+    return nn.ModuleDict({m: kinds.build_encoder(s.kind, s.shape, latent_dim, width) for m, s in specs.items()})
 
 
-def build_decoders(modalities: Iterable[str], latent_dim: int, width: float) -> nn.ModuleDict:
-    """One residual decoder per modality (linear output = the Gaussian mean)."""
-    return nn.ModuleDict({m: ResDecoder(latent_dim, width) for m in modalities})
+def build_decoders(specs: Mapping[str, ModalitySpec], latent_dim: int, width: float) -> nn.ModuleDict:
+    """One decoder per modality, of its kind (linear output: the Gaussian mean or the Bernoulli logits)."""
+    return nn.ModuleDict({m: kinds.build_decoder(s.kind, s.shape, latent_dim, width) for m, s in specs.items()})
 
 
 def stack_experts(experts: Mapping[str, Expert], order: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -146,11 +150,12 @@ def decode_rows(decoder: nn.Module, latents: Tensor) -> Tensor:
     return torch.stack([decoder(row) for row in latents])
 
 
-def repeated_nll(x: Tensor, means: Tensor, scale: float) -> Tensor:
-    """Gaussian NLL of ``x`` ``(B, ...)`` under each of ``means`` ``(T, B, ...)``; returns ``(T, B)``."""
+def repeated_nll(x: Tensor, means: Tensor, scale: float, kind: str = "image") -> Tensor:
+    """NLL of ``x`` ``(B, ...)`` under each of the decoder outputs ``means`` ``(T, B, ...)`` (``kind``'s
+    likelihood); returns ``(T, B)``."""
     t, b = means.shape[:2]
     target = x.unsqueeze(0).expand_as(means).reshape(t * b, *x.shape[1:])
-    return image_nll(target, means.reshape(t * b, *x.shape[1:]), scale).view(t, b)
+    return kinds.nll(kind, target, means.reshape(t * b, *x.shape[1:]), scale).view(t, b)
 
 
 # --- the shared model skeleton ----------------------------------------------------------------------------
@@ -166,13 +171,14 @@ class SharedLatentVAE(MultimodalModel):
     capabilities = frozenset(
         {Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE}
     )
+    modality_kinds = frozenset({"image", "mask", "attributes"})
 
-    def __init__(self, modalities: Sequence[str], config: VAEConfig) -> None:
-        super().__init__(modalities, config)
+    def __init__(self, modalities: Sequence[str], config: VAEConfig, specs: Mapping[str, ModalitySpec] | None = None) -> None:
+        super().__init__(modalities, config, specs)
         config.check()
         self.latent_dim = config.latent_per_modality * len(self.modalities)
-        self.encoders = build_encoders(self.modalities, self.latent_dim, config.width)
-        self.decoders = build_decoders(self.modalities, self.latent_dim, config.width)
+        self.encoders = build_encoders(self.specs, self.latent_dim, config.width)
+        self.decoders = build_decoders(self.specs, self.latent_dim, config.width)
 
     # --- what subclasses implement ------------------------------------------------------------------
     def posterior_mean(self, experts: Mapping[str, Expert], given: Subset) -> Tensor:
@@ -201,8 +207,11 @@ class SharedLatentVAE(MultimodalModel):
 
     def reconstruction_nll(self, batch: Batch, z: Tensor, modalities: Iterable[str]) -> Tensor:
         """Σ_m −log p(x_m | z) per sample, every modality decoded once from ``z`` ``(B, D)``."""
-        scale = self.config.likelihood_scale
-        return sum(image_nll(batch[m], self.decoders[m](z), scale) for m in modalities)  # type: ignore[return-value]
+        return sum(self.nll(m, batch[m], self.decoders[m](z)) for m in modalities)  # type: ignore[return-value]
+
+    def nll(self, modality: str, x: Tensor, out: Tensor) -> Tensor:
+        """−log p(x_m | decoder output) per sample, by the modality's kind."""
+        return kinds.nll(self.specs[modality].kind, x, out, self.config.likelihood_scale)
 
     # --- the contract ---------------------------------------------------------------------------------
     def _encode(self, batch: Batch, given: Subset) -> Tensor:
@@ -211,7 +220,7 @@ class SharedLatentVAE(MultimodalModel):
     def _decode(self, latent: Tensor, targets: Subset) -> dict[str, Tensor]:
         if latent.dim() != 2 or latent.shape[1] != self.latent_dim:
             raise ValueError(f"expected a latent of shape (B, {self.latent_dim}), got {tuple(latent.shape)}")
-        return {m: to_images(self.decoders[m](latent)) for m in sorted(targets)}
+        return {m: kinds.output(self.specs[m].kind, self.decoders[m](latent)) for m in sorted(targets)}
 
     def _sample_conditional(self, batch: Batch, given: Subset, targets: Subset) -> dict[str, Tensor]:
         experts = self.experts(batch, sorted(given))

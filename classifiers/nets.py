@@ -1,7 +1,8 @@
 """The classifier networks: the paper's evaluation classifier and a different substitute for FGSM.
 
-Both take float images ``(B, 3, 28, 28)`` in [0, 1] and expose ``features(x)`` (the penultimate layer)
-and ``forward(x) = head(features(x))`` (logits over the 10 digits).
+Both take float images ``(B, 3, 28, 28)`` (PolyMNIST) or ``(B, 3, 32, 32)`` (the CelebA twin) in [0, 1]
+and expose ``features(x)`` (the penultimate layer) and ``forward(x) = head(features(x))`` (logits over 10
+classes: the digits; the twin's 7 shape-presence labels use the first 7).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class SubstituteClassifier(nn.Module):
 
     A LeNet-style conv net with max-pooling, unlike :class:`PMClassifier`'s strided convolutions:
     3×3 conv 3→32 + ReLU + maxpool 2 (→ 14×14), 3×3 conv 32→64 + ReLU + maxpool 2 (→ 7×7),
-    flatten 3136, linear → 256 + ReLU (the features), linear 256→10.
+    flatten 3136, linear → 256 + ReLU (the features), linear 256→10. The second pool is adaptive (to 7×7),
+    the same operation at 28×28, so 32×32 images (the CelebA twin) fit too.
     """
 
     feature_dim = 256
@@ -61,7 +63,7 @@ class SubstituteClassifier(nn.Module):
             nn.MaxPool2d(2),
             nn.Conv2d(32, 64, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            nn.AdaptiveMaxPool2d(7),  # = MaxPool2d(2) on 28×28 input; 7×7 from 32×32 images too
             nn.Flatten(),
             nn.Linear(64 * 7 * 7, self.feature_dim),
             nn.ReLU(),

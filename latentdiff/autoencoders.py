@@ -2,7 +2,9 @@
 
 Sources: Wesego & Rooshenas 2024, §2 and A.1–A.2 (VAE β = 0.1 with Gaussian prior, posterior and
 likelihood; RAE = squared error + 1e-5·‖z‖² with Gaussian noise added to z before the decoder, Ghosh et
-al. 2020); networks: ``mmbench.nets.residual`` (sbmae ``h_vae_model_copy.py``, Soft-IntroVAE style).
+al. 2020); networks: ``mmbench.nets.residual`` (sbmae ``h_vae_model_copy.py``, Soft-IntroVAE style), per modality kind through
+``mmbench.nets.modality`` (images: those residual nets; masks: the same with one channel; attributes: an
+MLP; masks and attributes reconstruct with the Bernoulli NLL instead of the squared error).
 
 **Objective scale (as the reference).** Both families' reconstruction term is the per-image *sum* of
 squared errors averaged over the batch, i.e. a Gaussian likelihood with fixed variance ½ up to a constant
@@ -28,9 +30,10 @@ from torch import Tensor, nn
 
 from mmbench.config import src
 from mmbench.contract import Stage, StageHParams
+from mmbench.data.source import ModalitySpec
 from mmbench.distributions import kl_normal_standard, reparameterize
 from mmbench.hashing import config_hash
-from mmbench.nets.residual import ResDecoder, ResEncoder
+from mmbench.nets import modality as kinds
 from mmbench.seeding import derive_seed, seeded
 
 FAMILIES = ("vae", "rae")
@@ -101,13 +104,15 @@ class AESpec:
 
 
 class UnimodalAE(nn.Module):
-    """A residual encoder/decoder pair trained as a β-VAE or an RAE."""
+    """An encoder/decoder pair of one modality's kind, trained as a β-VAE or an RAE."""
 
-    def __init__(self, spec: AESpec) -> None:
+    def __init__(self, spec: AESpec, modality: ModalitySpec | None = None) -> None:
         super().__init__()
         self.spec = spec
-        self.encoder = ResEncoder(spec.latent_dim, spec.width)
-        self.decoder = ResDecoder(spec.latent_dim, spec.width)
+        self.modality = modality or ModalitySpec("image", "image", kinds.POLYMNIST_SHAPE)
+        kind, shape = self.modality.kind, self.modality.shape
+        self.encoder = kinds.build_encoder(kind, shape, spec.latent_dim, spec.width)
+        self.decoder = kinds.build_decoder(kind, shape, spec.latent_dim, spec.width)
 
     @property
     def variational(self) -> bool:
@@ -123,23 +128,26 @@ class UnimodalAE(nn.Module):
         return self.posterior(x)[0]
 
     def decode(self, z: Tensor) -> Tensor:
-        """Images in [0, 1] (the decoder's Gaussian mean, clamped)."""
-        return self.decoder(z).clamp(0.0, 1.0)
+        """Data in [0, 1]: images the decoder's Gaussian mean, clamped; masks, attributes the Bernoulli mean."""
+        return kinds.output(self.modality.kind, self.decoder(z))
+
+    def reconstruction(self, x: Tensor, decoded: Tensor) -> Tensor:
+        """The batch mean of the per-item reconstruction term (:func:`mmbench.nets.modality.reconstruction_error`)."""
+        return kinds.reconstruction_error(self.modality.kind, x, decoded).mean()
 
     def loss(self, x: Tensor) -> dict[str, Tensor]:
         return self._vae_loss(x) if self.variational else self._rae_loss(x)
 
     def _vae_loss(self, x: Tensor) -> dict[str, Tensor]:
         mu, logvar = self.encoder(x)
-        recon = self.decoder(reparameterize(mu, logvar))
-        rec = (recon - x).square().flatten(1).sum(1).mean()
+        rec = self.reconstruction(x, self.decoder(reparameterize(mu, logvar)))
         kl = kl_normal_standard(mu, logvar).mean()
         return {"loss": rec + self.spec.vae_beta * kl, "rec": rec, "kl": kl}
 
     def _rae_loss(self, x: Tensor) -> dict[str, Tensor]:
         z, _ = self.encoder(x)
         noisy = z + torch.randn_like(z) * self.spec.rae_noise_var**0.5
-        rec = (self.decoder(noisy) - x).square().flatten(1).sum(1).mean()
+        rec = self.reconstruction(x, self.decoder(noisy))
         reg = z.square().sum(1).mean()
         return {"loss": rec + self.spec.rae_l2 * reg, "rec": rec, "z_norm2": reg}
 

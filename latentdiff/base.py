@@ -9,7 +9,7 @@ conditional queries on one batch run as one ``_generate`` call over the stacked 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,7 @@ from mmbench.contract import (
     Subset,
     evaluating,
 )
+from mmbench.data.source import ModalitySpec
 
 PRESENCE_KEY = "presence"  # optional batch entry: (B, M) bool, True = modality m observed for tuple i
 TrainBatches = Callable[[], Iterator[tuple[dict[str, Tensor], Tensor]]]
@@ -75,10 +76,13 @@ class LatentGenerativeModel(MultimodalModel):
     )
     packs_requests = True  # ``_generate`` reads the observed modalities per sample
 
-    def __init__(self, modalities: Sequence[str], config: AutoencoderConfig, family: str) -> None:
-        super().__init__(modalities, config)
+    modality_kinds = frozenset({"image", "mask", "attributes"})
+
+    def __init__(self, modalities: Sequence[str], config: AutoencoderConfig, family: str,
+                 specs: Mapping[str, ModalitySpec] | None = None) -> None:
+        super().__init__(modalities, config, specs)
         self.ae_spec = AESpec.from_config(config, family)
-        self.autoencoders = nn.ModuleList(UnimodalAE(self.ae_spec) for _ in self.modalities)
+        self.autoencoders = nn.ModuleList(UnimodalAE(self.ae_spec, self.specs[m]) for m in self.modalities)
         self.cache: LatentCache | None = None
 
     @property

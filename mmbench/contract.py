@@ -139,14 +139,29 @@ class MultimodalModel(nn.Module):
     # pass (per-sample conditioning); False: one call per request.
     packs_requests: ClassVar[bool] = False
 
-    def __init__(self, modalities: Sequence[str], config: Any) -> None:
+    # the modality kinds (mmbench.nets.modality) the model's networks take; a model whose nets assume
+    # images keeps the default and is refused data with masks or attributes
+    modality_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
+
+    def __init__(self, modalities: Sequence[str], config: Any, specs: Mapping[str, Any] | None = None) -> None:
+        """``specs``: ``{modality: mmbench.data.source.ModalitySpec}`` (kind and item shape); None = every
+        modality an RGB 28×28 image (PolyMNIST)."""
         super().__init__()
         if len(modalities) < 2:
             raise ValueError(f"a multimodal model needs at least 2 modalities, got {list(modalities)}")
         if len(set(modalities)) != len(modalities):
             raise ValueError(f"modality names must be unique, got {list(modalities)}")
+        from mmbench.nets.modality import resolve_specs
+
         self.modalities: tuple[str, ...] = tuple(modalities)
         self.config = config
+        self.specs = resolve_specs(self.modalities, specs)
+        unsupported = {m: s.kind for m, s in self.specs.items() if s.kind not in self.modality_kinds}
+        if unsupported:
+            raise ValueError(
+                f"{type(self).__name__} takes {sorted(self.modality_kinds)} modalities, not {unsupported}; "
+                "drop the model from the suite or give it networks for these kinds (mmbench.nets.modality)"
+            )
 
     # --- what the trainer uses -------------------------------------------------------------------
     def stages(self) -> list[Stage]:

@@ -21,6 +21,7 @@ def save_model(model: MultimodalModel, path: str | Path, name: str, meta: dict[s
         "modalities": list(model.modalities),
         "config": to_dict(model.config),
         "config_hash": config_hash(to_dict(model.config)),
+        "specs": [[s.name, s.kind, list(s.shape)] for s in getattr(model, "specs", {}).values()],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta or {},
     }
@@ -34,7 +35,10 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
     from mmbench import registry
 
     payload = integrity.load_torch(path, map_location)
-    model = registry.build(payload["name"], payload["modalities"], payload["config"])
+    from mmbench.data.source import ModalitySpec
+
+    specs = {n: ModalitySpec(n, k, tuple(shape)) for n, k, shape in payload.get("specs") or []} or None
+    model = registry.build(payload["name"], payload["modalities"], payload["config"], specs)
     got = config_hash(to_dict(model.config))
     if got != payload["config_hash"]:
         raise ValueError(

@@ -58,10 +58,25 @@ def model_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
     return apply_overrides(config, dict(overrides or {}))
 
 
-def build(name: str, modalities: Sequence[str], overrides: Mapping[str, Any] | None = None) -> Any:
-    """Build a registered model for the given modality names."""
+def build(name: str, modalities: Sequence[str], overrides: Mapping[str, Any] | None = None,
+          specs: Mapping[str, Any] | None = None) -> Any:
+    """Build a registered model for the given modality names.
+
+    ``specs``: ``{modality: ModalitySpec}`` (kind and shape, ``mmbench.nets.modality.specs_of(dataset)``);
+    None, or specs that are all RGB 28×28 images, builds the model as for PolyMNIST (and a model class
+    whose constructor predates specs keeps working there)."""
+    from mmbench.nets.modality import default_specs
+
     cls = resolve_class(name)
-    return cls(tuple(modalities), model_config(name, overrides))
+    config = model_config(name, overrides)
+    if specs is None or dict(specs) == default_specs(modalities):
+        return cls(tuple(modalities), config)
+    takes = getattr(cls, "modality_kinds", frozenset({"image"}))
+    unsupported = {m: s.kind for m, s in specs.items() if m in modalities and s.kind not in takes}
+    if unsupported:
+        raise ValueError(f"model {name!r} takes {sorted(takes)} modalities, not {unsupported}; "
+                         "drop it from the suite or give it networks for these kinds (mmbench.nets.modality)")
+    return cls(tuple(modalities), config, specs=dict(specs))
 
 
 def names() -> list[str]:

@@ -11,12 +11,14 @@ modalities; the *null condition* (nothing given, unconditional sampling) is the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmbench.nets.residual import ResEncoder
+from mmbench.data.source import ModalitySpec
+from mmbench.nets.modality import build_encoder, default_specs
 
 CLIP_INIT_TEMPERATURE = 0.07  # Radford et al. 2021
 MAX_LOGIT_SCALE = 100.0  # CLIP clips exp(logit_scale) at 100
@@ -25,9 +27,14 @@ MAX_LOGIT_SCALE = 100.0  # CLIP clips exp(logit_scale) at 100
 class AuxEncoders(nn.Module):
     """One residual trunk + linear projection head per modality; ``embed`` is unit-norm ``(B, proj_dim)``."""
 
-    def __init__(self, num_modalities: int, width: float, feature_dim: int = 64, proj_dim: int = 512) -> None:
+    def __init__(self, num_modalities: int, width: float, feature_dim: int = 64, proj_dim: int = 512,
+                 specs: Sequence[ModalitySpec] | None = None) -> None:
+        """``specs``: each modality's kind and shape (default: RGB 28×28 images); a trunk is that kind's encoder."""
         super().__init__()
-        self.trunks = nn.ModuleList(ResEncoder(feature_dim, width) for _ in range(num_modalities))
+        specs = list(specs) if specs is not None else list(default_specs([f"m{i}" for i in range(num_modalities)]).values())
+        if len(specs) != num_modalities:
+            raise ValueError(f"{num_modalities} modalities but {len(specs)} modality specs")
+        self.trunks = nn.ModuleList(build_encoder(s.kind, s.shape, feature_dim, width) for s in specs)
         self.heads = nn.ModuleList(nn.Linear(feature_dim, proj_dim) for _ in range(num_modalities))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / CLIP_INIT_TEMPERATURE)))
         self.proj_dim = proj_dim

@@ -13,7 +13,7 @@ stages share one ``reuse_key`` when everything that trains it agrees.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +27,7 @@ from latentdiff.sampling import REIMPOSE_MODES, Known, get_sampler, takes_grid
 from latentdiff.sde import VPSDE, ScoreFn
 from mmbench.config import src, to_dict
 from mmbench.contract import Batch, Stage, StageHParams, Subset
+from mmbench.data.source import ModalitySpec
 from mmbench.hashing import config_hash
 from mmbench.scaling import Scale, present
 from mmbench.seeding import derive_seed
@@ -140,14 +141,15 @@ class SBM(LatentGenerativeModel):
     Config = SBMConfig
     paper = "Wesego & Rooshenas 2024, Score-Based Multimodal Autoencoder (TMLR); rooshenasgroup/sbmae"
 
-    def __init__(self, modalities: Sequence[str], config: SBMConfig) -> None:
+    def __init__(self, modalities: Sequence[str], config: SBMConfig, specs: Mapping[str, ModalitySpec] | None = None) -> None:
         _check(config)
-        super().__init__(modalities, config, config.family)
+        super().__init__(modalities, config, config.family, specs)
         m = self.num_modalities
         self.side = math.isqrt(config.latent_dim)
         self.sde = VPSDE(resolve_beta_min(config, m), config.beta_max)
         contrastive = config.guidance == "contrastive"
-        self.aux = AuxEncoders(m, config.aux_width, proj_dim=config.aux_proj_dim) if contrastive else None
+        self.aux = (AuxEncoders(m, config.aux_width, proj_dim=config.aux_proj_dim, specs=list(self.specs.values()))
+                    if contrastive else None)
         self.score_net = UNet(
             m, resolve_dim(config, m), config.dim_mults, cond_dim=config.aux_proj_dim if contrastive else 0,
             time_scale=config.time_scale, heads=config.attn_heads, dim_head=config.attn_dim_head,

@@ -18,7 +18,7 @@ train split (MLD uses the first batch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,7 @@ from latentdiff.sampling import Known, get_sampler
 from latentdiff.sde import VPSDE, ScoreFn
 from mmbench.config import src
 from mmbench.contract import Stage, StageHParams
+from mmbench.data.source import ModalitySpec
 from mmbench.scaling import Scale, present
 
 MLD_DIM_PER_SCORE_WIDTH = 12  # the defaults' ratio: MLD's score net 1536 channels vs SBM's UNet 128
@@ -144,9 +145,9 @@ class MLD(LatentGenerativeModel):
     Config = MLDConfig
     paper = "Bounoua, Franzese & Michiardi 2024, Multi-Modal Latent Diffusion (Entropy); MustaphaBounoua/MLD"
 
-    def __init__(self, modalities: Sequence[str], config: MLDConfig) -> None:
+    def __init__(self, modalities: Sequence[str], config: MLDConfig, specs: Mapping[str, ModalitySpec] | None = None) -> None:
         get_sampler(config.sampler)
-        super().__init__(modalities, config, "rae")
+        super().__init__(modalities, config, "rae", specs)
         self.sde = VPSDE(config.beta_min, config.beta_max)
         self.score_model = MLDScore(self.num_modalities, self.latent_dim, config)
 

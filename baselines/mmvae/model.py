@@ -33,6 +33,7 @@ from baselines.common import (
 from baselines.cross_targets import check_cross_targets, cross_target_weights, sources_per_target
 from mmbench.config import src
 from mmbench.contract import Subset
+from mmbench.data.source import ModalitySpec
 from mmbench.distributions import reparameterize
 
 
@@ -69,8 +70,8 @@ class MMVAE(SharedLatentVAE):
         "(NeurIPS)"
     )
 
-    def __init__(self, modalities: Sequence[str], config: MMVAEConfig) -> None:
-        super().__init__(modalities, config)
+    def __init__(self, modalities: Sequence[str], config: MMVAEConfig, specs: Mapping[str, ModalitySpec] | None = None) -> None:
+        super().__init__(modalities, config, specs)
         check_cross_targets(config.cross_targets, len(self.modalities))
 
     def posterior_mean(self, experts: Mapping[str, Expert], given: Subset) -> Tensor:
@@ -96,6 +97,6 @@ class MMVAE(SharedLatentVAE):
         scale = self.config.likelihood_scale
         rec = z.new_zeros(z.shape[:2])
         for j, (d, rows) in enumerate(zip(self.modalities, sources_per_target(weights), strict=True)):
-            nll = repeated_nll(batch[d], decode_rows(self.decoders[d], z[rows]), scale)  # (len(rows), B)
+            nll = repeated_nll(batch[d], decode_rows(self.decoders[d], z[rows]), scale, self.specs[d].kind)  # (len(rows), B)
             rec = rec.index_add(0, rows, weights[rows, j, None] * nll)
         return rec

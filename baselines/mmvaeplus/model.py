@@ -25,7 +25,7 @@ The *latent* of this model (``encode``, ``decode``, ``infer_latent``) is the sha
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,11 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Laplace
 
-from baselines.common import PAPER_STEPS, image_nll, laplace_log_density, to_images
+from baselines.common import PAPER_STEPS, image_nll, laplace_log_density
 from baselines.cross_targets import check_cross_targets, cross_target_weights, sources_per_target
-from baselines.mmvaeplus.nets import Decoder, Encoder
+from baselines.mmvaeplus.nets import Encoder, build_decoder
 from mmbench.config import src
 from mmbench.contract import Batch, Capability, MultimodalModel, Stage, StageHParams, Subset
+from mmbench.data.source import ModalitySpec
+from mmbench.nets import modality as kinds
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,16 @@ class MMVAEPlus(MultimodalModel):
         "Palumbo et al. 2023, MMVAE+: Enhancing the Generative Quality of Multimodal VAEs without Compromises (ICLR)"
     )
 
-    def __init__(self, modalities: Sequence[str], config: MMVAEPlusConfig) -> None:
-        super().__init__(modalities, config)
+    modality_kinds = frozenset({"image", "mask", "attributes"})
+
+    def __init__(self, modalities: Sequence[str], config: MMVAEPlusConfig, specs: Mapping[str, ModalitySpec] | None = None) -> None:
+        super().__init__(modalities, config, specs)
         config.check()
         check_cross_targets(config.cross_targets, len(self.modalities))
         self.latent_dim = config.shared_dim
-        self.encoders = nn.ModuleDict({m: Encoder(config.private_dim, config.shared_dim, config.width) for m in self.modalities})
-        self.decoders = nn.ModuleDict({m: Decoder(config.private_dim + config.shared_dim, config.width) for m in self.modalities})
+        c = config
+        self.encoders = nn.ModuleDict({m: Encoder(c.private_dim, c.shared_dim, c.width, self.specs[m]) for m in self.modalities})
+        self.decoders = nn.ModuleDict({m: build_decoder(c.private_dim + c.shared_dim, c.width, self.specs[m]) for m in self.modalities})
         # the auxiliary prior r_m(w) of the cross reconstructions: location 0, scale softmax(logits)·dim
         self.aux_w_logits = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, config.private_dim)) for m in self.modalities})
 
@@ -140,6 +145,10 @@ class MMVAEPlus(MultimodalModel):
 
     def decode_means(self, modality: str, w: Tensor, z: Tensor) -> Tensor:
         return self.decoders[modality](torch.cat([w, z], dim=-1))
+
+    def output(self, modality: str, out: Tensor) -> Tensor:
+        """Images: the decoded location clamped to [0, 1]; masks, attributes: the Bernoulli mean."""
+        return kinds.output(self.specs[modality].kind, out)
 
     # --- training -----------------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
@@ -194,9 +203,14 @@ class MMVAEPlus(MultimodalModel):
             u = torch.stack([torch.cat([w[r] if r == d else aux[d, r], z[r]], dim=-1) for r in sources])
             means = self.decoders[d](u.flatten(0, 2))  # u: (len(rows), K, B, Dw + Dz)
             x = batch[d].unsqueeze(0).unsqueeze(0).expand(*u.shape[:3], *batch[d].shape[1:])
-            ll = self.image_log_likelihood(x.flatten(0, 2), means).view(u.shape[:3])
+            ll = self.log_likelihood(d, x.flatten(0, 2), means).view(u.shape[:3])
             total = total.index_add(0, rows, weights[rows, j].view(-1, 1, 1) * ll)
         return total
+
+    def log_likelihood(self, modality: str, x: Tensor, out: Tensor) -> Tensor:
+        """log p(x_m | decoder output) per sample: the image likelihood, or Bernoulli for masks and attributes."""
+        kind = self.specs[modality].kind
+        return -kinds.nll(kind, x, out, 1.0) if kinds.is_binary(kind) else self.image_log_likelihood(x, out)
 
     def image_log_likelihood(self, x: Tensor, means: Tensor) -> Tensor:
         """log p(x | means) summed over pixels, per sample: Laplace (default) or Gaussian, fixed scale."""
@@ -230,7 +244,7 @@ class MMVAEPlus(MultimodalModel):
         if latent.dim() != 2 or latent.shape[1] != self.latent_dim:
             raise ValueError(f"expected a shared latent of shape (B, {self.latent_dim}), got {tuple(latent.shape)}")
         n, dw = latent.shape[0], self.config.private_dim
-        return {m: to_images(self.decode_means(m, self.prior_sample((n, dw)), latent)) for m in sorted(targets)}
+        return {m: self.output(m, self.decode_means(m, self.prior_sample((n, dw)), latent)) for m in sorted(targets)}
 
     def _sample_conditional(self, batch: Batch, given: Subset, targets: Subset) -> dict[str, Tensor]:
         return self._generate(self.posteriors(batch, sorted(given)), given, targets)
@@ -254,7 +268,7 @@ class MMVAEPlus(MultimodalModel):
                 w = Laplace(post[m].w_loc, post[m].w_scale).sample()
             else:
                 w = self.prior_sample((b, self.config.private_dim))
-            out[m] = to_images(self.decode_means(m, w, z))
+            out[m] = self.output(m, self.decode_means(m, w, z))
         return out
 
     def _sample_unconditional(self, n: int) -> dict[str, Tensor]:

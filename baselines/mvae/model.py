@@ -66,7 +66,7 @@ class MVAE(PoEVAE):
         for k, m in enumerate(self.modalities):
             rows = masks[:, k].nonzero().squeeze(1)  # the ELBO terms that reconstruct m
             means = decode_rows(self.decoders[m], z[rows])
-            nll = nll.index_add(0, rows, repeated_nll(batch[m], means, self.config.likelihood_scale))
+            nll = nll.index_add(0, rows, repeated_nll(batch[m], means, self.config.likelihood_scale, self.specs[m].kind))
         kl = kl_normal_standard(mu, logvar).view(t, b)
         per_term = (nll + self.config.beta * kl).mean(1)  # (T,)
         return {

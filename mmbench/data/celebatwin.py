@@ -165,7 +165,9 @@ class CelebATwinSource(StoredSource):
 
     family = NAME
     summary = "CelebA-shaped synthetic shapes: image, mask and attributes from shared latent factors (offline)"
-    classifier_roles = ()  # F1 compares attributes and masks directly; no digit classifier applies
+    # F1 compares attributes and masks directly; coherence, FID (its features) and FGSM (the substitute)
+    # of the image modality use classifiers of the label (which shapes are present) on the images
+    classifier_roles = ("eval", "substitute")
 
     def modality_specs(self) -> tuple[ModalitySpec, ...]:
         return (

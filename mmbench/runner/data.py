@@ -138,8 +138,9 @@ def _train_classifier(
     from classifiers.train import format_accuracies
 
     sizes = source.classifier_sizes(_sizes(source, budget))
-    train = source.load("train", source.modalities, sizes["train"])
-    test = source.load("test", source.modalities, sizes["test"])
+    images = [m for m, kind in source.kinds().items() if kind == "image"]  # classifiers read images only
+    train = source.load("train", images, sizes["train"])
+    test = source.load("test", images, sizes["test"])
     if steps is not None:  # a budget's short classifier: scored on a stratified share of the test split
         test = test.subset(SHORT_CLASSIFIER_TEST_TUPLES)
     fitted = fit_classifier(role, name, train, test, steps=steps, device=device, progress=say,

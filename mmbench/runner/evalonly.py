@@ -102,8 +102,17 @@ def check_fits(job: Job) -> None:
     if saved is not None and saved != job.model:
         raise CheckpointError(f"checkpoint {job.checkpoint} is a job's model.pt of model {saved!r}, not "
                               f"{job.model!r}; pass --model {saved}")
-    load_weights(registry.build(job.model, job.data.modalities, dict(job.overrides)), Path(job.checkpoint),
-                 job.checkpoint_sha256, job.budget)
+    model = registry.build(job.model, job.data.modalities, dict(job.overrides), _specs(job))
+    load_weights(model, Path(job.checkpoint), job.checkpoint_sha256, job.budget)
+
+
+def _specs(job: Job) -> dict[str, Any] | None:
+    """The kind and shape of each of the job's modalities, as its data source declares them (as the job's
+    own build sees them in the loaded data); None where the source does not name them all."""
+    from mmbench.data.registry import get_source
+
+    declared = {s.name: s for s in get_source(job.data.kind, job.data.name, len(job.data.modalities)).modality_specs()}
+    return {m: declared[m] for m in job.data.modalities} if all(m in declared for m in job.data.modalities) else None
 
 
 def load_weights(model: Any, path: Path, sha256: str = "", budget: str = "") -> None:

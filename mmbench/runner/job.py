@@ -237,7 +237,7 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
                             Tag.COST_KEY: job_cost_key(job)})
     seed_everything(job.seed)
     train, val, test = load_splits(job.data)
-    model = _build(job)
+    model = _build(job, train)
     if job.checkpoint:  # `mmbench eval`: the weights are given, nothing is trained
         from mmbench.runner.evalonly import load_weights
 
@@ -251,12 +251,14 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
         store.log_metrics(run_id, [(Metric.SCORE_EVALUATIONS, float(nfe), 0)], _now_ms())
 
 
-def _build(job: Job) -> Any:
+def _build(job: Job, train: Any) -> Any:
+    """The job's model, its networks sized and typed by the train data's modalities (kind and shape)."""
     from mmbench import registry
     from mmbench.config import to_dict
     from mmbench.hashing import config_hash
+    from mmbench.nets.modality import specs_of
 
-    model = registry.build(job.model, job.data.modalities, dict(job.overrides))
+    model = registry.build(job.model, job.data.modalities, dict(job.overrides), specs_of(train))
     got = config_hash(to_dict(model.config))
     if got != job.config_hash:
         raise RuntimeError(

@@ -1,6 +1,7 @@
 """The benchmark suites, by name (torch-free: ``mmbench ls suites`` lists them instantly).
 
-Built-in suites live in :mod:`mmbench.suites.polymnist` and :mod:`mmbench.suites.synthetic`;
+Built-in suites live in :mod:`mmbench.suites.polymnist`, :mod:`mmbench.suites.synthetic` and
+:mod:`mmbench.suites.celeba`;
 :func:`register_suite` adds others (a test's deliberately broken suite); an installed package adds its own
 through the ``mmbench.suites`` entry-point group.
 """
@@ -12,7 +13,8 @@ from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant, overrides
 
 # name -> Suite; plugins add theirs through the ``mmbench.suites`` entry-point group (a ``"module:SUITE"``).
 SUITES: Registry[Suite] = Registry("suite", group="mmbench.suites", expects=Suite,
-                                   builtins=("mmbench.suites.polymnist", "mmbench.suites.synthetic"))
+                                   builtins=("mmbench.suites.polymnist", "mmbench.suites.synthetic",
+                                             "mmbench.suites.celeba"))
 
 
 def register_suite(suite: Suite, replace: bool = False) -> Suite:

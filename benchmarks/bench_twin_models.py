@@ -1,0 +1,93 @@
+"""Attribute F1 given the image of a registered model on the celeba-twin, untrained and after training,
+beside the F1 of predicting each attribute's training-majority value (the floor a model must clear).
+
+The model gets the twin's per-kind networks (conv image and mask, MLP attributes; Bernoulli mask and
+attributes: ``mmbench.nets.modality``); F1 is the paper's (``mmbench.metrics.f1.f1_samples``) on generated
+attributes given the image alone. Sizes what the ``celeba-twin`` suite's ``quick`` budget must train.
+
+Usage: ``python benchmarks/bench_twin_models.py --model mvtcae --steps 600 [--width 0.125] [--n-train 2000]``
+(one torch thread); prints one line per measurement with the training seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmbench import registry
+from mmbench.data.celebatwin import generate_split
+from mmbench.data.dataset import MultimodalDataset
+from mmbench.metrics.f1 import f1_samples
+from mmbench.nets.modality import specs_of
+from mmbench.seeding import seed_everything
+from mmbench.training.trainer import TrainerOptions, train_model
+
+KINDS = {"mask": "mask", "attributes": "attributes"}
+
+
+def twin(split: str, n: int, seed: int = 0) -> MultimodalDataset:
+    arrays, labels = generate_split(seed, split, n)
+    return MultimodalDataset(arrays, labels, f"celeba-twin.{split}", f"twin-{seed}-{split}-{n}", KINDS)
+
+
+def attribute_f1_given_image(model: Any, test: MultimodalDataset, seed: int = 0) -> float:
+    """F1 of the attributes generated from the image alone (one draw per tuple, seeded)."""
+    batch, _ = test.batch(np.arange(len(test)))
+    seed_everything(seed)
+    generated = model.sample_conditional(batch, frozenset({"image"}), frozenset({"attributes"}))["attributes"]
+    return f1_samples(test.images["attributes"] / 255.0, generated.numpy(), "attributes")
+
+
+def majority_f1(train: MultimodalDataset, test: MultimodalDataset) -> float:
+    """F1 of predicting every test tuple's attributes as each attribute's majority value on ``train``."""
+    majority = (train.images["attributes"].astype(np.float64).mean(axis=0) > 127.5).astype(np.float64)
+    return f1_samples(test.images["attributes"] / 255.0, np.broadcast_to(majority, test.images["attributes"].shape), "attributes")
+
+
+def build(name: str, train: MultimodalDataset, overrides: dict[str, Any]) -> Any:
+    seed_everything(0)
+    return registry.build(name, train.modalities, overrides, specs_of(train))
+
+
+def train(model: Any, data: MultimodalDataset, name: str) -> float:
+    """Train every stage; returns the seconds it took."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        train_model(model, data, None, TrainerOptions(workdir=Path(tmp), config_hash=name, seed=0, quiet=True, model_name=name))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mvtcae")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--sampler-steps", type=int, default=25, help="latent-diffusion rows (quick: 25)")
+    parser.add_argument("--score-width", type=int, default=16, help="latent-diffusion rows (quick: 16)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data, test = twin("train", args.n_train), twin("test", args.n_test)
+    from mmbench.scaling import Scale, scale_overrides
+
+    cls = registry.resolve_class(args.model)
+    overrides = scale_overrides(cls.Config, Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
+                                                  sampler_steps=args.sampler_steps, score_width=args.score_width), args.model)
+    model = build(args.model, data, overrides)
+    print(f"majority per attribute: F1 {majority_f1(data, test):.3f}")
+    print(f"{args.model} untrained: F1 {attribute_f1_given_image(model, test):.3f}")
+    seconds = train(model, data, args.model)
+    print(f"{args.model} after {args.steps} steps (width {args.width}, batch {args.batch_size}, {args.n_train} tuples, "
+          f"{seconds:.0f} s): F1 {attribute_f1_given_image(model, test):.3f}")
+
+
+if __name__ == "__main__":
+    main()
