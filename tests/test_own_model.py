@@ -165,7 +165,7 @@ def test_a_checkpoint_that_is_no_state_dict_is_refused(tmp_path):
     import torch
 
     from mmbench.dummy import DummyModel
-    from mmbench.runner.evalonly import CheckpointError, load_weights
+    from mmbench.runner.weights import CheckpointError, load_weights
 
     model = DummyModel(("m0", "m1"), DummyModel.Config())
     path = tmp_path / "x.pt"

@@ -28,8 +28,9 @@ def evaluate(model: str, checkpoint: Path, suite: str, budget: str | None, seed:
 
     The run is recorded as evaluated-only, with the checkpoint's sha256, in the row `<model>-checkpoint`. The exit code is 1 when the evaluation failed.
     """
-    from mmbench.runner.evalonly import CheckpointError, checkpoint_file, evaluate_checkpoint
+    from mmbench.runner.evalonly import evaluate_checkpoint
     from mmbench.runner.prepare import RunOptions
+    from mmbench.runner.weights import CheckpointError, checkpoint_file
 
     spec, budget_spec = _suite_and_budget(suite, budget)
     try:

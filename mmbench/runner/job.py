@@ -239,7 +239,7 @@ def _run_job(job: Job, ctx: JobContext, store: tracking.Store, run_id: str) -> N
     train, val, test = load_splits(job.data)
     model = _build(job, train)
     if job.checkpoint:  # `mmbench eval`: the weights are given, nothing is trained
-        from mmbench.runner.evalonly import load_weights
+        from mmbench.runner.weights import load_weights
 
         load_weights(model, Path(job.checkpoint), job.checkpoint_sha256)
         model.to(device)
