@@ -108,8 +108,13 @@ class Registry(Mapping[str, T], Generic[T]):
         """The part registered as ``name``, imported if lazy and checked against ``expects`` (once)."""
         if name not in self._resolved:
             entry = self.entry(name)
-            part = self._import(entry) if entry.lazy else entry.target
-            self._check(entry, part)
+            try:
+                part = self._import(entry) if entry.lazy else entry.target
+                self._check(entry, part)
+            except Exception:
+                if self.targets and entry.target == name:  # named by its own import path: not kept when wrong
+                    self.entries.pop(name, None)
+                raise
             self._resolved[name] = part
         return self._resolved[name]
 

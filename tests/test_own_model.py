@@ -156,6 +156,7 @@ def test_bad_inputs_get_one_line_with_the_fix(example_installed, tmp_path):
         if ":" in bad:
             assert "cannot be imported (No module named 'no_such_pkg')" in ran.output
             assert "PYTHONPATH" in ran.output
+            assert bad not in registry.names()  # a wrong import path is not kept as a model name
         else:
             assert "'nosuch' is neither a row of suite 'synthetic' nor a registered model" in ran.output
             assert "Scoring your own model" in ran.output

@@ -320,12 +320,22 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     assert run.metrics["job/seconds"] == pytest.approx(outcome.seconds) and run.metrics["job/seconds"] >= stages > 0
     assert run.metrics["job/score_evaluations_per_sample"] == 3.0
 
+    invocations = _invocation_runs(store, resumed.experiment_id)
     start = time.perf_counter()
     again, lines = _run("t-resume", _isolated_home)
     assert again.outcomes == [] and list(again.skipped.values()) == [outcome.run_id]
     assert time.perf_counter() - start < 30
     assert any("1 already finished, 0 to run" in line for line in lines)
+    # nothing to do: no empty parent run is added to the store
+    assert again.parent_run_id == "" and _invocation_runs(store, resumed.experiment_id) == invocations
+    assert any("nothing to run, no parent run opened" in line for line in lines)
     unregister_suite("t-resume")
+
+
+def _invocation_runs(store: tracking.Store, experiment_id: str) -> list[str]:
+    from mmbench.records import Kind, Tag
+
+    return sorted(r.run_id for r in store.runs(experiment_id) if r.tags.get(Tag.KIND) == Kind.INVOCATION)
 
 
 def test_failing_job_is_recorded_and_others_go_on_and_stages_are_shared(_isolated_home, tiny_model):

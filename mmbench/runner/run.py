@@ -50,7 +50,7 @@ class RunSummary:
     budget: str
     tracking_uri: str
     experiment_id: str
-    parent_run_id: str
+    parent_run_id: str  # "" when nothing was left to run (no parent run is opened)
     planned: list[Job]
     skipped: dict[str, str]  # job id -> run id of its finished run
     outcomes: list[JobOutcome] = field(default_factory=list)
@@ -95,6 +95,10 @@ def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
     say(f"{suite.name} v{suite.version} budget {budget.name}: {len(jobs)} jobs, {len(skipped)} already finished, "
         f"{len(todo)} to run ({describe_backend(options.backend, options.n_jobs, options.scheduler)}); "
         f"store {store.uri}")
+    if not todo:  # a rerun with nothing to do leaves the store as it was: no empty parent run
+        summary = RunSummary(suite.name, budget.name, store.uri, experiment_id, "", jobs, skipped)
+        _say_summary(summary, budget, say)
+        return summary
     parent = _open_parent(store, experiment_id, suite, budget, options, classifier_tags, jobs)
     summary = RunSummary(suite.name, budget.name, store.uri, experiment_id, parent, jobs, skipped)
     summary.outcomes = _run_jobs(store, experiment_id, parent, todo, options, classifier_tags, say, should_stop)
@@ -317,7 +321,8 @@ def _say_summary(summary: RunSummary, budget: Budget, say: Say) -> None:
     ok = sum(o.status == tracking.FINISHED for o in summary.outcomes)
     elsewhere = f", {len(summary.done_elsewhere)} finished by another invocation" if summary.done_elsewhere else ""
     say(f"done: {ok} finished, {len(summary.failed)} failed or stopped, {len(summary.skipped)} skipped "
-        f"(already finished){elsewhere}; parent run {summary.parent_run_id}")
+        f"(already finished){elsewhere}; "
+        + (f"parent run {summary.parent_run_id}" if summary.parent_run_id else "nothing to run, no parent run opened"))
     for outcome in summary.failed:
         say(f"  {outcome.status}: {outcome.title} (run {outcome.run_id}): {outcome.error}")
     if not budget.ranks:
