@@ -412,3 +412,25 @@ def test_kid_subset_size_seed_and_defaults_reach_torch_fidelity():
     assert np.isfinite(kid_from_features(a[:2], b[:2], subsets=2)[0])
     with pytest.raises(ValueError, match="KID needs at least 2 samples per set, got 1 and 30"):
         kid_from_features(a[:1], b)
+
+
+def test_kid_of_float32_features_is_computed_in_float64():
+    """Features arrive as float32 (the extractor's); KID's unbiased estimate cancels large kernel sums, so
+    it is computed in float64: equal to the float64 reference on the same (float32-valued) inputs."""
+    rng = np.random.default_rng(11)
+    a = (rng.normal(size=(200, 32)) * 3 + 20).astype(np.float32)
+    b = (rng.normal(size=(200, 32)) * 3 + 20.05).astype(np.float32)
+    exact = reference_kid(a.astype(np.float64), b.astype(np.float64))
+    mean, _ = kid_from_features(a, b, subsets=1, subset_size=200)
+    assert mean == pytest.approx(exact, rel=1e-9, abs=1e-9)
+
+
+def test_kid_subsets_are_a_thousand_rows_by_default():
+    """The default subset size is 1000 (torch-fidelity's and the paper's), visible with more rows than that."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+    rng = np.random.default_rng(12)
+    a, b = rng.normal(size=(1100, 4)), rng.normal(size=(1100, 4)) + 0.2
+    want = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=3, kid_subset_size=1000,
+                                  rng_seed=0, verbose=False)[KEY_METRIC_KID_MEAN]
+    assert kid_from_features(a, b, subsets=3)[0] == pytest.approx(float(want), rel=1e-12)
