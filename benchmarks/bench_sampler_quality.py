@@ -21,6 +21,11 @@ Where the stages come from (one of):
         --artifacts ~/.mmbench/artifacts --width 0.25 --batch-size 64 --steps 3000 --max-steps 3000 \\
         --score-width 64 --n 500 --n-uncond 500 --threads 1
 
+``--rows FILE``: keeps every finished row (one checksummed JSON line per setting, keyed by the model's
+stages, the test tuples, the classifier, the sizes and the setting); a rerun with the same file reports those
+rows from it and measures only the rest — the table of a slow machine can span several stops. A line that
+fails its check (a kill mid-write) is named and measured again.
+
 ``--synthetic``: a demonstration on the pattern data (``make_patterns``, 3 modalities, the tests' splits)
 with small models of fixed settings (``SYNTHETIC``) and a classifier trained on the fly; in this mode only,
 stages missing from ``--artifacts`` are first trained there by the real trainer (and said so), then loaded.
@@ -30,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -84,6 +91,49 @@ class Row:
     all_agree: float
     fid: float
     seconds_per_sample: float
+
+
+class RowJournal:
+    """Finished rows, one JSON line each with its key and checksum, appended as each row finishes."""
+
+    def __init__(self, path: Path | None, context: dict, say=print):
+        self.path, self.context, self.rows = path, context, {}
+        if path is None or not path.exists():
+            return
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            entry = _checked(line)
+            if entry is None:
+                say(f"  {path}:{number}: a damaged row (checksum or JSON); measuring it again")
+                continue
+            self.rows[entry["key"]] = entry["row"]
+
+    def key(self, setting: Setting) -> str:
+        return config_hash({**self.context, "setting": dataclasses.asdict(setting)})
+
+    def get(self, setting: Setting) -> Row | None:
+        stored = self.rows.get(self.key(setting))
+        return None if stored is None else Row(setting=setting, **{k: v for k, v in stored.items() if k != "setting"})
+
+    def add(self, row: Row) -> None:
+        if self.path is None:
+            return
+        body = {"key": self.key(row.setting), "row": dataclasses.asdict(row)}
+        text = json.dumps(body, sort_keys=True)
+        with open(self.path, "a") as out:
+            out.write(json.dumps({**body, "sha256": hashlib.sha256(text.encode()).hexdigest()}, sort_keys=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def _checked(line: str) -> dict | None:
+    """The entry of a journal line whose checksum holds, else None."""
+    try:
+        entry = json.loads(line)
+        body = {"key": entry["key"], "row": entry["row"]}
+    except (ValueError, KeyError, TypeError):
+        return None
+    ok = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() == entry.get("sha256")
+    return body if ok else None
 
 
 class StageMissingError(RuntimeError):
@@ -189,8 +239,9 @@ def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.
 
 
 def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: str | Path, settings: Sequence[Setting],
-            n_uncond: int, batch_size: int, say=print) -> list[Row]:
-    """Every setting on the same model, tuples, classifier and seed (on the model's device)."""
+            n_uncond: int, batch_size: int, say=print, journal: RowJournal | None = None) -> list[Row]:
+    """Every setting on the same model, tuples, classifier and seed (on the model's device); rows found in
+    ``journal`` are taken from it, and each measured row is added to it."""
     classifier, record = load_classifier(classifier_path)
     classifier.to(model.device)
     extractor = build_extractor(identify(CLASSIFIER, record.path, None), model.device)
@@ -198,12 +249,19 @@ def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: st
     rows, own = [], model.config
     model.eval()
     for setting in settings:
+        earlier = journal.get(setting) if journal else None
+        if earlier is not None:
+            rows.append(earlier)
+            say(f"  {setting.label}: {format_row(earlier)} (from {journal.path})")
+            continue
         model.config = own  # every setting starts from the model's own configuration
         values = evaluate(with_sampler(model, setting), test, classifier, extractor, real, n_uncond, batch_size)
         expected = nfe_of(setting.sampler, setting.steps)
         if values["nfe"] != expected:
             raise AssertionError(f"{setting.label}: {values['nfe']} score evaluations, nfe_of says {expected}")
         rows.append(Row(setting, **values))
+        if journal:
+            journal.add(rows[-1])
         say(f"  {setting.label}: {format_row(rows[-1])}")
     model.config = own
     return rows
@@ -301,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samplers", default=",".join(FEWSTEP))
     parser.add_argument("--reimpose", default="", help="comma-separated re-imposition modes of the few-step rows "
                         "('' = the model's; SBM: fresh, fixed, sbmae, clean)")
+    parser.add_argument("--rows", default=None, help="journal of finished rows: a rerun measures only the rest")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--synthetic", action="store_true", help="the pattern-data demonstration (see above)")
@@ -323,7 +382,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         model, lines = job()
         model.to(resolve_device(args.device))
         print(f"\n## {type(model).__name__} {getattr(model.config, 'family', '')}: " + "; ".join(lines), flush=True)
-        rows = measure(model, test, record.path, settings, args.n_uncond, args.eval_batch, say=lambda s: print(s, flush=True))
+        say = lambda s: print(s, flush=True)  # noqa: E731
+        context = {"dataset": args.dataset, "tuples": [len(test), test.data_hash], "n_uncond": args.n_uncond,
+                   "batch": args.eval_batch, "classifier": record.sha256, "stages": lines, "device": str(model.device)}
+        journal = RowJournal(Path(args.rows).expanduser() if args.rows else None, context, say)
+        rows = measure(model, test, record.path, settings, args.n_uncond, args.eval_batch, say=say, journal=journal)
         print("\n" + HEADER)
         for row in rows:
             print(format_row(row))

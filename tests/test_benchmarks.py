@@ -145,3 +145,40 @@ def test_sampler_quality_smoke(quality, patterns3, patterns_classifier, tmp_path
     assert [s.label for s in quality.settings_for([20, 10], ["dpmpp2m"], ["", "fixed"])] == [
         "pc N=100", "pc N=100 (fixed)", "dpmpp2m N=20", "dpmpp2m N=10", "dpmpp2m N=20 (fixed)", "dpmpp2m N=10 (fixed)"]
     assert [s.label for s in quality.settings_for([20], [""], ["sbmae"])] == ["pc N=100 (sbmae)"]
+
+
+def test_sampler_quality_rows_resume(quality, patterns3, patterns_classifier, tmp_path, monkeypatch):
+    """A journal of finished rows: a rerun measures only the missing and the damaged ones."""
+    from classifiers.store import save_classifier
+    from mmbench import registry
+
+    train, test = patterns3
+    model = registry.build("sbm-rae", train.modalities, {**_TINY_SBM, "data_id": train.data_hash})
+    record = save_classifier(patterns_classifier, "clf", {}, tmp_path / "classifiers")
+    settings = [quality.Setting("pc", 2), quality.Setting("dpmpp2m", 3), quality.Setting("unipc", 3)]
+    path, context = tmp_path / "rows.jsonl", {"stages": ["a"], "tuples": 30}
+    first = quality.measure(model, test.subset(30), record.path, settings, 10, 15, say=lambda s: None,
+                            journal=quality.RowJournal(path, context))
+    assert len(path.read_text().splitlines()) == 3
+    measured = []
+    real_evaluate = quality.evaluate
+
+    def counting(model, *args, **kwargs):
+        measured.append(model.config.sampler)
+        return real_evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(quality, "evaluate", counting)
+    again = quality.measure(model, test.subset(30), record.path, settings, 10, 15, say=lambda s: None,
+                            journal=quality.RowJournal(path, context))
+    assert measured == [] and again == first
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1].replace('"loo": ', '"loo": 1'), lines[2][:40]]) + "\n")
+    said = []
+    quality.measure(model, test.subset(30), record.path, settings, 10, 15, say=lambda s: None,
+                    journal=quality.RowJournal(path, context, say=said.append))
+    assert measured == ["dpmpp2m", "unipc"] and len(said) == 2 and all("damaged" in s for s in said)
+    # another context (other stages) shares no row
+    measured.clear()
+    quality.measure(model, test.subset(30), record.path, settings[:1], 10, 15, say=lambda s: None,
+                    journal=quality.RowJournal(path, {**context, "stages": ["b"]}))
+    assert measured == ["pc"]
