@@ -165,6 +165,7 @@ class Metric:
     EVAL_SECONDS = "job/eval_seconds"  # the evaluation's wall time
     EVAL_SECONDS_PER_SAMPLE = "job/eval_seconds_per_sample"  # over the conditional queries + unconditional samples
     OVERHEAD_SECONDS = "job/overhead_seconds"  # a fresh job's wall time outside its stages and evaluation
+    WALL_CLOCK = (JOB_SECONDS, EVAL_SECONDS, EVAL_SECONDS_PER_SAMPLE, OVERHEAD_SECONDS)  # differ run to run
     JOBS_PLANNED = "jobs/planned"  # invocation counts
     JOBS_SKIPPED = "jobs/skipped"
     JOBS_FINISHED = "jobs/finished"

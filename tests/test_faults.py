@@ -23,6 +23,7 @@ from test_concurrency import RUN, cli_env, job_runs, permissions_ignored
 from test_runner import seed_classifiers, store_uri, tiny_budget, tiny_suite
 
 from mmbench.cli import main
+from mmbench.records import Metric
 from mmbench.suites import unregister_suite
 from mmbench.suites.spec import Variant, overrides
 
@@ -49,7 +50,8 @@ def _one_line_error(result, *needles: str) -> None:
 def _evaluated(run) -> dict[str, float]:
     """The evaluation: not wall-clock figures, whether a stage was reused, nor the training curves (a resumed job
     loads its finished stages, so its run logs the curves of what it still trained only)."""
-    return {k: v for k, v in run.metrics.items() if not k.startswith(("stage/", "job/seconds", "train/", "val/"))}
+    return {k: v for k, v in run.metrics.items()
+            if k not in Metric.WALL_CLOCK and not k.startswith(("stage/", "train/", "val/"))}
 
 
 @pytest.mark.slow  # once (fresh clone, load ≈ 3): FID differed after a kill 1.08 s in, coherence equal; not reproduced

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -434,3 +436,28 @@ def test_kid_subsets_are_a_thousand_rows_by_default():
     want = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=3, kid_subset_size=1000,
                                   rng_seed=0, verbose=False)[KEY_METRIC_KID_MEAN]
     assert kid_from_features(a, b, subsets=3)[0] == pytest.approx(float(want), rel=1e-12)
+
+
+def test_real_features_are_memoised_by_content_within_one_evaluation(tmp_path, monkeypatch):
+    """Within one evaluation the real features are memoised under a key holding the images' content hash:
+    two real sets of one modality (e.g. the test split and another subset) each get their own features."""
+    from mmbench.metrics.context import EvalContext
+    from mmbench.metrics.fid import real_statistics
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path))
+    ctx = object.__new__(EvalContext)  # the real memo, with a feature map of closed form: mean and spread
+    ctx._features, ctx._identity = {}, SimpleNamespace(name="test-extractor", weights_sha256="0" * 64)
+    monkeypatch.setattr(EvalContext, "extractor_identity", property(lambda self: self._identity))
+
+    def forward(self, key, images):
+        flat = images.reshape(len(images), -1).astype(np.float64)
+        self._features[key] = np.stack([flat.mean(1), flat.std(1), flat[:, 0]], 1)
+
+    monkeypatch.setattr(EvalContext, "_forward", forward)
+    rng = np.random.default_rng(3)
+    dark = rng.integers(0, 100, size=(40, 1, 4, 4), dtype=np.uint8)
+    bright = rng.integers(150, 256, size=(40, 1, 4, 4), dtype=np.uint8)
+    for images in (dark, bright):
+        stats = real_statistics(ctx, images, "data", "m0")
+        flat = images.reshape(len(images), -1).astype(np.float64)
+        np.testing.assert_allclose(stats.stats["mu"], [flat.mean(), flat.std(1).mean(), flat[:, 0].mean()])
