@@ -54,8 +54,10 @@ def _evaluated(run) -> dict[str, float]:
             if k not in Metric.WALL_CLOCK and not k.startswith(("stage/", "train/", "val/"))}
 
 
-@pytest.mark.slow  # once (fresh clone, load ≈ 3): FID differed after a kill 1.08 s in, coherence equal; not reproduced
-def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
+# Swept by hand with KILL_DELAY = 0.0, 0.2, ..., 5.0 s on the loaded machine (2026-11-30): every kill point resumes to
+# the uninterrupted numbers. (One earlier failure, with FID apart, was never reproduced.)
+@pytest.mark.parametrize("kill_seed", [16, 18])
+def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_numbers(tmp_path, monkeypatch, kill_seed):
     args = [*RUN[:RUN.index("dummy")], "mvae", *RUN[RUN.index("dummy") + 1:], "--seeds", "0"]
     reference_home, home = tmp_path / "reference", tmp_path / "killed"
     for folder in (reference_home, home):
@@ -66,7 +68,7 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_numbers(tm
     [expected] = job_runs(store_uri(reference_home))
 
     # seconds after the job starts (training, checkpoints or evaluation); KILL_DELAY pins it to investigate
-    delay = float(os.environ.get("KILL_DELAY", random.Random(16).uniform(0.0, 3.0)))
+    delay = float(os.environ.get("KILL_DELAY", random.Random(kill_seed).uniform(0.0, 3.0)))
     command = [sys.executable, "-m", "mmbench", *args, "--tracking-uri", store_uri(home)]
     proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(home), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
