@@ -407,3 +407,22 @@ def test_every_builtin_suite_validates_against_the_registered_models():
             continue
         report = validate_suite(get_suite(name))
         assert report.ok, (name, report.errors)
+
+
+def test_a_jobs_thread_count_bounds_torch_and_the_blas_pools_and_is_restored_after():
+    """--threads governs numpy's BLAS as well as torch: a job's FID must not depend on the environment's
+    OMP_NUM_THREADS (1 vs 2 OpenBLAS threads change covariance sums in their last bits)."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        torch_before, blas_before = torch.get_num_threads(), blas_threads()
+        assert blas_before and max(blas_before) == 2
+        with cpu_threads(1):
+            assert torch.get_num_threads() == 1 and blas_threads() == [1] * len(blas_before)
+        assert torch.get_num_threads() == torch_before and blas_threads() == blas_before
+        with cpu_threads(None):
+            assert blas_threads() == blas_before

@@ -206,14 +206,22 @@ def _log_traceback(store: tracking.Store, run_id: str) -> None:
 
 @contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
-    """torch's CPU threads set to ``n`` inside (None: unchanged); restored after, for in-process jobs."""
+    """torch's CPU threads and the native BLAS/OpenMP pools (numpy, scipy) set to ``n`` inside (None:
+    unchanged); restored after, for in-process jobs. Both matter for the numbers, not only the speed: a float
+    reduction split over a different number of threads sums in a different order (FID's covariances move in
+    their last bits between 1 and 2 OpenBLAS threads), so a job's numbers are a function of its ``--threads``,
+    not of the environment it was started from."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
-    if n is not None and n > 0:
-        torch.set_num_threads(n)
-    try:
+    if n is None or n <= 0:
         yield
+        return
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
     finally:
         torch.set_num_threads(before)
 

@@ -31,12 +31,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
 
 
-def set_cpu_threads(n: int | None) -> None:
-    """Respect an explicit CPU thread count (``None`` keeps torch's default)."""
-    if n is not None and n > 0:
-        torch.set_num_threads(n)
-
-
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """Mixed-precision dtype for a device: bf16 (or fp16) on CUDA; none on CPU (bf16 is ~100x slower here)."""
     if device.type != "cuda":
