@@ -91,6 +91,36 @@ class Row:
     all_agree: float
     fid: float
     seconds_per_sample: float
+    # per test tuple, the share of its samples the classifier reads as its label (journals written before these
+    # fields have none: their rows print without standard errors)
+    loo_per_tuple: list[float] | None = None
+    given_one_per_tuple: list[float] | None = None
+
+    @property
+    def loo_se(self) -> float | None:
+        return standard_error(self.loo_per_tuple)
+
+    @property
+    def given_one_se(self) -> float | None:
+        return standard_error(self.given_one_per_tuple)
+
+
+def standard_error(per_tuple: Sequence[float] | None) -> float | None:
+    """Standard error of a mean over test tuples (the tuples are the independent units: a tuple's modalities
+    share its label, so its samples are not independent of each other)."""
+    if per_tuple is None or len(per_tuple) < 2:
+        return None
+    return float(np.std(per_tuple, ddof=1) / np.sqrt(len(per_tuple)))
+
+
+def paired_difference(row: Row, reference: Row, field: str) -> tuple[float, float | None]:
+    """``row`` minus ``reference`` in ``field`` ("loo" or "given_one") and the standard error of that
+    difference, paired by test tuple (both rows score the same tuples)."""
+    delta = getattr(row, field) - getattr(reference, field)
+    a, b = getattr(row, f"{field}_per_tuple"), getattr(reference, f"{field}_per_tuple")
+    if a is None or b is None or len(a) != len(b):
+        return delta, None
+    return delta, standard_error(np.asarray(a) - np.asarray(b))
 
 
 class RowJournal:
@@ -208,7 +238,9 @@ def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.
     everything = frozenset(names)
     queries = [(everything - {m}, frozenset({m})) for m in names]
     queries += [(frozenset({g}), everything - {g}) for g in names]
-    loo_right, given_right, given_total, seconds, generated_samples = 0, 0, 0, 0.0, 0
+    loo_right: list[np.ndarray] = []  # per batch: right answers per tuple
+    given_right: list[np.ndarray] = []
+    seconds, generated_samples = 0.0, 0
     loo_images: dict[str, list[np.ndarray]] = {m: [] for m in names}
     nfe = []
     with seeded(seed, model.device), torch.no_grad():
@@ -218,14 +250,16 @@ def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.
             seconds += time.perf_counter() - start
             nfe.append(model.last_nfe)
             generated_samples += len(labels) * len(queries)
+            loo_right.append(np.zeros(len(labels)))
+            given_right.append(np.zeros(len(labels)))
             for (given, targets), out in zip(queries, outputs, strict=True):
                 for m in targets:
-                    right = int((classifier(out[m]).argmax(1).cpu() == labels).sum())
+                    right = (classifier(out[m]).argmax(1).cpu() == labels).numpy()
                     if len(given) == len(names) - 1:
-                        loo_right += right
+                        loo_right[-1] += right
                         loo_images[m].append(to_uint8(out[m]))
                     else:
-                        given_right, given_total = given_right + right, given_total + len(labels)
+                        given_right[-1] += right
     with seeded(seed + 1, model.device), torch.no_grad():  # its own stream: the same start in every mode
         start = time.perf_counter()
         joint = model.sample_unconditional(n_uncond)
@@ -233,9 +267,12 @@ def evaluate(model: MultimodalModel, test: MultimodalDataset, classifier: torch.
         generated_samples += n_uncond
         predictions = np.stack([classifier(joint[m]).argmax(1).cpu().numpy() for m in names], axis=1)
     fids = [fid_from_features(real_features[m], _features(extractor, np.concatenate(loo_images[m]), model.device)) for m in names]
-    return {"nfe": max(nfe + [model.last_nfe]), "loo": loo_right / (len(test) * len(names)),
-            "given_one": given_right / given_total, "all_agree": agreement_shares(predictions)[len(names)],
-            "fid": float(np.mean(fids)), "seconds_per_sample": seconds / generated_samples}
+    loo = np.concatenate(loo_right) / len(names)
+    given_one = np.concatenate(given_right) / (len(names) * (len(names) - 1))
+    return {"nfe": max(nfe + [model.last_nfe]), "loo": float(loo.mean()), "given_one": float(given_one.mean()),
+            "all_agree": agreement_shares(predictions)[len(names)], "fid": float(np.mean(fids)),
+            "seconds_per_sample": seconds / generated_samples, "loo_per_tuple": loo.tolist(),
+            "given_one_per_tuple": given_one.tolist()}
 
 
 def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: str | Path, settings: Sequence[Setting],
@@ -277,13 +314,55 @@ def settings_for(evaluations: Sequence[int], samplers: Sequence[str], modes: Seq
     return out
 
 
+def _with_se(value: float, se: float | None) -> str:
+    return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
+
+
 def format_row(row: Row) -> str:
-    return (f"| {row.setting.sampler} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | {row.loo:.3f} | {row.given_one:.3f} | "
+    return (f"| {row.setting.sampler} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | "
+            f"{_with_se(row.loo, row.loo_se)} | {_with_se(row.given_one, row.given_one_se)} | "
             f"{row.all_agree:.3f} | {row.fid:.2f} | {row.seconds_per_sample * 1000:.1f} |")
 
 
-HEADER = ("| sampler | re-imposition | steps | evaluations / sample | coherence loo | coherence given one | "
+HEADER = ("| sampler | re-imposition | steps | evaluations / sample | coherence loo (± SE) | coherence given one (± SE) | "
           "uncond. all agree | cond. FID (mmbench-clf) | ms / sample |\n|---|---|---|---|---|---|---|---|---|")
+
+# issue 12's bar for "equal quality": coherence within one point and conditional FID within 5 % of PC-100
+COHERENCE_TOLERANCE = 0.01
+FID_TOLERANCE = 0.05
+
+
+def meets_bar(row: Row, reference: Row) -> bool:
+    """Leave-one-out and given-one coherence at most one point below ``reference`` and FID at most 5 % above
+    (point estimates; the comparison table prints the paired standard errors beside them)."""
+    return (row.loo >= reference.loo - COHERENCE_TOLERANCE and row.given_one >= reference.given_one - COHERENCE_TOLERANCE
+            and row.fid <= reference.fid * (1 + FID_TOLERANCE))
+
+
+def comparison(rows: Sequence[Row], reference: Row) -> list[str]:
+    """Each row against ``reference`` (PC-100): paired differences of coherence with their standard errors,
+    the FID ratio, the evaluations saved, and whether the row meets the bar; the cheapest row that does, last."""
+    lines = [f"Against {reference.setting.label} (paired by test tuple):", "",
+             "| sampler | re-imposition | steps | evaluations | Δ loo ± SE | Δ given one ± SE | FID ratio | "
+             "fewer evaluations | meets the bar |", "|---|---|---|---|---|---|---|---|---|"]
+    passing = []
+    for row in rows:
+        if row is reference:
+            continue
+        (dl, sl), (dg, sg) = paired_difference(row, reference, "loo"), paired_difference(row, reference, "given_one")
+        ok = meets_bar(row, reference)
+        passing += [row] if ok else []
+        lines.append(f"| {row.setting.sampler} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | "
+                     f"{_signed(dl, sl)} | {_signed(dg, sg)} | {row.fid / reference.fid:.3f} | "
+                     f"{reference.nfe / row.nfe:.1f}× | {'yes' if ok else 'no'} |")
+    cheapest = min(passing, key=lambda r: (r.nfe, r.seconds_per_sample), default=None)
+    lines += ["", f"cheapest setting that meets the bar: {cheapest.setting.label}, {cheapest.nfe} evaluations"
+              if cheapest else "no setting meets the bar"]
+    return lines
+
+
+def _signed(value: float, se: float | None) -> str:
+    return f"{value:+.3f}" if se is None else f"{value:+.3f} ± {se:.3f}"
 
 
 # --- the synthetic demonstration ------------------------------------------------------------------------
@@ -390,6 +469,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\n" + HEADER)
         for row in rows:
             print(format_row(row))
+        references = [r for r in rows if (r.setting.sampler, r.setting.steps) == ("pc", 100)]
+        reference = next((r for r in references if not r.setting.reimpose), references[0] if references else None)
+        if reference is not None:
+            print("\n" + "\n".join(comparison(rows, reference)))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ A rerun resumes where the trainer's checkpoints are; the trace must forget what 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -182,3 +183,29 @@ def test_sampler_quality_rows_resume(quality, patterns3, patterns_classifier, tm
     quality.measure(model, test.subset(30), record.path, settings[:1], 10, 15, say=lambda s: None,
                     journal=quality.RowJournal(path, {**context, "stages": ["b"]}))
     assert measured == ["pc"]
+
+
+def test_sampler_quality_standard_errors_and_the_bar(quality):
+    """Per-tuple scores give the standard error of each mean and of paired differences (by tuple); the bar is
+    one coherence point and 5 % of FID below/above PC-100, and the cheapest passing row is named."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ref_loo = rng.integers(0, 11, 400) / 10
+    shift = rng.choice([0.0, -0.1], 400, p=[0.9, 0.1])  # one tuple in ten loses one of its ten samples
+    reference = quality.Row(quality.Setting("pc", 100), 200, float(ref_loo.mean()), 0.5, 0.1, 100.0, 0.1,
+                            ref_loo.tolist(), [0.5] * 400)
+    cheap = quality.Row(quality.Setting("dpmpp2m-sde", 20), 20, float((ref_loo + shift).mean()), 0.495, 0.1, 104.0,
+                        0.01, (ref_loo + shift).tolist(), [0.495] * 400)
+    worse = dataclasses.replace(cheap, setting=quality.Setting("dpmpp2m-sde", 10), nfe=10, fid=106.0)
+    assert quality.standard_error(ref_loo) == pytest.approx(ref_loo.std(ddof=1) / 20)
+    delta, se = quality.paired_difference(cheap, reference, "loo")
+    assert delta == pytest.approx(shift.mean()) and se == pytest.approx(shift.std(ddof=1) / 20)
+    assert se < quality.standard_error(ref_loo) / 3  # pairing removes the spread between tuples
+    assert quality.meets_bar(cheap, reference) and not quality.meets_bar(worse, reference)
+    assert not quality.meets_bar(dataclasses.replace(cheap, given_one=0.489), reference)
+    lines = quality.comparison([reference, cheap, worse], reference)
+    assert lines[-1] == "cheapest setting that meets the bar: dpmpp2m-sde N=20, 20 evaluations"
+    assert "| yes |" in lines[4] and "| no |" in lines[5]
+    legacy = dataclasses.replace(cheap, loo_per_tuple=None)  # a journal row written before per-tuple scores
+    assert quality.paired_difference(legacy, reference, "loo")[1] is None and legacy.loo_se is None
