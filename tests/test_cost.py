@@ -217,3 +217,25 @@ def test_a_job_gets_the_asked_threads_else_torch_s_default_in_process_else_a_sha
     assert job_threads(None, 1, "loky") is None  # one job at a time in this process: torch's default
     assert job_threads(None, 2, "loky") == share and job_threads(None, 2, "dask") == share
     assert job_threads(None, 1, "dask") == max(1, os.cpu_count() or 1)  # a dask worker process of its own
+
+
+def test_the_cost_model_prices_a_lean_score_net_and_a_shorter_sampler_below_the_default():
+    """The score stage and each sample of an SBM cost what its net and sampler cost: the lean UNet's profiled
+    factors (training, sampling) and score evaluations × their price."""
+    from types import SimpleNamespace
+
+    from latentdiff.sampling import nfe_of
+    from mmbench.runner.plan import StageCost
+
+    base = {"sampler": "pc", "sampler_steps": 100, "corrector_steps": 1}
+    default = SimpleNamespace(model="sbm-vae", config=base)
+    lean = SimpleNamespace(model="sbm-vae", config={**base, "unet_level_attention": False, "unet_block_mult": 1,
+                                                     "sampler_steps": 10})
+    stage = StageCost(name="score", steps=100, batch_size=64, modalities=10)
+    sampling, training = cost.SCORE_NET_FACTORS[(False, 1)]
+    assert cost.cost_model_step(lean, stage) == pytest.approx(cost.cost_model_step(default, stage) * training)
+    assert cost.cost_model_sample(default) == pytest.approx(200 * cost.SECONDS_PER_SCORE_EVALUATION)
+    assert cost.cost_model_sample(lean) == pytest.approx(nfe_of("pc", 10) * cost.SECONDS_PER_SCORE_EVALUATION * sampling)
+    assert 0 < sampling < training < 1
+    ae = StageCost(name="ae/m0", steps=100, batch_size=64, modalities=1)
+    assert cost.cost_model_step(lean, ae) == cost.cost_model_step(default, ae)  # the autoencoders are untouched

@@ -77,19 +77,38 @@ class Reference:
 
 
 _H = 3600.0
-_AE = Reference(0.2, modalities=1, source="unimodal VAE/RAE 0.17–0.2 s per step")
-_SCORE = Reference(1.6, width=None, source="score stage 1.6 s per UNet step at batch 64, dim 64")
+# medians of bench_coherence's step clocks (records of 2026-11-30; one thread, the 2-core machine shared with one
+# or two other jobs): unimodal VAE 0.106 s per step, default score UNet 0.521 s (the lean one 0.255), MVAE 2.02 s
+_AE = Reference(0.106, modalities=1, source="unimodal VAE/RAE 0.106 s per step (bench_coherence clock median)")
+_SCORE = Reference(0.521, width=None, source="score stage 0.521 s per UNet step at batch 64, dim 64 (clock median)")
 COST_MODEL: dict[tuple[str, str], Reference] = {
     # docs/harness.md, "What a quick run costs on this CPU" (polymnist10 quick: width 0.25, batch 64, 10 modalities)
     **{(m, "ae"): _AE for m in ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mld")},
     **{(m, "score"): _SCORE for m in ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mld")},
-    ("mvae", "joint"): Reference(2.7 * _H / 3000, source="MVAE 2.7 h per 3,000 steps"),
+    ("mvae", "joint"): Reference(2.02, source="MVAE 2.02 s per step (bench_coherence clock median)"),
     ("mopoe", "joint"): Reference(3.4 * _H / 6750, source="MoPoE 3.4 h per 6,750 steps"),
     ("mvtcae", "joint"): Reference(0.5 * _H / 1500, source="MVTCAE 0.5 h per 1,500 steps"),
     ("mmvae", "joint"): Reference(11 * _H / 3000, modality_power=2, source="MMVAE 11 h per 3,000 steps"),
     ("mmvaeplus", "joint"): Reference(7 * _H / 3000, modality_power=2, source="MMVAE+ 7 h per 3,000 steps"),
 }
-SECONDS_PER_SCORE_EVALUATION = 0.9 / 200  # a PC-100 sample (200 score evaluations) ≈ 0.9 s, UNet dim 64
+# a PC-100 sample (200 score evaluations) of the default UNet dim 64: 526 ms (bench_sampler_quality, 2026-11-30)
+SECONDS_PER_SCORE_EVALUATION = 0.526 / 200
+# The lean score nets (SBMConfig.unet_level_attention / unet_block_mult, docs/sbm.md "Score-net cost"): CPU time
+# relative to the default UNet, (per forward at sampling, per training step), from bench_unet_profile.py's table
+# (dim 64, 10 modalities, one process, best of 5).
+SCORE_NET_FACTORS: dict[tuple[bool, int], tuple[float, float]] = {
+    (True, 2): (1.0, 1.0),
+    (False, 2): (287 / 378, 383 / 456),
+    (True, 1): (248 / 378, 320 / 456),
+    (False, 1): (185 / 378, 250 / 456),
+}
+
+
+def score_net_factor(config: dict[str, Any], training: bool) -> float:
+    """The cost of the config's score net relative to the default UNet's (1 for nets without the options)."""
+    variant = (bool(config.get("unet_level_attention", True)), int(config.get("unet_block_mult", 2)))
+    sampling, train = SCORE_NET_FACTORS.get(variant, (1.0, 1.0))
+    return train if training else sampling
 SECONDS_PER_DIRECT_SAMPLE = 1 * _H / 5 / 26_800  # ≈ 1 h for five non-score models' 26,800 generated each
 
 
@@ -101,6 +120,8 @@ def cost_model_step(job: Job, stage: StageCost) -> float | None:
     if ref is None:
         return None
     seconds = ref.seconds_per_step * stage.batch_size / ref.batch_size
+    if kind == "score":
+        seconds *= score_net_factor(job.config, training=True)
     width = job.config.get("width")
     if ref.width is not None and isinstance(width, (int, float)):
         seconds *= (width / ref.width) ** 2
@@ -118,7 +139,7 @@ def cost_model_sample(job: Job) -> float | None:
         from latentdiff.sampling import nfe_of
 
         nfe = nfe_of(config["sampler"], config["sampler_steps"], config.get("corrector_steps", 1))
-        return nfe * SECONDS_PER_SCORE_EVALUATION
+        return nfe * SECONDS_PER_SCORE_EVALUATION * score_net_factor(config, training=False)
     return SECONDS_PER_DIRECT_SAMPLE
 
 
