@@ -57,8 +57,6 @@ class MultimodalDataset(Dataset):
         mask = np.asarray(presence, dtype=bool)
         if mask.shape != (len(self.labels), len(self.images)):
             raise ValueError(f"{self.name}: presence must be (N, M) = {(len(self.labels), len(self.images))}, got {mask.shape}")
-        if len(mask) and not mask.any(1).all():
-            raise ValueError(f"{self.name}: every tuple must observe at least one modality")
         self.presence = mask
 
     @property
