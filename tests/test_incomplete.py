@@ -178,6 +178,17 @@ def test_shared_latent_losses_ignore_unobserved_images(name, batch):
 
 
 @pytest.mark.parametrize("name", ["mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus"])
+def test_the_masked_objective_with_everything_observed_is_the_complete_one(name, batch, monkeypatch):
+    """The incomplete-data code path itself (not its all-True shortcut) reduces to the paper's objective."""
+    images, labels = batch
+    model = registry.build(name, MODALITIES, TINY_MMVAEPLUS if name == "mmvaeplus" else TINY_VAE)
+    model.train()
+    complete = _loss(model, images, labels).item()
+    monkeypatch.setattr(model, "presence", lambda b: torch.ones(6, 3, dtype=torch.bool))
+    assert _loss(model, images, labels).item() == pytest.approx(complete, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus"])
 def test_an_unobserved_modality_gets_no_gradient(name, batch):
     """Tuples that observe only m0 and m1: m2's encoder and decoder receive exactly zero gradient."""
     images, labels = batch
@@ -189,6 +200,22 @@ def test_an_unobserved_modality_gets_no_gradient(name, batch):
         grads = [p.grad for p in part.parameters() if p.requires_grad]
         assert all(g is None or not g.any() for g in grads)
     assert any(p.grad is not None and p.grad.any() for p in model.encoders["m0"].parameters())
+
+
+def test_mopoe_components_are_uniform_over_the_observed_sets_subsets():
+    from baselines.common import random_subset_masks
+    from baselines.mopoe.model import observed_components
+
+    torch.manual_seed(0)
+    n = 30_000
+    observed = torch.tensor([[True, False, True, False]]).expand(n, -1)
+    comps = observed_components(random_subset_masks(n, 4), observed)
+    assert comps.any(1).all() and not (comps & ~observed).any()
+    codes = (comps.long() * torch.tensor([1, 2, 4, 8])).sum(1)
+    shares = torch.bincount(codes, minlength=16)[[1, 4, 5]].double() / n  # {m0}, {m2}, {m0, m2}
+    assert torch.allclose(shares, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.015)
+    full = random_subset_masks(8, 4)
+    assert torch.equal(observed_components(full, torch.ones(8, 4, dtype=torch.bool)), full)  # complete: kept
 
 
 def test_mvtcae_incomplete_loss_is_the_observed_sets_objective(batch):
