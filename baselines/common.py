@@ -6,6 +6,8 @@
 * each kind's likelihood (images Gaussian with fixed scale, see :class:`VAEConfig`; masks and attributes
   Bernoulli), Laplace log-densities for MMVAE+;
 * subsets of modalities as bit masks (ELBO sub-sampling, MoPoE's mixture components);
+* incomplete tuples (``mmbench.data.presence``): ``presence`` and ``observed_experts`` give each loss the
+  observed subset of every tuple (encoders only on observed images; losses mask the rest);
 * :class:`SharedLatentVAE`: encode / decode / conditional and unconditional sampling for any model whose
   conditional posterior is a function of the observed experts; subclasses give that function and a loss.
 
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from mmbench.config import src
 from mmbench.contract import Batch, Capability, MultimodalModel, Stage, StageHParams, Subset
+from mmbench.data.presence import batch_presence
 from mmbench.data.source import ModalitySpec
 from mmbench.distributions import gaussian_nll_sum, reparameterize
 from mmbench.nets import modality as kinds
@@ -168,9 +171,10 @@ class SharedLatentVAE(MultimodalModel):
     given the observed experts) and :meth:`loss` (the training objective on a full batch).
     """
 
-    capabilities = frozenset(
-        {Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE}
-    )
+    capabilities = frozenset({
+        Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE,
+        Capability.INCOMPLETE,  # each loss reads the batch's presence mask (observed_experts, presence)
+    })
     modality_kinds = frozenset({"image", "mask", "attributes"})
 
     def __init__(self, modalities: Sequence[str], config: VAEConfig, specs: Mapping[str, ModalitySpec] | None = None) -> None:
@@ -205,9 +209,41 @@ class SharedLatentVAE(MultimodalModel):
             raise KeyError(f"the batch lacks modalities {missing}; it has {sorted(batch)}")
         return {m: self.encoders[m](batch[m]) for m in modalities}
 
-    def reconstruction_nll(self, batch: Batch, z: Tensor, modalities: Iterable[str]) -> Tensor:
-        """Σ_m −log p(x_m | z) per sample, every modality decoded once from ``z`` ``(B, D)``."""
-        return sum(self.nll(m, batch[m], self.decoders[m](z)) for m in modalities)  # type: ignore[return-value]
+    def presence(self, batch: Batch) -> Tensor | None:
+        """The batch's ``(B, M)`` presence mask in modality order; None for a complete batch (or an all-True mask)."""
+        present = batch_presence(batch)
+        if present is None or bool(present.all()):
+            return None
+        if present.shape[1] != len(self.modalities):
+            raise ValueError(f"the presence mask has {present.shape[1]} columns for {len(self.modalities)} modalities")
+        return present
+
+    def observed_experts(self, batch: Batch, present: Tensor | None) -> dict[str, Expert]:
+        """``experts`` of every modality, each encoder run only on the tuples that observe it (``present``
+        ``(B, M)``; None = all): an unobserved image reaches neither a gradient nor a BatchNorm statistic. An
+        unobserved expert is (0, 0); every loss leaves it out through the mask."""
+        if present is None:
+            return self.experts(batch, self.modalities)
+        out: dict[str, Expert] = {}
+        for i, m in enumerate(self.modalities):
+            rows = present[:, i].nonzero().squeeze(1)
+            mu = batch[m].new_zeros(present.shape[0], self.latent_dim)
+            logvar = torch.zeros_like(mu)
+            if rows.numel():
+                mu_m, logvar_m = self.encoders[m](batch[m][rows])
+                mu, logvar = mu.index_put((rows,), mu_m), logvar.index_put((rows,), logvar_m)
+            out[m] = (mu, logvar)
+        return out
+
+    def reconstruction_nll(self, batch: Batch, z: Tensor, modalities: Iterable[str], present: Tensor | None = None) -> Tensor:
+        """Σ_m −log p(x_m | z) per sample, every modality decoded once from ``z`` ``(B, D)``; with ``present``
+        ``(B, M)`` only the observed targets count."""
+        if present is None:
+            return sum(self.nll(m, batch[m], self.decoders[m](z)) for m in modalities)  # type: ignore[return-value]
+        column = {m: i for i, m in enumerate(self.modalities)}
+        return sum(  # type: ignore[return-value]
+            torch.where(present[:, column[m]], self.nll(m, batch[m], self.decoders[m](z)), 0.0) for m in modalities
+        )
 
     def nll(self, modality: str, x: Tensor, out: Tensor) -> Tensor:
         """−log p(x_m | decoder output) per sample, by the modality's kind."""

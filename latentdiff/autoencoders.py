@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from mmbench.config import src
 from mmbench.contract import Stage, StageHParams
+from mmbench.data.presence import batch_presence, observed_rows
 from mmbench.data.source import ModalitySpec
 from mmbench.distributions import kl_normal_standard, reparameterize
 from mmbench.hashing import config_hash
@@ -152,6 +153,19 @@ class UnimodalAE(nn.Module):
         return {"loss": rec + self.spec.rae_l2 * reg, "rec": rec, "z_norm2": reg}
 
 
+def observed_loss(ae: UnimodalAE, x: Tensor, present: Tensor | None) -> dict[str, Tensor]:
+    """The autoencoder's loss on the tuples that observe its modality (``present``: ``(B, 1)``, the batch's
+    presence column of that modality; None = all): incomplete tuples never reach its encoder, so neither its
+    gradient nor its BatchNorm statistics see an unobserved image (Wesego & Rooshenas 2024, A.10.1)."""
+    rows = observed_rows(present, 0)
+    if rows is None:
+        return ae.loss(x)
+    if rows.numel() == 0:  # nobody in this batch observes the modality: a zero loss with zero gradients
+        zero = sum(p.sum() for p in ae.parameters()) * 0.0
+        return {"loss": zero, "rec": zero.detach()}
+    return ae.loss(x[rows])
+
+
 def reset_parameters(module: nn.Module, seed: int) -> None:
     """Re-initialise every submodule from ``seed`` (so a trained state depends on the seed, not on
     how much of the global RNG stream was used before the stage started)."""
@@ -173,7 +187,7 @@ def autoencoder_stage(ae: UnimodalAE, modality: str, data_id: str, seed: int) ->
     """The training stage ``ae/<modality>`` of one autoencoder (reusable across models)."""
 
     def loss(batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
-        return ae.loss(batch[modality])
+        return observed_loss(ae, batch[modality], batch_presence(batch))
 
     def prepare(_batches: Any) -> None:
         reset_parameters(ae, derive_seed(seed, "ae", modality))

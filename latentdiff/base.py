@@ -26,9 +26,9 @@ from mmbench.contract import (
     Subset,
     evaluating,
 )
+from mmbench.data.presence import PRESENCE_KEY
 from mmbench.data.source import ModalitySpec
 
-PRESENCE_KEY = "presence"  # optional batch entry: (B, M) bool, True = modality m observed for tuple i
 TrainBatches = Callable[[], Iterator[tuple[dict[str, Tensor], Tensor]]]
 
 
@@ -71,9 +71,10 @@ def simulated_presence(n: int, m: int, rate: float, generator: torch.Generator) 
 class LatentGenerativeModel(MultimodalModel):
     """Base of SBM and MLD: independent unimodal autoencoders tied by a model of their joint latents."""
 
-    capabilities = frozenset(
-        {Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE}
-    )
+    capabilities = frozenset({
+        Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE,
+        Capability.INCOMPLETE,  # autoencoders on the tuples observing their modality; latent models read the mask
+    })
     packs_requests = True  # ``_generate`` reads the observed modalities per sample
 
     modality_kinds = frozenset({"image", "mask", "attributes"})

@@ -34,6 +34,9 @@ class Capability(enum.StrEnum):
     UNCONDITIONAL = "unconditional"  # sample_unconditional
     ENCODE = "encode"  # encode(batch, given) -> latent; decode(latent, targets)
     LATENT_INFERENCE = "latent_inference"  # infer_latent(batch, given, target), for latent cosine similarity
+    # trains on incomplete tuples: every stage's objective over the observed subset of each tuple, read from the
+    # batch's presence mask (mmbench.data.presence.PRESENCE_KEY); the η < 1 rows of a suite need it
+    INCOMPLETE = "incomplete"
 
 
 class CapabilityError(RuntimeError):
@@ -142,6 +145,8 @@ class MultimodalModel(nn.Module):
     # the modality kinds (mmbench.nets.modality) the model's networks take; a model whose nets assume
     # images keeps the default and is refused data with masks or attributes
     modality_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
+    # why a model without Capability.INCOMPLETE cannot train on incomplete tuples (``mmbench validate`` says it)
+    incomplete_reason: ClassVar[str] = ""
 
     def __init__(self, modalities: Sequence[str], config: Any, specs: Mapping[str, Any] | None = None) -> None:
         """``specs``: ``{modality: mmbench.data.source.ModalitySpec}`` (kind and item shape); None = every

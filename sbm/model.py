@@ -2,7 +2,8 @@
 
 Source: Wesego & Rooshenas 2024, "Score-Based Multimodal Autoencoder" (TMLR; ``rooshenasgroup/sbmae``):
 §2 (two-stage training), §2.1 (conditional sampling by fixing observed latents), §2.2 (guidance),
-A.1–A.3 and Table 4 (hyperparameters), A.10.1 (training with missing modalities).
+A.1–A.3 and Table 4 (hyperparameters), A.10.1 (training with missing modalities: the presence mask of a
+batch, ``mmbench.data.presence``, or else ``missing_rate``'s simulated one).
 
 Stages, in order: ``ae/<m>`` per modality (shared across models through ``reuse_key``), ``aux``
 (-T: contrastive encoders), ``score`` (the latent score model), ``energy`` (-C). The unconditional score
@@ -250,9 +251,22 @@ class SBM(LatentGenerativeModel):
         present = batch.get(PRESENCE_KEY)
         if present is None:
             present = torch.rand(n, self.num_modalities, device=self.device) >= self.config.missing_rate
-        embeddings = self.aux.embed_all([batch[m] for m in self.modalities])
+        embeddings = self._observed_embeddings(batch, present.bool())
         loss = clip_loss(embeddings, present.bool(), self.aux.logit_scale)
         return {"loss": loss, "temperature": 1.0 / self.aux.logit_scale.exp()}
+
+    def _observed_embeddings(self, batch: dict[str, Tensor], present: Tensor) -> Tensor:
+        """Contrastive embeddings ``(B, M, P)`` with each modality's encoder run only on the tuples that observe
+        it (zeros elsewhere, out of ``clip_loss``): unobserved images reach neither gradients nor BatchNorm."""
+        if bool(present.all()):
+            return self.aux.embed_all([batch[m] for m in self.modalities])
+        n = self.batch_size_of(batch)
+        out = torch.zeros(n, self.num_modalities, self.aux.proj_dim, device=present.device)
+        for i, m in enumerate(self.modalities):
+            rows = present[:, i].nonzero().squeeze(1)
+            if rows.numel():
+                out = out.index_put((rows, torch.full_like(rows, i)), self.aux.embed(i, batch[m][rows]))
+        return out
 
     def _training_latents(
         self, batch: dict[str, Tensor], training: bool, batch_size: int

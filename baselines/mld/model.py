@@ -10,7 +10,9 @@ Facts used: per-modality latents concatenated and standardised per dimension; an
 predicts the noise (``score = net / σ_t``) with a *per-modality* time input fed to an MLP (no
 sinusoids); VP-SDE β ∈ [0.1, 20]; multi-time masked training: with probability ``d`` = 0.2 a random
 non-empty, non-full subset of modalities stays clean, its times are 0 and it is masked out of the
-loss (rescaled by D / (D − clean dims)); Euler–Maruyama sampling; conditional generation clamps the
+loss (rescaled by D / (D − clean dims)); incomplete tuples (``mmbench.data.presence``): the clean subset is
+drawn among the observed modalities, an unobserved latent enters as pure noise at time T and leaves the
+loss (SBM's A.10.1 scheme), the standardisation uses each modality's observed codes; Euler–Maruyama sampling; conditional generation clamps the
 observed latents clean with time 0. **Decisions**: the clean subset is drawn per sample (MLD draws
 one per batch); no EMA of the weights (the trainer has no post-step hook); statistics over the whole
 train split (MLD uses the first batch).
@@ -31,6 +33,7 @@ from latentdiff.sampling import Known, get_sampler
 from latentdiff.sde import VPSDE, ScoreFn
 from mmbench.config import src
 from mmbench.contract import Stage, StageHParams
+from mmbench.data.presence import batch_presence
 from mmbench.data.source import ModalitySpec
 from mmbench.scaling import Scale, present
 
@@ -163,9 +166,12 @@ class MLD(LatentGenerativeModel):
 
     def _prepare(self, batches: TrainBatches) -> None:
         """Cache the codes and store their per-dimension mean and std (the standardisation)."""
-        codes = self.ensure_cache(batches).mu
-        self.score_model.mean.copy_(codes.mean(0))
-        self.score_model.std.copy_(codes.std(0).clamp_min(1e-6))
+        cache = self.ensure_cache(batches)
+        codes, present = cache.mu, cache.presence
+        for i in range(self.num_modalities):  # over the tuples that observe modality i (all, for complete data)
+            observed = codes[:, i] if bool(present[:, i].all()) else codes[present[:, i], i]
+            self.score_model.mean[i].copy_(observed.mean(0))
+            self.score_model.std[i].copy_(observed.std(0).clamp_min(1e-6))
 
     def _standardise(self, z: Tensor) -> Tensor:
         return (z - self.score_model.mean) / self.score_model.std
@@ -177,19 +183,29 @@ class MLD(LatentGenerativeModel):
         """Multi-time masked denoising loss (MLD ``VP_SDE.train_step``, unweighted)."""
         if self.score_model.training:
             cache = self.require_cache()
-            z = cache.latents(cache.draw(self.config.score_batch_size), sample=False)
+            idx = cache.draw(self.config.score_batch_size)
+            z, present = cache.latents(idx, sample=False), cache.presence[idx]
         else:
             z = self.encode_latents(batch, self.modalities)
+            present = batch_presence(batch)
         x0 = self._standardise(z)
         n, m, d = x0.shape
-        clean = random_clean_subsets(n, m, self.config.clean_prob, x0.device)
+        present = torch.ones(n, m, dtype=torch.bool, device=x0.device) if present is None else present.bool()
+        clean = random_clean_subsets(n, m, self.config.clean_prob, x0.device) & present
+        clean &= ((present & ~clean).any(1, keepdim=True))  # a tuple keeps at least one observed modality to denoise
         t = sample_times(n, self.config.sde_eps, self.sde.T, x0.device)
         noise = torch.randn_like(x0)
         x_t = torch.where(clean[:, :, None], x0, self.sde.perturb(x0, t, noise))
-        out = self.score_model.net(x_t.flatten(1), t[:, None] * (~clean).to(t.dtype)).reshape(n, m, d)
-        free = (~clean)[:, :, None].to(x0.dtype)
+        times = t[:, None] * (~clean).to(t.dtype)
+        missing = ~present
+        if missing.any():  # unobserved latents: pure noise at time T, out of the loss (as SBM's A.10.1)
+            x_t = torch.where(missing[:, :, None], torch.randn_like(x0), x_t)
+            times = torch.where(missing, torch.full_like(times, self.sde.T), times)
+        out = self.score_model.net(x_t.flatten(1), times).reshape(n, m, d)
+        denoised = ~clean & present
+        free = denoised[:, :, None].to(x0.dtype)
         per_sample = ((out + noise).square() * free).flatten(1).sum(1)
-        rescale = m / (~clean).sum(1).to(x0.dtype)  # D / (D − clean dims), every modality has d dims
+        rescale = m / denoised.sum(1).to(x0.dtype)  # D / (D − clean dims), every modality has d dims
         return {"loss": (per_sample * rescale).mean() / (m * d)}
 
     def score_fn(self, observed: Tensor) -> ScoreFn:

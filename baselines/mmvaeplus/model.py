@@ -20,6 +20,8 @@ densities from the non-detached parameters; we detach them, as DReG prescribes.)
 Generation: cross-modal = shared z from a source modality, the target's w from the prior Laplace(0, 1)
 (reference ``reconstruct_and_cross_reconstruct_forw``); unconditional = z and every w from the prior.
 The *latent* of this model (``encode``, ``decode``, ``infer_latent``) is the shared z only.
+An incomplete tuple (``mmbench.data.presence``) averages the objective over its observed sources only, with
+the mixture over its observed experts and only its observed targets reconstructed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from baselines.cross_targets import check_cross_targets, cross_target_weights, s
 from baselines.mmvaeplus.nets import Encoder, build_decoder
 from mmbench.config import src
 from mmbench.contract import Batch, Capability, MultimodalModel, Stage, StageHParams, Subset
+from mmbench.data.presence import batch_presence
 from mmbench.data.source import ModalitySpec
 from mmbench.nets import modality as kinds
 
@@ -107,9 +110,10 @@ class MMVAEPlus(MultimodalModel):
     """Shared + modality-specific Laplace latents, mixture of experts on the shared part, IWAE/DReG."""
 
     Config = MMVAEPlusConfig
-    capabilities = frozenset(
-        {Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE}
-    )
+    capabilities = frozenset({
+        Capability.CONDITIONAL, Capability.UNCONDITIONAL, Capability.ENCODE, Capability.LATENT_INFERENCE,
+        Capability.INCOMPLETE,  # the loss reads the batch's presence mask (observed sources, mixtures, targets)
+    })
     paper = (
         "Palumbo et al. 2023, MMVAE+: Enhancing the Generative Quality of Multimodal VAEs without Compromises (ICLR)"
     )
@@ -133,6 +137,11 @@ class MMVAEPlus(MultimodalModel):
         if missing:
             raise KeyError(f"the batch lacks modalities {missing}; it has {sorted(batch)}")
         return {m: Posterior(*self.encoders[m](batch[m])) for m in modalities}
+
+    def presence(self, batch: Batch) -> Tensor | None:
+        """The batch's ``(B, M)`` presence mask; None for a complete batch (or an all-True mask)."""
+        present = batch_presence(batch)
+        return None if present is None or bool(present.all()) else present
 
     def aux_w_scale(self, modality: str) -> Tensor:
         logits = self.aux_w_logits[modality]
@@ -158,28 +167,56 @@ class MMVAEPlus(MultimodalModel):
 
     def loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
         mods, k = self.modalities, self.config.k
-        post = self.posteriors(batch, mods)
+        observed = self.presence(batch)  # (B, M) or None (complete)
+        post = self.posteriors(batch, mods) if observed is None else self._observed_posteriors(batch, observed)
         dens = {m: p.detached() for m, p in post.items()} if self.config.estimator == "dreg" else post
         w = {m: Laplace(post[m].w_loc, post[m].w_scale).rsample((k,)) for m in mods}  # (K, B, Dw)
         z = {m: Laplace(post[m].z_loc, post[m].z_scale).rsample((k,)) for m in mods}  # (K, B, Dz)
         aux = self._auxiliary_w(w)
         weights = cross_target_weights(len(mods), self.config.cross_targets, self.device)  # drawn after every sample
-        lpx = self._cross_log_likelihood(batch, w, z, aux, weights)  # (M, K, B)
+        lpx = self._cross_log_likelihood(batch, w, z, aux, weights, observed)  # (M, K, B)
         lpu = torch.stack([laplace_log_density(w[r], 0.0, 1.0).sum(-1) + laplace_log_density(z[r], 0.0, 1.0).sum(-1) for r in mods])
-        lqz = torch.stack([self._mixture_log_density(z[r], dens) for r in mods])
+        lqz = torch.stack([self._mixture_log_density(z[r], dens, observed) for r in mods])
         lqw = torch.stack([laplace_log_density(w[r], dens[r].w_loc, dens[r].w_scale).sum(-1) for r in mods])
         regulariser = lpu - lqz - lqw
         lw = lpx + self.config.beta * regulariser  # (M, K, B)
         if self.config.estimator == "dreg":
-            objective = self._dreg_objective(lw, w, z)
+            per_source = self._dreg_objective(lw, w, z)
         else:
-            objective = log_mean_exp(lw, dim=1).mean()
-        return {"loss": -objective, "log_likelihood": lpx.mean(), "regulariser": regulariser.mean()}
+            per_source = log_mean_exp(lw, dim=1)  # (M, B)
+        if observed is None:
+            return {"loss": -per_source.mean(), "log_likelihood": lpx.mean(), "regulariser": regulariser.mean()}
+        # an incomplete tuple: the average over its observed sources only (their samples, mixture and targets)
+        count = observed.sum(1).to(per_source.dtype)
+        objective = (torch.where(observed.T, per_source, 0.0).sum(0) / count).mean()
+        kept = observed.T[:, None, :]
+        return {"loss": -objective, "log_likelihood": lpx.masked_select(kept).mean(),
+                "regulariser": regulariser.masked_select(kept).mean()}
 
-    def _mixture_log_density(self, z: Tensor, dens: dict[str, Posterior]) -> Tensor:
-        """log (1/M) Σ_m q(z | x_m) for ``z`` ``(K, B, Dz)``; returns ``(K, B)``."""
+    def _observed_posteriors(self, batch: Batch, observed: Tensor) -> dict[str, Posterior]:
+        """Each encoder run only on the tuples that observe its modality (unobserved: Laplace(0, 1), left out
+        of every term by the mask), so unobserved images reach neither gradients nor BatchNorm statistics."""
+        out = {}
+        for i, m in enumerate(self.modalities):
+            rows = observed[:, i].nonzero().squeeze(1)
+            n = observed.shape[0]
+            parts = [torch.zeros(n, d, device=self.device) for d in (self.config.private_dim, self.config.private_dim,
+                                                                     self.config.shared_dim, self.config.shared_dim)]
+            parts[1], parts[3] = parts[1] + 1.0, parts[3] + 1.0
+            if rows.numel():
+                encoded = self.encoders[m](batch[m][rows])
+                parts = [p.index_put((rows,), e) for p, e in zip(parts, encoded, strict=True)]
+            out[m] = Posterior(*parts)
+        return out
+
+    def _mixture_log_density(self, z: Tensor, dens: dict[str, Posterior], observed: Tensor | None = None) -> Tensor:
+        """log (1/M) Σ_m q(z | x_m) for ``z`` ``(K, B, Dz)``; returns ``(K, B)``; with ``observed`` ``(B, M)``
+        the mixture of each tuple's observed experts."""
         per = torch.stack([laplace_log_density(z, p.z_loc, p.z_scale).sum(-1) for p in dens.values()])
-        return log_mean_exp(per, dim=0)
+        if observed is None:
+            return log_mean_exp(per, dim=0)
+        per = torch.where(observed.T[:, None, :], per, -torch.inf)
+        return torch.logsumexp(per, dim=0) - observed.sum(1).to(per.dtype).log()
 
     def _auxiliary_w(self, w: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:
         """w_d ~ r_d(w) for every target d and every other source r, keyed (d, r), each shaped as ``w[r]``;
@@ -193,7 +230,7 @@ class MMVAEPlus(MultimodalModel):
         }
 
     def _cross_log_likelihood(self, batch: Batch, w: dict[str, Tensor], z: dict[str, Tensor],
-                              aux: dict[tuple[str, str], Tensor], weights: Tensor) -> Tensor:
+                              aux: dict[tuple[str, str], Tensor], weights: Tensor, observed: Tensor | None = None) -> Tensor:
         """Σ_d weights[r, d] · log p(x_d | w_d, z_r) for every source r ``(M, K, B)``; each decoder runs once,
         on the sources of non-zero weight stacked (the decoders have no batch statistics)."""
         mods = self.modalities
@@ -204,6 +241,8 @@ class MMVAEPlus(MultimodalModel):
             means = self.decoders[d](u.flatten(0, 2))  # u: (len(rows), K, B, Dw + Dz)
             x = batch[d].unsqueeze(0).unsqueeze(0).expand(*u.shape[:3], *batch[d].shape[1:])
             ll = self.log_likelihood(d, x.flatten(0, 2), means).view(u.shape[:3])
+            if observed is not None:  # only the tuple's observed targets
+                ll = torch.where(observed[:, j].view(1, 1, -1), ll, 0.0)
             total = total.index_add(0, rows, weights[rows, j].view(-1, 1, 1) * ll)
         return total
 
@@ -228,7 +267,7 @@ class MMVAEPlus(MultimodalModel):
             for t in (w[key], z[key]):
                 if t.requires_grad:
                     t.register_hook(lambda grad, wt=weights[r]: grad * wt.unsqueeze(-1))
-        return (weights * lw).sum(1).mean()
+        return (weights * lw).sum(1)
 
     # --- the contract -------------------------------------------------------------------------------------
     def _shared_mean(self, batch: Batch, given: Subset) -> Tensor:

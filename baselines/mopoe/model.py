@@ -7,6 +7,8 @@ averaged over subsets. For large M the subsets of a step are sampled (``subsets_
 and every singleton always, the rest uniformly without replacement, weighted so that the average over
 all subsets is estimated without bias. The reconstruction draws one mixture component per sample,
 uniformly over all non-empty subsets (an unbiased version of MoPoE's stratified batch split).
+An incomplete tuple (``mmbench.data.presence``) takes the objective of its observed set S: components and
+KL subsets among the subsets of S, only S reconstructed.
 Conditional generation (``conditional``): by default one mixture component per sample, uniform over the
 non-empty subsets of the given modalities, each the PoE of its experts — the paper's evaluation (Wesego &
 Rooshenas 2024 §4.1; sbmae ``mopoe_model.py`` ``cond_gen`` without ``use_prod``); or the product of all the
@@ -101,6 +103,19 @@ def _distinct_codes(num_modalities: int, n: int, excluded: set[int]) -> Tensor:
     return torch.tensor(chosen, dtype=torch.long)
 
 
+def observed_components(components: Tensor, observed: Tensor) -> Tensor:
+    """Mixture components ``(B, M)`` restricted to each tuple's observed modalities, uniform over the non-empty
+    subsets of its observed set: a uniform non-empty subset of all M intersected with the observed set is
+    uniform over its subsets; rows left empty are redrawn (rejection), so complete rows keep their draw."""
+    components = components & observed
+    empty = ~components.any(1)
+    while bool(empty.any()):
+        redraw = random_subset_masks(int(empty.sum()), observed.shape[1], observed.device) & observed[empty]
+        components = components.index_put((empty.nonzero().squeeze(1),), redraw)
+        empty = ~components.any(1)
+    return components
+
+
 def subset_poe(mus: Tensor, logvars: Tensor, masks: Tensor) -> Expert:
     """PoE of the experts in each row of ``masks`` ``(B, M)`` (one subset per sample); the prior expert
     joins exactly the rows that hold every modality. ``mus``/``logvars``: ``(M, B, D)``."""
@@ -139,22 +154,32 @@ class MoPoE(PoEVAE):
         return reparameterize(*product_of_experts(mus, logvars, present))
 
     def loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
-        experts = self.experts(batch, self.modalities)
+        observed = self.presence(batch)  # (B, M) or None (complete)
+        experts = self.observed_experts(batch, observed)
         mus, logvars = stack_experts(experts, self.modalities)  # (M, B, D)
         m, b = mus.shape[:2]
         components = random_subset_masks(b, m, mus.device)  # one mixture component per sample
+        if observed is not None:
+            components = observed_components(components, observed)
         z = reparameterize(*subset_poe(mus, logvars, components))
-        rec = self.reconstruction_nll(batch, z, self.modalities)
-        kl = self._subset_kl(mus, logvars)
+        rec = self.reconstruction_nll(batch, z, self.modalities, observed)
+        kl = self._subset_kl(mus, logvars, observed)
         loss = rec + self.config.beta * kl
         return {"loss": loss.mean(), "rec": rec.mean(), "kl": kl.mean()}
 
-    def _subset_kl(self, mus: Tensor, logvars: Tensor) -> Tensor:
-        """Σ_s w_s KL(PoE_s ‖ p) per sample over this step's subsets."""
+    def _subset_kl(self, mus: Tensor, logvars: Tensor, observed: Tensor | None = None) -> Tensor:
+        """Σ_s w_s KL(PoE_s ‖ p) per sample over this step's subsets; an incomplete tuple keeps the subsets of
+        its observed modalities, their weights renormalised to sum to 1."""
         m, b = mus.shape[:2]
         sample = sample_subsets(m, self.config.subsets_per_step)
         s = len(sample.masks)
         masks = sample.masks.to(mus.device).repeat_interleave(b, dim=0)  # (S·B, M)
         mu, logvar = subset_poe(mus.repeat(1, s, 1), logvars.repeat(1, s, 1), masks)
         kl = kl_normal_standard(mu, logvar).view(s, b)
-        return (sample.weights.to(kl)[:, None] * kl).sum(0)
+        weights = sample.weights.to(kl)[:, None].expand(s, b)
+        if observed is not None:
+            inside = ~(sample.masks.to(mus.device)[:, None, :] & ~observed[None]).any(-1)  # (S, B): s ⊆ observed
+            weights = torch.where(inside, weights, 0.0)
+            weights = weights / weights.sum(0, keepdim=True)  # every observed singleton is forced in: never 0
+            kl = torch.where(inside, kl, 0.0)
+        return (weights * kl).sum(0)

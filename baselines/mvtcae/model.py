@@ -3,7 +3,8 @@
 
 Joint posterior: the product of the unimodal Gaussian experts, without a prior expert; the conditional
 posterior of a subset is the product of its experts. Loss, with α = 0.9:
-((M−α)/M)·Σ_m rec_m + β[(α/M)·Σ_m KL(q_joint ‖ q_m) + (1−α)·KL(q_joint ‖ p)].
+((M−α)/M)·Σ_m rec_m + β[(α/M)·Σ_m KL(q_joint ‖ q_m) + (1−α)·KL(q_joint ‖ p)]. An incomplete tuple
+(``mmbench.data.presence``) takes the loss of its observed set S: M → |S|, sums and the PoE over S.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from baselines.common import Expert, PoEVAE, VAEConfig, stack_experts
@@ -55,6 +57,9 @@ class MVTCAE(PoEVAE):
         return product_of_experts(*stack_experts(experts, sorted(given)))
 
     def loss(self, batch: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        present = self.presence(batch)
+        if present is not None:
+            return self._incomplete_loss(batch, present)
         experts = self.experts(batch, self.modalities)
         mu, logvar = self.fuse(experts, frozenset(self.modalities))
         z = reparameterize(mu, logvar)
@@ -63,6 +68,26 @@ class MVTCAE(PoEVAE):
         prior_kl = kl_normal_standard(mu, logvar)
         w = mvtcae_weights(len(self.modalities), self.config.alpha, self.config.beta)
         loss = w.reconstruction * rec + w.conditional_kl * conditional_kl + w.prior_kl * prior_kl
+        return {
+            "loss": loss.mean(),
+            "rec": rec.mean(),
+            "conditional_kl": conditional_kl.mean(),  # type: ignore[union-attr]
+            "prior_kl": prior_kl.mean(),
+        }
+
+    def _incomplete_loss(self, batch: dict[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        """Each tuple's objective over its observed set S: the PoE of S, reconstructions and conditional KLs of
+        S, the weights of an |S|-modality MVTCAE."""
+        experts = self.observed_experts(batch, present)
+        mus, logvars = stack_experts(experts, self.modalities)
+        mu, logvar = product_of_experts(mus, logvars, present.T)
+        z = reparameterize(mu, logvar)
+        rec = self.reconstruction_nll(batch, z, self.modalities, present)
+        conditional_kl = sum(torch.where(present[:, i], kl_normal_normal(mu, logvar, *experts[m]), 0.0)
+                             for i, m in enumerate(self.modalities))
+        prior_kl = kl_normal_standard(mu, logvar)
+        count, alpha, beta = present.sum(1).to(mu.dtype), self.config.alpha, self.config.beta
+        loss = (count - alpha) / count * rec + beta * alpha / count * conditional_kl + beta * (1.0 - alpha) * prior_kl
         return {
             "loss": loss.mean(),
             "rec": rec.mean(),

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmbench.data.presence import PRESENCE_KEY
+
 
 class MultimodalDataset(Dataset):
     """Tuples of images (one per modality) sharing a label.
@@ -25,6 +27,7 @@ class MultimodalDataset(Dataset):
         name: str = "dataset",
         data_hash: str = "",
         modality_kinds: Mapping[str, str] | None = None,
+        presence: np.ndarray | None = None,
     ) -> None:
         if not images:
             raise ValueError("a multimodal dataset needs at least one modality")
@@ -40,6 +43,21 @@ class MultimodalDataset(Dataset):
         self.data_hash = data_hash
         # {modality: kind} for non-image modalities (mask, attributes); read by the metrics
         self.modality_kinds: dict[str, str] = dict(modality_kinds or {})
+        # (N, M) bool over ``modalities`` (mmbench.data.presence): which modalities each tuple observes;
+        # None = complete. Batches then carry it under PRESENCE_KEY, columns in the batch's modality order.
+        self.presence: np.ndarray | None = None
+        if presence is not None:
+            self.set_presence(presence)
+
+    def set_presence(self, presence: np.ndarray | None) -> None:
+        """Mark which modalities each tuple observes (``(N, M)`` bool over ``modalities``; None = complete)."""
+        if presence is None:
+            self.presence = None
+            return
+        mask = np.asarray(presence, dtype=bool)
+        if mask.shape != (len(self.labels), len(self.images)):
+            raise ValueError(f"{self.name}: presence must be (N, M) = {(len(self.labels), len(self.images))}, got {mask.shape}")
+        self.presence = mask
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -67,6 +85,9 @@ class MultimodalDataset(Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         names = self.modalities if modalities is None else tuple(modalities)
         out = {m: torch.from_numpy(np.ascontiguousarray(self.images[m][idx])).float().div_(255.0) for m in names}
+        if self.presence is not None:
+            columns = [self.modalities.index(m) for m in names]
+            out[PRESENCE_KEY] = torch.from_numpy(np.ascontiguousarray(self.presence[idx][:, columns]))
         return out, torch.from_numpy(self.labels[idx])
 
     def iter_batches(
@@ -81,7 +102,9 @@ class MultimodalDataset(Dataset):
         if missing:
             raise KeyError(f"{self.name}: no modalities {missing}; it has {list(self.images)}")
         kinds = {m: k for m, k in self.modality_kinds.items() if m in modalities}
-        return MultimodalDataset({m: self.images[m] for m in modalities}, self.labels, self.name, self.data_hash, kinds)
+        presence = None if self.presence is None else self.presence[:, [self.modalities.index(m) for m in modalities]]
+        return MultimodalDataset({m: self.images[m] for m in modalities}, self.labels, self.name, self.data_hash, kinds,
+                                 presence)
 
     def subset(self, n: int, stratified: bool = True) -> MultimodalDataset:
         """The first ``n`` tuples; stratified = the first ``n // K`` (+ remainder) of each class, in order."""
@@ -95,7 +118,8 @@ class MultimodalDataset(Dataset):
             idx = np.arange(n)
         images = {m: np.asarray(arr[idx]) for m, arr in self.images.items()}
         return MultimodalDataset(
-            images, self.labels[idx], f"{self.name}[:{n}]", f"{self.data_hash}[:{n}]", self.modality_kinds
+            images, self.labels[idx], f"{self.name}[:{n}]", f"{self.data_hash}[:{n}]", self.modality_kinds,
+            None if self.presence is None else self.presence[idx],
         )
 
 

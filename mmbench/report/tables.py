@@ -1,4 +1,5 @@
-"""Render: the report's tables (paper Table 5, the unconditional table, robustness, scaling) as md, csv, tex.
+"""Render: the report's tables (paper Table 5, the unconditional table, robustness, scaling, incomplete) as md,
+csv, tex.
 
 Each cell is mean ± std over seeds; the best row per column (by the key's ``higher_is_better``) is
 bold; a missing value is "—" with a footnote giving the recorded reason, never a zero; a row without a
@@ -30,6 +31,8 @@ class TableSpec:
     name: str
     title: str
     columns: tuple[Column, ...]
+    # "observed_share": one row per model and one column per (column, η) of the suite's rows (the incomplete table)
+    pivot: str = ""
 
 
 TABLES: dict[str, TableSpec] = {
@@ -71,6 +74,13 @@ TABLES: dict[str, TableSpec] = {
             Column("Coherence m0 | rest", "coherence/loo/m0"),
         ),
     ),
+    "incomplete": TableSpec(
+        "incomplete",
+        "Trained on incomplete tuples (a share η of the modalities observed per tuple), evaluated on complete "
+        "tuples: leave-one-out coherence and conditional FID (paper A.10.1, Table 11)",
+        (Column("Coherence", "coherence/loo/mean"), Column("FID", "fid/loo/mean", 2)),
+        pivot="observed_share",
+    ),
 }
 
 
@@ -90,6 +100,8 @@ class RenderedTable:
 
 
 def build_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
+    if spec.pivot == "observed_share":
+        return build_incomplete_table(spec, agg)
     rows = agg.rows
     cells, keys, best, notes, flags = {}, {}, {}, {}, {}
     for col in spec.columns:
@@ -107,6 +119,42 @@ def build_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
         same_key = {keys[(r, col.header)] for r in rows}
         best[col.header] = agg.best(next(iter(same_key)), rows) if len(same_key) == 1 else set()
     return RenderedTable(spec, rows, cells, keys, best, notes, flags)
+
+
+def build_incomplete_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
+    """Rows = models, columns = each of ``spec``'s columns at every η of the suite (highest first). A model
+    without a row at some η gets "—" with that reason; a row without a value, the recorded one (never 0)."""
+    suite = agg.collected.suite
+    listed = set(agg.rows)
+    variants = [v for v in suite.variants if v.label in listed]
+    models = list(dict.fromkeys(v.model for v in variants))
+    shares = sorted({v.observed_share for v in variants}, reverse=True)
+    label = {(v.model, v.observed_share): v.label for v in variants}
+    columns = tuple(Column(f"{c.header} η={share:g}", c.key, c.digits) for c in spec.columns for share in shares)
+    shown = TableSpec(spec.name, spec.title, columns, spec.pivot)
+    cells, keys, best, notes, flags = {}, {}, {}, {}, {}
+    for col, (base, share) in zip(columns, [(c, s) for c in spec.columns for s in shares], strict=True):
+        by_model = {}
+        for model in models:
+            row = label.get((model, share))
+            keys[(model, col.header)] = base.key
+            if row is None:
+                cell = Cell(None, None, 0, f"the suite has no row training {model} at η = {share:g}")
+            else:
+                by_model[model] = row
+                key = base.key_for(agg.collected.num_modalities(row))
+                keys[(model, col.header)] = key
+                cell = agg.cell(row, key)
+                flag = agg.degenerate(row, key)
+                if flag:
+                    flags[(model, col.header)] = flag
+                    notes.setdefault(flag, len(notes) + 1)
+            cells[(model, col.header)] = cell
+            if cell.reason:
+                notes.setdefault(cell.reason, len(notes) + 1)
+        winners = agg.best(base.key, list(by_model.values())) if by_model else set()
+        best[col.header] = {m for m, r in by_model.items() if r in winners}
+    return RenderedTable(shown, models, cells, keys, best, notes, flags)
 
 
 def arrow(agg: Aggregate, table: RenderedTable, header: str, tex: bool = False) -> str:

@@ -8,16 +8,22 @@ modalities and the train size, so polymnist10's first five modalities and polymn
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mmbench.data.presence import check_share, presence_mask
 from mmbench.data.registry import get_source
 from mmbench.data.source import SPLITS, DataMissing, DataSource
+from mmbench.hashing import config_hash
 from mmbench.suites.spec import Budget, DatasetSpec, Suite
 
 Say = Callable[[str], None]
-__all__ = ["DataMissing", "DataRef", "data_ref", "ensure_dataset", "load_splits", "placeholder_ref", "source_of"]
+__all__ = [
+    "DataMissing", "DataRef", "data_ref", "ensure_dataset", "load_splits", "placeholder_ref", "source_of",
+    "with_observed_share",
+]
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,32 @@ class DataRef:
     n_test: int | None
     dataset_hash: str  # the whole stored dataset (manifest data_hash) or the generated arrays' hash
     data_id: str  # train content of these modalities at this size: what trained weights depend on
+    # incomplete training data (mmbench.data.presence): the share of observed modalities per train tuple and
+    # the seed of the masks; 1.0 = complete (and then neither is part of the job's identity)
+    observed_share: float = 1.0
+    presence_seed: int = 0
 
     def size(self, split: str) -> int | None:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a job id hashes: complete data hashes as before the incomplete-data axis existed."""
+        out = dataclasses.asdict(self)
+        if self.observed_share == 1.0:
+            out.pop("observed_share")
+            out.pop("presence_seed")
+        return out
+
+
+def with_observed_share(ref: DataRef, share: float, seed: int) -> DataRef:
+    """``ref`` trained on tuples that observe a share η of their modalities, masks fixed by ``seed``: the
+    ``data_id`` folds (η, seed) in, so stages trained on incomplete data are never reused for complete data
+    (nor for other η or seeds). η = 1 returns ``ref`` unchanged."""
+    share = check_share(share)
+    if share == 1.0:
+        return ref
+    data_id = config_hash({"data_id": ref.data_id, "observed_share": share, "presence_seed": int(seed)}, length=32)
+    return dataclasses.replace(ref, observed_share=share, presence_seed=int(seed), data_id=data_id)
 
 
 # ------------------------------------------------------------------------------------------------ identity
@@ -78,8 +107,19 @@ def load_splits(ref: DataRef) -> tuple[Any, Any, Any]:
     for split in SPLITS:
         data = source.load(split, ref.modalities, ref.size(split)).select_modalities(ref.modalities)
         n = ref.size(split)
-        out.append(data.subset(n) if n is not None else data)
+        data = data.subset(n) if n is not None else data
+        if split == "train" and ref.observed_share < 1.0:  # only training is incomplete; evaluation sees whole tuples
+            data = _with_presence(data, ref)
+        out.append(data)
     return tuple(out)  # type: ignore[return-value]
+
+
+def _with_presence(data: Any, ref: DataRef) -> Any:
+    """A copy of the train split whose batches carry the seeded presence masks (the stored arrays are shared)."""
+    from mmbench.data.dataset import MultimodalDataset
+
+    mask = presence_mask(len(data), ref.observed_share, len(ref.modalities), ref.presence_seed)
+    return MultimodalDataset(data.images, data.labels, data.name, data.data_hash, data.modality_kinds, mask)
 
 
 # -------------------------------------------------------------------------------------------- classifiers

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmbench import paths
 from mmbench.hashing import canonical_json, config_hash
-from mmbench.runner.data import ClassifierPlan, DataRef, data_ref
+from mmbench.runner.data import ClassifierPlan, DataRef, data_ref, with_observed_share
 from mmbench.scaling import scale_overrides
 from mmbench.suites.spec import Budget, Suite, Variant
 
@@ -113,7 +113,7 @@ def job_identity(suite: Suite, budget: Budget, variant: Variant, config: dict[st
                  data: DataRef, settings: dict[str, Any]) -> str:
     return config_hash({
         "suite": suite.name, "version": suite.version, "budget": budget.name, "label": variant.label,
-        "model": variant.model, "config": config, "seed": seed, "data": dataclasses.asdict(data),
+        "model": variant.model, "config": config, "seed": seed, "data": data.identity(),
         "eval": settings, "metrics": list(suite.metrics),
     })
 
@@ -135,13 +135,14 @@ def plan_jobs(
     for variant in suite.select(tuple(models) if models else None):
         modalities = modalities_of(suite, variant)
         try:
-            data = data_ref(suite.dataset, budget, modalities)
+            complete = data_ref(suite.dataset, budget, modalities)
         except DataMissing:
             if not provisional:
                 raise
-            data = placeholder_ref(suite.dataset, budget, modalities)
+            complete = placeholder_ref(suite.dataset, budget, modalities)
         config_cls = model_class(variant.model).Config
         for seed in seeds if seeds is not None else budget.seeds:
+            data = with_observed_share(complete, variant.observed_share, int(seed))
             overrides = model_overrides(budget, variant, data.data_id, int(seed), config_cls)
             config = resolved_config(variant.model, overrides)
             settings = eval_settings(suite, budget, classifiers, seed)

@@ -49,6 +49,7 @@ def validate_suite(
     chosen = [suite.budget(b) for b in budgets] if budgets else list(suite.budgets)
     rows = suite.select(tuple(models) if models else None)
     valid_rows = [v for v in rows if _check_model(v, report)]
+    _check_incomplete(valid_rows, report)
     if source is not None:
         _check_metrics(suite, source, valid_rows, report)
     for budget in chosen:
@@ -128,6 +129,27 @@ def _check_model(variant: Variant, report: ValidationReport) -> bool:
         report.errors.append(f"row {variant.label!r}: model {variant.model!r} cannot be imported ({exc})")
         return False
     return True
+
+
+def _check_incomplete(rows: Sequence[Variant], report: ValidationReport) -> None:
+    """Rows trained on incomplete tuples (η < 1) need a valid η and a model that declares INCOMPLETE."""
+    from mmbench.contract import Capability
+    from mmbench.data.presence import check_share
+    from mmbench.runner.models import model_class
+
+    for v in rows:
+        try:
+            share = check_share(v.observed_share)
+        except ValueError as exc:
+            report.errors.append(f"row {v.label!r}: {exc}")
+            continue
+        cls = model_class(v.model)
+        if share < 1.0 and Capability.INCOMPLETE not in getattr(cls, "capabilities", frozenset()):
+            why = getattr(cls, "incomplete_reason", "") or "it does not declare Capability.INCOMPLETE"
+            report.errors.append(
+                f"row {v.label!r}: model {v.model!r} cannot train on incomplete tuples (observed_share {share:g}): "
+                f"{why}; drop the row or give the model an objective over the observed subset"
+            )
 
 
 def _check_metrics(suite: Suite, source: DataSource, rows: Sequence[Variant], report: ValidationReport) -> None:

@@ -64,6 +64,9 @@ class Variant:
 
     ``overrides`` apply on top of the budget's overrides for ``model`` at every budget;
     ``budget_overrides`` add per-budget changes (e.g. fewer sampler steps at the smoke budget).
+    ``observed_share`` η: the share of modalities each training tuple observes (``mmbench.data.presence``;
+    the masks are fixed by the job's seed; evaluation always uses complete test tuples). η < 1 needs a model
+    that declares ``Capability.INCOMPLETE``; η = 1 (complete data) leaves every job id as it was.
     """
 
     label: str
@@ -72,6 +75,7 @@ class Variant:
     budget_overrides: tuple[tuple[str, Overrides], ...] = ()
     num_modalities: int | None = None  # None: every modality of the dataset
     extra: bool = False  # a row the user added to the suite's own (``--models mine``, ``mmbench eval``)
+    observed_share: float = 1.0  # η: the share of observed modalities per training tuple (1.0 = complete)
 
     def overrides_at(self, budget: str) -> dict[str, Any]:
         out = dict(self.overrides)
