@@ -33,20 +33,43 @@ def test_suite_validates_with_every_row():
     assert {v.model for v in suite.variants} >= {"sbm-vae", "sbm-rae", "mopoe", "mvtcae", "mmvaeplus", "mld"}
 
 
+GIVEN_ONE = ("f1/given/image/attributes", "f1/given/mask/attributes", "f1/given/image/mask", "f1/given/attributes/mask")
+
+
 def test_smoke_runs_end_to_end_with_f1_coherence_fid_and_fgsm(_isolated_home):
+    """Two generative rows and the supervised reference row; the report's Table 1 and Fig. 10 from them."""
+    import json
+
+    from mmbench.records import Tag
+    from mmbench.report import build_report
+
     lines: list[str] = []
     uri = f"sqlite:///{_isolated_home / 'store.db'}"
-    summary = run_suite("celeba-twin", RunOptions(budget="smoke", models=("mopoe", "sbm-vae"), tracking_uri=uri,
-                                                  quiet=True, device="cpu", threads=1), lines.append)
-    assert [o.status for o in summary.outcomes] == ["FINISHED", "FINISHED"], "\n".join(lines)
+    summary = run_suite("celeba-twin", RunOptions(budget="smoke", models=("mopoe", "sbm-vae", "supervised"),
+                                                  tracking_uri=uri, quiet=True, device="cpu", threads=1), lines.append)
+    assert [o.status for o in summary.outcomes] == ["FINISHED"] * 3, "\n".join(lines)
     store = tracking.Store(uri)
-    for outcome in summary.outcomes:
-        metrics = store.run(outcome.run_id).metrics
-        for key in ("f1/loo/attributes", "f1/loo/mask", "fgsm/f1/clean/attributes", "fgsm/f1/adv/attributes"):
+    *generative, supervised = [store.run(o.run_id) for o in summary.outcomes]
+    for run in generative:
+        metrics = run.metrics
+        for key in ("f1/loo/attributes", "f1/loo/mask", "fgsm/f1/clean/attributes", "fgsm/f1/adv/attributes", *GIVEN_ONE):
             assert 0.0 <= metrics[key] <= 1.0, (key, metrics.get(key))
         assert 0.0 <= metrics["coherence/loo/image"] <= 1.0
         assert metrics["fid/loo/image"] > 0 and metrics["fid/uncond/image"] > 0
+        assert metrics["fid/given/mask/image"] > 0 and metrics["fid/given/attributes/image"] > 0
         assert not any(k.startswith("coherence/loo/") and k.endswith(("mask", "attributes")) for k in metrics)
+        assert "eval/samples_uncond_joint.npz" in store.artifact_names(run.run_id, "eval")
+    assert {"f1/given/image/attributes", "f1/given/image/mask"} <= set(supervised.metrics)
+    assert "f1/loo/attributes" not in supervised.metrics and "fid/loo/image" not in supervised.metrics
+    skipped = json.loads(supervised.tags[Tag.SKIPPED])
+    assert skipped["f1/given/mask/attributes"] == "Supervised does not answer attributes given mask"
+    report = build_report(get_suite("celeba-twin"), get_suite("celeba-twin").budget("smoke"), uri,
+                          _isolated_home / "report", say=lines.append)
+    table = (_isolated_home / "report" / "tables" / "conditional_attributes.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| supervised"))
+    assert row.count("—") == 7 and "Supervised does not answer attributes given mask" in table
+    assert (_isolated_home / "report" / "figures" / "fig10.png").stat().st_size > 0
+    assert "fig10" not in report.missing
 
 
 def test_trained_model_has_higher_attribute_f1_than_untrained(bench):
