@@ -63,6 +63,9 @@ def test_smoke_runs_end_to_end_with_f1_coherence_fid_and_fgsm(_isolated_home):
     assert "f1/loo/attributes" not in supervised.metrics and "fid/loo/image" not in supervised.metrics
     skipped = json.loads(supervised.tags[Tag.SKIPPED])
     assert skipped["f1/given/mask/attributes"] == "Supervised does not answer attributes given mask"
+    assert skipped["fid/loo/image"] == "Supervised does not answer image given attributes+mask"
+    # the expected keys follow the modality kinds: no coherence or FID keys of the mask or the attributes
+    assert not any(k.endswith(("/mask", "/attributes")) and k.startswith(("coherence/", "fid/")) for k in skipped)
     report = build_report(get_suite("celeba-twin"), get_suite("celeba-twin").budget("smoke"), uri,
                           _isolated_home / "report", say=lines.append)
     table = (_isolated_home / "report" / "tables" / "conditional_attributes.md").read_text()

@@ -66,12 +66,9 @@ def evaluation_generation(job: Job) -> tuple[int | None, int]:
 def _kinds(job: Job) -> dict[str, str]:
     """The kinds of the job's modalities (the given-one queries of paper Table 1 are asked only on data
     with attribute or mask modalities)."""
-    from mmbench.data.registry import get_source
+    from mmbench.runner.data import modality_kinds
 
-    try:
-        return get_source(job.data.kind, job.data.name, len(job.data.modalities)).kinds(job.data.modalities)
-    except (KeyError, ImportError, AttributeError, TypeError, NotImplementedError):
-        return {m: "image" for m in job.data.modalities}  # a source that does not say: images
+    return modality_kinds(job.data)
 
 
 # ------------------------------------------------------------------------------------ the cost model
