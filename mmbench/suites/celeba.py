@@ -66,12 +66,13 @@ CELEBA_TWIN = register_suite(Suite(
             eval_overrides=overrides(n_conditional=200, n_unconditional=200, k_curves=False, kid=False),
             classifier_steps=400,
             sizing="unmeasured",
-            # `mmbench run --suite celeba-twin --budget quick --dry-run --threads 1`: at least 1h07m (cost model
-            # from PolyMNIST stage times; the energy and aux stages unpriced)
+            # `mmbench run --suite celeba-twin --budget quick --dry-run --threads 1`: at least 1h24m (cost model
+            # from PolyMNIST stage times, the energy and aux stages unpriced; 2026-12-01, with Table 1's
+            # given-one queries and the supervised row: 1h07m before)
             # measured (bench_twin_models.py, attribute F1 given the image, majority floor 0.625): MoPoE 0.652
             # after 300 steps, MVTCAE 0.668 after 600, SBM-VAE 0.531 at these sizes (its score model needs more)
             note=("unmeasured, to be sized: MoPoE and MVTCAE clear the majority F1 at these sizes, SBM-VAE does not "
-                  "(0.531 < 0.625); the cost model estimates at least 1h07m on one thread"),
+                  "(0.531 < 0.625); the cost model estimates at least 1h24m on one thread"),
         ),
     ),
     tables=("conditional_attributes", "conditional", "unconditional", "robustness"),
