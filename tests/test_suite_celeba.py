@@ -40,8 +40,10 @@ def test_smoke_runs_end_to_end_with_f1_coherence_fid_and_fgsm(_isolated_home):
     """Two generative rows and the supervised reference row; the report's Table 1 and Fig. 10 from them."""
     import json
 
+    from mmbench.data.celebatwin import ATTRIBUTES
     from mmbench.records import Tag
     from mmbench.report import build_report
+    from mmbench.report.fig10 import read_joint
 
     lines: list[str] = []
     uri = f"sqlite:///{_isolated_home / 'store.db'}"
@@ -59,6 +61,8 @@ def test_smoke_runs_end_to_end_with_f1_coherence_fid_and_fgsm(_isolated_home):
         assert metrics["fid/given/mask/image"] > 0 and metrics["fid/given/attributes/image"] > 0
         assert not any(k.startswith("coherence/loo/") and k.endswith(("mask", "attributes")) for k in metrics)
         assert "eval/samples_uncond_joint.npz" in store.artifact_names(run.run_id, "eval")
+    joint = store.download(generative[0].run_id, "eval/samples_uncond_joint.npz", _isolated_home / "joint")
+    assert read_joint(joint.read_bytes()).attribute_names == ATTRIBUTES  # from the stored twin's manifest
     assert {"f1/given/image/attributes", "f1/given/image/mask"} <= set(supervised.metrics)
     assert "f1/loo/attributes" not in supervised.metrics and "fid/loo/image" not in supervised.metrics
     skipped = json.loads(supervised.tags[Tag.SKIPPED])

@@ -187,10 +187,16 @@ def _joint_samples(ctx: EvalContext, size: int) -> Path:
 
 
 def attribute_names(data: MultimodalDataset) -> list[str]:
-    """The names of the data's attributes where known (the CelebA twin's; CelebAMask-HQ's kept 18)."""
-    recorded = getattr(data, "attribute_names", None)
+    """The names of the data's attributes where known: those its stored manifest records (CelebAMask-HQ's
+    kept 18, the twin's 12), else the twin's for in-memory twin data; [] otherwise."""
+    from mmbench.data.store import DatasetError, read_manifest, resolve_dataset
+
+    try:
+        recorded = read_manifest(resolve_dataset(data.name.split(".")[0])).get("attribute_names")
+    except (DatasetError, OSError, ValueError):
+        recorded = None
     if recorded:
-        return list(recorded)
+        return [str(name) for name in recorded]
     if data.name.startswith("celeba-twin"):
         from mmbench.data.celebatwin import ATTRIBUTES
 
