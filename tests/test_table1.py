@@ -79,9 +79,13 @@ def test_keys_directions_and_the_cost_count_of_the_given_one_queries():
     # 3 leave-one-out queries + 3 given-one queries (one per given modality) per tuple
     assert planned_generation(NAMES, ["f1"], s, 10, KINDS) == (6 * 10, 0)
     assert planned_generation(NAMES, ["f1"], s, 10) == (3 * 10, 0)
+    data = DataRef("celeba-twin", "celeba-twin", tuple(NAMES), 8, 8, 20, "x", "y")
     job = SimpleNamespace(eval_settings=(("n_conditional", 10), ("n_unconditional", 8), ("k_curves", False)),
-                          metrics=("f1",), data=DataRef("celeba-twin", "celeba-twin", tuple(NAMES), 8, 8, 20, "x", "y"))
-    assert cost.evaluation_generation(job) == (60, 0)
+                          metrics=("f1", "fgsm", "unconditional_fid"), data=data, model="mopoe", overrides=())
+    assert cost.evaluation_generation(job) == (60 + 30, 8)  # + the leave-one-out queries from attacked inputs
+    # the supervised row: one query per tuple (the image given alone), no FGSM, no unconditional samples
+    supervised = SimpleNamespace(**{**vars(job), "model": "supervised", "overrides": (("width", 0.125),)})
+    assert cost.evaluation_generation(supervised) == (10, 0)
 
 
 # --- evaluation on the twin --------------------------------------------------------------------------------

@@ -139,25 +139,29 @@ def _all_pairs(
 
 def planned_generation(
     names: Sequence[str], metrics: Iterable[str], settings: Any, n_tuples: int,
-    kinds: Mapping[str, str] | None = None,
+    kinds: Mapping[str, str] | None = None, answers: Answers | None = None, unconditional: bool = True,
 ) -> tuple[int, int]:
     """(conditional queries, unconditional samples) an evaluation of ``metrics`` generates for ``n_tuples``
     test tuples: a query is one given subset answered for one tuple (one sampler pass of a latent-diffusion
     model, whatever the number of targets). Counts the leave-one-out and FGSM passes, the k-curves (on
     ``n_curves`` tuples), the explicit subsets and, with ``kinds`` naming an attribute or mask modality among
-    at least 3, the given-one queries; what the generation costs depends on the model."""
+    at least 3, the given-one queries; what the generation costs depends on the model. ``answers``: the
+    model's ``MultimodalModel.answers`` (unanswered queries are not generated, and FGSM is skipped unless every
+    leave-one-out query is answered); ``unconditional``: whether the model samples unconditionally."""
     from mmbench.metrics.base import declared
 
     samples = declared(list(metrics), "samples")
     conditional = 0
     if samples & {CONDITIONAL_SAMPLES, TRANSFORMED}:
-        groups = conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves, kinds=kinds)
+        groups = conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves,
+                                    kinds=kinds, answers=answers)
         for group in groups:
             rows = n_tuples if group.rows is None else min(group.rows, n_tuples)
             conditional += len(group.queries) * rows
-        if TRANSFORMED in samples:  # the leave-one-out group again, from transformed (attacked) inputs
+        every_loo = answers is None or all(answers(frozenset(loo_given(names, m)), m) for m in names)
+        if TRANSFORMED in samples and every_loo:  # the leave-one-out group again, from attacked inputs
             conditional += len(groups[0].queries) * n_tuples
-    return conditional, settings.n_unconditional if UNCONDITIONAL_SAMPLES in samples else 0
+    return conditional, settings.n_unconditional if UNCONDITIONAL_SAMPLES in samples and unconditional else 0
 
 
 def subset_targets(names: Sequence[str], kinds: Mapping[str, str], given: Sequence[str]) -> list[str]:

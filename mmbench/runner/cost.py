@@ -18,13 +18,13 @@ A part that nothing in the store measured on the same device and thread count fa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mmbench.hashing import config_hash
 from mmbench.records import Metric, Tag, stage_metric
-from mmbench.runner.plan import Job, StageCost, stage_costs
+from mmbench.runner.plan import Job, StageCost, job_specs, stage_costs
 
 MEASURED = "measured here"
 COST_MODEL_SOURCE = "cost model"
@@ -59,8 +59,31 @@ def evaluation_generation(job: Job) -> tuple[int | None, int]:
     settings = EvalSettings(**dict(job.eval_settings))
     sizes = [n for n in (settings.n_conditional, job.data.n_test) if n is not None]
     n = min(sizes) if sizes else 1
-    conditional, unconditional = planned_generation(job.data.modalities, job.metrics, settings, n, _kinds(job))
+    answers, samples_unconditionally = _model_answers(job)
+    conditional, unconditional = planned_generation(job.data.modalities, job.metrics, settings, n, _kinds(job),
+                                                    answers, samples_unconditionally)
     return (conditional if sizes else None), unconditional
+
+
+def _model_answers(job: Job) -> tuple[Callable[[frozenset[str], str], bool] | None, bool]:
+    """(the job's model's ``answers``, whether it samples unconditionally): None where it answers every
+    query (the default ``MultimodalModel.answers``; only a model that overrides it is built)."""
+    from mmbench.contract import Capability, MultimodalModel
+    from mmbench.runner.models import model_class
+
+    try:
+        cls = model_class(job.model)
+    except (KeyError, ImportError, AttributeError):
+        return None, True
+    capabilities = getattr(cls, "capabilities", frozenset(Capability))
+    if Capability.CONDITIONAL not in capabilities:
+        return (lambda given, target: False), Capability.UNCONDITIONAL in capabilities
+    if getattr(cls, "answers", MultimodalModel.answers) is MultimodalModel.answers:
+        return None, Capability.UNCONDITIONAL in capabilities
+    from mmbench.registry import build
+
+    return build(job.model, job.data.modalities, dict(job.overrides), job_specs(job)).answers, (
+        Capability.UNCONDITIONAL in capabilities)
 
 
 def _kinds(job: Job) -> dict[str, str]:

@@ -178,7 +178,7 @@ def stage_costs(job: Job) -> list[StageCost]:
     """The training stages of a job's model (builds the model on CPU; trains nothing)."""
     from mmbench.registry import build
 
-    model = build(job.model, job.data.modalities, dict(job.overrides), _specs(job))
+    model = build(job.model, job.data.modalities, dict(job.overrides), job_specs(job))
     m = len(job.data.modalities)
     return [
         StageCost(s.name, s.hparams.steps, s.hparams.batch_size, len(s.modalities) if s.modalities else m, s.reuse_key)
@@ -186,7 +186,7 @@ def stage_costs(job: Job) -> list[StageCost]:
     ]
 
 
-def _specs(job: Job) -> dict[str, Any] | None:
+def job_specs(job: Job) -> dict[str, Any] | None:
     """The job's modality specs (kinds and shapes) from its data source; None (PolyMNIST images) where the
     source does not know them."""
     from mmbench.data.registry import get_source
