@@ -234,3 +234,12 @@ def test_evaluation_writes_the_joint_samples_of_celeba_data(tmp_path):
     assert joint.n == 4 and joint.kinds == KINDS and joint.attribute_names == ATTRIBUTES
     for m in NAMES:
         np.testing.assert_array_equal(joint.arrays[m], ctx.cache.unconditional(m)[:4])
+
+
+def test_the_sample_cache_reads_the_kinds_from_the_data(tmp_path):
+    """The twin declares only its mask and attribute kinds; the image is an image by default."""
+    from mmbench.metrics.samples import SampleCache
+
+    test = twin("test", 8)
+    cache = SampleCache(tmp_path, build("mopoe", test), test, n_unconditional=4, batch_size=8, seed=0, k_curves=False)
+    assert [g.name for g in cache.groups.values()] == ["loo", "given_one"]

@@ -8,8 +8,8 @@ records the sha256 of each array; a stored group is re-hashed before it is reuse
 (or predates the hashes) is moved aside (``mmbench.integrity``) and generated again.
 
 Groups: ``loo`` (each modality given all others), ``given_one`` (each modality given each single other
-one, on data with attribute or mask modalities and at least 3 modalities: paper Table 1), ``curves`` (the k-observed queries that are not
-leave-one-out; with ``n_curves`` only for a class-stratified part of the tuples, on which every curve point,
+one, on data with attribute or mask modalities and at least 3 modalities: paper Table 1), ``curves`` (the
+k-observed queries that are not leave-one-out; with ``n_curves`` only for a class-stratified part of the tuples, on which every curve point,
 the leave-one-out one included, is then scored), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
 inputs) and ``uncond`` (unconditional samples). For a model that infers latents, the ``loo`` group also holds,
 from the same pass (``sample_with_latents_many``), the latent behind each leave-one-out sample and ``encode`` of
@@ -117,7 +117,9 @@ class SampleCache:
         self.plan_batch = plan_batch  # samples per pass of the generation plan; None: per group
         loo_latents = all(model.has(c) for c in (Capability.CONDITIONAL, Capability.LATENT_INFERENCE, Capability.ENCODE))
         n_curves = n_curves if n_curves is not None and n_curves < len(data) else None
-        kinds = kinds if kinds is not None else getattr(data, "modality_kinds", None)
+        if kinds is None:  # the data's declared kinds; undeclared modalities are images
+            declared = getattr(data, "modality_kinds", None) or {}
+            kinds = {m: declared.get(m, "image") for m in self.names}
         groups = conditional_groups(self.names, k_curves, subsets, loo_latents, n_curves, kinds, model.answers)
         self.groups = {g.name: g for g in groups}
         self.model_hash = model_fingerprint(model)
