@@ -176,12 +176,30 @@ class MultimodalModel(nn.Module):
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
+    def answers(self, given: Subset, target: str) -> bool:
+        """Whether ``sample_conditional`` answers ``target`` given exactly ``given`` (default: every query,
+        when the model declares conditional sampling). A model that answers only some queries (a
+        supervised image → attributes net) says so here; metrics then record why a key has no value."""
+        return Capability.CONDITIONAL in self.capabilities
+
+    def unanswered(self, given: Subset, target: str) -> str | None:
+        """Why ``answers(given, target)`` is False (None when the model answers it)."""
+        if self.answers(frozenset(given), target):
+            return None
+        return f"{type(self).__name__} does not answer {target} given {'+'.join(sorted(given))}"
+
     def _require(self, capability: Capability) -> None:
         if capability not in self.capabilities:
             raise CapabilityError(
                 f"{type(self).__name__} does not support {capability.value!r} "
                 f"(it declares: {sorted(c.value for c in self.capabilities) or 'nothing'})"
             )
+
+    def _require_answers(self, given: Subset, targets: Subset) -> None:
+        for target in sorted(targets):
+            reason = self.unanswered(given, target)
+            if reason:
+                raise CapabilityError(f"{reason}; ask only queries for which answers(given, target) is True")
 
     def _check_target_queries(self, queries: Sequence[tuple[Subset, str]]) -> list[tuple[Subset, str]]:
         """(given subset, one target) queries with both checked against the model's modalities."""
@@ -219,6 +237,7 @@ class MultimodalModel(nn.Module):
         self._require(Capability.CONDITIONAL)
         given = self._check_subset(given, "given")
         targets = self._check_subset(targets or frozenset(self.modalities) - given, "targets")
+        self._require_answers(given, targets)
         with evaluating(self):
             return self._sample_conditional(batch, given, targets)
 
@@ -230,6 +249,8 @@ class MultimodalModel(nn.Module):
         checked = [
             (self._check_subset(g, "given"), self._check_subset(t, "targets")) for g, t in queries
         ]
+        for g, t in checked:
+            self._require_answers(g, t)
         with evaluating(self):
             return self._sample_conditional_many(batch, checked)
 
@@ -273,6 +294,8 @@ class MultimodalModel(nn.Module):
         self._require(Capability.CONDITIONAL)
         self._require(Capability.LATENT_INFERENCE)
         checked = self._check_target_queries(queries)
+        for g, t in checked:
+            self._require_answers(g, frozenset({t}))
         with evaluating(self):
             return self._sample_with_latents_many(batch, checked)
 
@@ -287,6 +310,8 @@ class MultimodalModel(nn.Module):
             ConditionalRequest(r.batch, self._check_subset(r.given, "given"), self._check_subset(r.targets, "targets"), r.latents)
             for r in requests
         ]
+        for r in checked:
+            self._require_answers(r.given, r.targets)
         with evaluating(self):
             return self._sample_conditional_requests(checked)
 

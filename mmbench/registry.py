@@ -30,6 +30,8 @@ register("mopoe", "baselines.mopoe.model:MoPoE", "MoPoE (Sutter et al. 2021): mi
 register("mvtcae", "baselines.mvtcae.model:MVTCAE", "MVTCAE (Hwang et al. 2021): total-correlation objective, alpha 0.9")
 register("mmvaeplus", "baselines.mmvaeplus.model:MMVAEPlus", "MMVAE+ (Palumbo et al. 2023): shared + private Laplace latents")
 register("mld", "baselines.mld.model:MLD", "MLD (Bounoua et al. 2024): multi-time masked latent diffusion")
+register("supervised", "baselines.supervised.model:Supervised",
+         "supervised reference (Wesego & Rooshenas 2024 Table 1): image -> attributes and mask, BCE-trained heads")
 # The score-based multimodal autoencoder (Wesego & Rooshenas 2024) and its guidance variants.
 register("sbm-vae", "sbm.model:SBM", "SBM-VAE: unimodal VAEs tied by a latent score model", family="vae", guidance="none")
 register("sbm-rae", "sbm.model:SBM", "SBM-RAE: unimodal RAEs tied by a latent score model", family="rae", guidance="none")

@@ -33,20 +33,50 @@ def test_suite_validates_with_every_row():
     assert {v.model for v in suite.variants} >= {"sbm-vae", "sbm-rae", "mopoe", "mvtcae", "mmvaeplus", "mld"}
 
 
+GIVEN_ONE = ("f1/given/image/attributes", "f1/given/mask/attributes", "f1/given/image/mask", "f1/given/attributes/mask")
+
+
 def test_smoke_runs_end_to_end_with_f1_coherence_fid_and_fgsm(_isolated_home):
+    """Two generative rows and the supervised reference row; the report's Table 1 and Fig. 10 from them."""
+    import json
+
+    from mmbench.data.celebatwin import ATTRIBUTES
+    from mmbench.records import Tag
+    from mmbench.report import build_report
+    from mmbench.report.fig10 import read_joint
+
     lines: list[str] = []
     uri = f"sqlite:///{_isolated_home / 'store.db'}"
-    summary = run_suite("celeba-twin", RunOptions(budget="smoke", models=("mopoe", "sbm-vae"), tracking_uri=uri,
-                                                  quiet=True, device="cpu", threads=1), lines.append)
-    assert [o.status for o in summary.outcomes] == ["FINISHED", "FINISHED"], "\n".join(lines)
+    summary = run_suite("celeba-twin", RunOptions(budget="smoke", models=("mopoe", "sbm-vae", "supervised"),
+                                                  tracking_uri=uri, quiet=True, device="cpu", threads=1), lines.append)
+    assert [o.status for o in summary.outcomes] == ["FINISHED"] * 3, "\n".join(lines)
     store = tracking.Store(uri)
-    for outcome in summary.outcomes:
-        metrics = store.run(outcome.run_id).metrics
-        for key in ("f1/loo/attributes", "f1/loo/mask", "fgsm/f1/clean/attributes", "fgsm/f1/adv/attributes"):
+    *generative, supervised = [store.run(o.run_id) for o in summary.outcomes]
+    for run in generative:
+        metrics = run.metrics
+        for key in ("f1/loo/attributes", "f1/loo/mask", "fgsm/f1/clean/attributes", "fgsm/f1/adv/attributes", *GIVEN_ONE):
             assert 0.0 <= metrics[key] <= 1.0, (key, metrics.get(key))
         assert 0.0 <= metrics["coherence/loo/image"] <= 1.0
         assert metrics["fid/loo/image"] > 0 and metrics["fid/uncond/image"] > 0
+        assert metrics["fid/given/mask/image"] > 0 and metrics["fid/given/attributes/image"] > 0
         assert not any(k.startswith("coherence/loo/") and k.endswith(("mask", "attributes")) for k in metrics)
+        assert "eval/samples_uncond_joint.npz" in store.artifact_names(run.run_id, "eval")
+    joint = store.download(generative[0].run_id, "eval/samples_uncond_joint.npz", _isolated_home / "joint")
+    assert read_joint(joint.read_bytes()).attribute_names == ATTRIBUTES  # from the stored twin's manifest
+    assert {"f1/given/image/attributes", "f1/given/image/mask"} <= set(supervised.metrics)
+    assert "f1/loo/attributes" not in supervised.metrics and "fid/loo/image" not in supervised.metrics
+    skipped = json.loads(supervised.tags[Tag.SKIPPED])
+    assert skipped["f1/given/mask/attributes"] == "Supervised does not answer attributes given mask"
+    assert skipped["fid/loo/image"] == "Supervised does not answer image given attributes+mask"
+    # the expected keys follow the modality kinds: no coherence or FID keys of the mask or the attributes
+    assert not any(k.endswith(("/mask", "/attributes")) and k.startswith(("coherence/", "fid/")) for k in skipped)
+    report = build_report(get_suite("celeba-twin"), get_suite("celeba-twin").budget("smoke"), uri,
+                          _isolated_home / "report", say=lines.append)
+    table = (_isolated_home / "report" / "tables" / "conditional_attributes.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| supervised"))
+    assert row.count("—") == 7 and "Supervised does not answer attributes given mask" in table
+    assert (_isolated_home / "report" / "figures" / "fig10.png").stat().st_size > 0
+    assert "fig10" not in report.missing
 
 
 def test_trained_model_has_higher_attribute_f1_than_untrained(bench):

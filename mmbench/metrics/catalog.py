@@ -82,44 +82,86 @@ def answered(queries: Sequence[Query]) -> set[tuple[frozenset[str], str]]:
     return {(g, t) for g, ts in queries for t in ts}
 
 
+def given_one_pairs(kinds: Mapping[str, str]) -> list[tuple[tuple[str, ...], str]]:
+    """Table 1's "given one modality" queries (Wesego & Rooshenas 2024, CelebAMask-HQ): every modality given
+    each single other one. Only on data with an attribute or mask modality and at least 3 modalities (with
+    2, given one is leave-one-out); image-only data such as PolyMNIST asks none."""
+    names = list(kinds)
+    if len(names) < 3 or not attribute_modalities(kinds):
+        return []
+    return [((g,), t) for g in names for t in names if t != g]
+
+
+Answers = Callable[[frozenset[str], str], bool]
+
+
 def conditional_groups(
     names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]], loo_latents: bool = False,
-    n_curves: int | None = None,
+    n_curves: int | None = None, kinds: Mapping[str, str] | None = None, answers: Answers | None = None,
 ) -> list[ConditionalGroup]:
-    """The plan of clean conditional queries implied by the modalities and settings (not by the metrics)."""
-    loo = merge_queries([(loo_given(names, m), m) for m in names], set())
-    groups = [ConditionalGroup("loo", "conditional", tuple(loo), latents=loo_latents)]
-    done = answered(loo)
+    """The plan of clean conditional queries implied by the modalities, their kinds and the settings (not by
+    the metrics). ``answers(given, target)``: the model's declaration (``MultimodalModel.answers``); queries
+    it does not answer are left out, and a group left with none is dropped."""
+    skip = set() if answers is None else {
+        (frozenset(g), t) for g, t in _all_pairs(names, k_curves, subsets, kinds) if not answers(frozenset(g), t)
+    }
+    groups: list[ConditionalGroup] = []
+    loo = merge_queries([(loo_given(names, m), m) for m in names], set(skip))
+    if loo:
+        groups.append(ConditionalGroup("loo", "conditional", tuple(loo), latents=loo_latents))
+    done = answered(loo) | skip
+    on_every_tuple = set(done)  # queries answered for every tuple (the curves may hold only n_curves)
     if k_curves:
         curves = merge_queries([(given, target) for _, _, given, target in curve_queries(names)], done)
         if curves:
             groups.append(ConditionalGroup("curves", "conditional-curves", tuple(curves), rows=n_curves))
             done |= answered(curves)
+            on_every_tuple |= answered(curves) if n_curves is None else set()
     extra = merge_queries([(s, m) for s in subsets for m in names if m not in s], done)
     if extra:
         groups.append(ConditionalGroup("subsets", "conditional-subsets", tuple(extra)))
+        on_every_tuple |= answered(extra)
+    one = merge_queries(given_one_pairs(kinds or {}), on_every_tuple)
+    if one:
+        groups.append(ConditionalGroup("given_one", "conditional-given-one", tuple(one)))
     return groups
 
 
+def _all_pairs(
+    names: Sequence[str], k_curves: bool, subsets: Sequence[Sequence[str]], kinds: Mapping[str, str] | None
+) -> list[tuple[Sequence[str], str]]:
+    pairs: list[tuple[Sequence[str], str]] = [(loo_given(names, m), m) for m in names]
+    if k_curves:
+        pairs += [(given, target) for _, _, given, target in curve_queries(names)]
+    pairs += [(s, m) for s in subsets for m in names if m not in s]
+    return pairs + list(given_one_pairs(kinds or {}))
+
+
 def planned_generation(
-    names: Sequence[str], metrics: Iterable[str], settings: Any, n_tuples: int
+    names: Sequence[str], metrics: Iterable[str], settings: Any, n_tuples: int,
+    kinds: Mapping[str, str] | None = None, answers: Answers | None = None, unconditional: bool = True,
 ) -> tuple[int, int]:
     """(conditional queries, unconditional samples) an evaluation of ``metrics`` generates for ``n_tuples``
     test tuples: a query is one given subset answered for one tuple (one sampler pass of a latent-diffusion
     model, whatever the number of targets). Counts the leave-one-out and FGSM passes, the k-curves (on
-    ``n_curves`` tuples) and the explicit subsets; what the generation costs depends on the model."""
+    ``n_curves`` tuples), the explicit subsets and, with ``kinds`` naming an attribute or mask modality among
+    at least 3, the given-one queries; what the generation costs depends on the model. ``answers``: the
+    model's ``MultimodalModel.answers`` (unanswered queries are not generated, and FGSM is skipped unless every
+    leave-one-out query is answered); ``unconditional``: whether the model samples unconditionally."""
     from mmbench.metrics.base import declared
 
     samples = declared(list(metrics), "samples")
     conditional = 0
     if samples & {CONDITIONAL_SAMPLES, TRANSFORMED}:
-        groups = conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves)
+        groups = conditional_groups(names, settings.k_curves, settings.subsets, n_curves=settings.n_curves,
+                                    kinds=kinds, answers=answers)
         for group in groups:
             rows = n_tuples if group.rows is None else min(group.rows, n_tuples)
             conditional += len(group.queries) * rows
-        if TRANSFORMED in samples:  # the leave-one-out group again, from transformed (attacked) inputs
+        every_loo = answers is None or all(answers(frozenset(loo_given(names, m)), m) for m in names)
+        if TRANSFORMED in samples and every_loo:  # the leave-one-out group again, from attacked inputs
             conditional += len(groups[0].queries) * n_tuples
-    return conditional, settings.n_unconditional if UNCONDITIONAL_SAMPLES in samples else 0
+    return conditional, settings.n_unconditional if UNCONDITIONAL_SAMPLES in samples and unconditional else 0
 
 
 def subset_targets(names: Sequence[str], kinds: Mapping[str, str], given: Sequence[str]) -> list[str]:
@@ -161,7 +203,7 @@ def fid_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
         keys += _per_target("kid/loo", images)
     if settings.k_curves:
         keys += _curve_keys("fid", kinds)
-    return keys
+    return keys + given_one_keys("fid", kinds, images)
 
 
 def unconditional_fid_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
@@ -199,8 +241,14 @@ def latent_cosine_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
     return _per_target("latent_cosine", list(kinds))
 
 
+def given_one_keys(metric: str, kinds: Mapping[str, str], targets: Sequence[str]) -> list[str]:
+    """``<metric>/given/<given>/<target>`` of the given-one queries whose target is in ``targets``."""
+    return [f"{metric}/given/{g[0]}/{t}" for g, t in given_one_pairs(kinds) if t in targets]
+
+
 def f1_keys(kinds: Mapping[str, str], settings: Any) -> list[str]:
-    return _per_target("f1/loo", attribute_modalities(kinds))
+    attributes = attribute_modalities(kinds)
+    return _per_target("f1/loo", attributes) + given_one_keys("f1", kinds, attributes)
 
 
 # --- registrations ------------------------------------------------------------------------------------

@@ -44,37 +44,44 @@ def agreement_shares(predictions: np.ndarray) -> dict[int, float]:
     return {k: float(np.mean(best >= k)) for k in range(2, predictions.shape[1] + 1)}
 
 
-def _mean(values: dict[str, float], prefix: str, targets: list[str]) -> None:
-    values[f"{prefix}/mean"] = float(np.mean([values[f"{prefix}/{m}"] for m in targets]))
+def _mean(out: MetricOutput, prefix: str, targets: list[str]) -> None:
+    if all(f"{prefix}/{m}" in out.values for m in targets):
+        out.values[f"{prefix}/mean"] = float(np.mean([out.values[f"{prefix}/{m}"] for m in targets]))
+    else:
+        why = sorted({out.skipped[f"{prefix}/{m}"] for m in targets if f"{prefix}/{m}" in out.skipped})
+        out.skipped[f"{prefix}/mean"] = "the mean needs every target's value; " + "; ".join(why)
 
 
 def compute_coherence(ctx: EvalContext) -> MetricOutput:
     """Leave-one-out per image target (+ mean), k-observed curves, explicit subsets."""
     out, rows = MetricOutput(), []
 
-    def score(given, target, tuples=None) -> float:
+    def score(key: str, given, target, tuples=None) -> None:  # type: ignore[no-untyped-def]
+        reason = ctx.unanswered(given, target)
+        if reason:  # the model does not answer this query (MultimodalModel.answers)
+            out.skipped[key] = reason
+            return
         predictions, labels = ctx.scored(given, target, tuples)
-        value = coherence(predictions, labels)
-        rows.append((subset_id(given, ctx.names), target, len(given), len(labels), value))
-        return value
+        out.values[key] = coherence(predictions, labels)
+        rows.append((subset_id(given, ctx.names), target, len(given), len(labels), out.values[key]))
 
     for m in ctx.images:
-        out.values[f"coherence/loo/{m}"] = score(loo_given(ctx.names, m), m)
+        score(f"coherence/loo/{m}", loo_given(ctx.names, m), m)
     if ctx.images:
-        _mean(out.values, "coherence/loo", ctx.images)
+        _mean(out, "coherence/loo", ctx.images)
     if ctx.settings.k_curves:
         curve_rows = ctx.cache.curve_rows()
         for curve, k, given, target in curve_queries(ctx.names):
             if ctx.kinds[target] == "image":
-                out.values[f"coherence/{curve}/k{k}"] = score(given, target, curve_rows)
+                score(f"coherence/{curve}/k{k}", given, target, curve_rows)
         out.provenance["coherence/curves/n"] = str(len(curve_rows))
     for given in ctx.settings.subsets:
         prefix = f"coherence/given/{subset_id(given, ctx.names)}"
         targets = subset_targets(ctx.names, ctx.kinds, given)
         for m in targets:
-            out.values[f"{prefix}/{m}"] = score(given, m)
+            score(f"{prefix}/{m}", given, m)
         if targets:
-            _mean(out.values, prefix, targets)
+            _mean(out, prefix, targets)
     out.artifacts["coherence_conditional.csv"] = ctx.write_csv(
         "coherence_conditional.csv", ["given", "target", "num_given", "n", "coherence"], rows
     )

@@ -56,7 +56,7 @@ class EvalContext:
             self.workdir / "samples", model, data,
             n_unconditional=settings.n_unconditional, batch_size=settings.batch_size, seed=settings.seed,
             k_curves=settings.k_curves, n_curves=settings.n_curves, subsets=settings.subsets, progress=progress,
-            plan_batch=settings.generation_batch if settings.generation_plan else None,
+            plan_batch=settings.generation_batch if settings.generation_plan else None, kinds=kinds,
         )
         self.provenance: dict[str, str] = {}
         self._classifiers: dict[str, tuple[torch.nn.Module, Any]] = {}
@@ -64,6 +64,10 @@ class EvalContext:
         self._features: dict[tuple, np.ndarray] = {}
         self._extractor: torch.nn.Module | None = None
         self._identity = None
+
+    def unanswered(self, given: Sequence[str], target: str) -> str | None:
+        """Why the model does not answer ``target`` given ``given`` (``MultimodalModel.answers``), or None."""
+        return self.model.unanswered(frozenset(given), target)
 
     def say(self, message: str) -> None:
         if self.progress:

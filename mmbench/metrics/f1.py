@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmbench.metrics.base import MetricOutput, MetricSkipped
-from mmbench.metrics.catalog import loo_given
+from mmbench.metrics.catalog import given_one_pairs, loo_given
 from mmbench.metrics.context import EvalContext
 
 THRESHOLD = 0.5
@@ -41,18 +41,35 @@ def as_unit(images: np.ndarray) -> np.ndarray:
 
 
 def compute_f1(ctx: EvalContext) -> MetricOutput:
-    """F1 of each attribute / mask modality generated from all the others."""
+    """F1 of each attribute / mask modality generated from all the others (``f1/loo``) and, on data with
+    at least 3 modalities, from each single other one (``f1/given/<given>/<target>``, paper Table 1).
+    A query the model does not answer (``MultimodalModel.answers``) is recorded as skipped, with why."""
     if not ctx.attributes:
         raise MetricSkipped(
             f"no attribute or mask modality in {ctx.data.name!r} (modalities {ctx.names} are images); "
             "F1 applies to attribute data such as CelebA"
         )
     out, rows = MetricOutput(), []
+
+    def score(key: str, given: tuple[str, ...], target: str) -> None:
+        reason = ctx.unanswered(given, target)
+        if reason:
+            out.skipped[key] = reason
+            return
+        generated = ctx.cache.conditional(given, target)
+        truth = ctx.data.images[target][ctx.cache.rows(given, target)]
+        out.values[key] = f1_samples(as_unit(truth), as_unit(generated), ctx.kinds[target])
+        rows.append(("+".join(given), target, ctx.kinds[target], out.values[key]))
+
     for m in ctx.attributes:
-        generated = ctx.cache.conditional(loo_given(ctx.names, m), m)
-        value = f1_samples(as_unit(ctx.data.images[m]), as_unit(generated), ctx.kinds[m])
-        out.values[f"f1/loo/{m}"] = value
-        rows.append((m, ctx.kinds[m], value))
-    out.values["f1/loo/mean"] = float(np.mean([out.values[f"f1/loo/{m}"] for m in ctx.attributes]))
-    out.artifacts["f1.csv"] = ctx.write_csv("f1.csv", ["target", "kind", "f1"], rows)
+        score(f"f1/loo/{m}", loo_given(ctx.names, m), m)
+    loo = [out.values.get(f"f1/loo/{m}") for m in ctx.attributes]
+    if None in loo:
+        out.skipped["f1/loo/mean"] = "the mean needs every target's F1; " + "; ".join(sorted(set(out.skipped.values())))
+    else:
+        out.values["f1/loo/mean"] = float(np.mean(loo))
+    for given, target in given_one_pairs(ctx.kinds):
+        if target in ctx.attributes:
+            score(f"f1/given/{given[0]}/{target}", given, target)
+    out.artifacts["f1.csv"] = ctx.write_csv("f1.csv", ["given", "target", "kind", "f1"], rows)
     return out

@@ -87,6 +87,10 @@ def _report(out: MetricOutput, metric: str, clean: dict[str, float], adv: dict[s
 def compute_fgsm(ctx: EvalContext) -> MetricOutput:
     if not ctx.images:
         raise MetricSkipped("FGSM attacks image modalities; the data has none")
+    gaps = [m for m in ctx.names if ctx.unanswered(loo_given(ctx.names, m), m)]
+    if gaps:
+        raise MetricSkipped(f"FGSM compares leave-one-out generation from clean and attacked inputs; "
+                            f"{type(ctx.model).__name__} does not answer it for {gaps}")
     s = ctx.settings
     substitute, record = ctx.substitute
     attack = fgsm_transform(substitute, s.fgsm_epsilon, ctx.images, s.device)

@@ -25,7 +25,7 @@ import torch
 from mmbench import integrity, paths
 from mmbench.hashing import sha256_array
 from mmbench.metrics.base import MetricOutput
-from mmbench.metrics.catalog import curve_queries, loo_given, subset_id
+from mmbench.metrics.catalog import curve_queries, given_one_pairs, loo_given, subset_id
 from mmbench.metrics.context import EvalContext
 
 Statistics = dict[str, np.ndarray]
@@ -136,31 +136,63 @@ def _means(out: MetricOutput, prefixes: list[str], targets: list[str]) -> None:
     for prefix in prefixes:
         if all(f"{prefix}/{m}" in out.values for m in targets):
             out.values[f"{prefix}/mean"] = float(np.mean([out.values[f"{prefix}/{m}"] for m in targets]))
+        elif targets:
+            why = sorted({out.skipped[f"{prefix}/{m}"] for m in targets if f"{prefix}/{m}" in out.skipped})
+            out.skipped[f"{prefix}/mean"] = "the mean needs every target's value; " + "; ".join(why)
+
+
+def _unanswered(ctx: EvalContext, out: MetricOutput, keys: list[str], given, target: str) -> bool:  # type: ignore[no-untyped-def]
+    """Record ``keys`` as skipped when the model does not answer the query (``MultimodalModel.answers``)."""
+    reason = ctx.unanswered(given, target)
+    for key in keys if reason else []:
+        out.skipped[key] = reason
+    return reason is not None
 
 
 def compute_fid(ctx: EvalContext) -> MetricOutput:
     """Conditional FID/KID per image target given the rest, and FID of the k-observed curves."""
     out, rows, kid = MetricOutput(), [], ctx.settings.kid
     n = len(ctx.data)
-    real = {m: real_statistics(ctx, ctx.data.images[m], ctx.data.name, m) for m in ctx.images}
+    real = _RealSets(ctx)  # computed for the targets the model answers (none: no extractor is loaded)
 
     for m in ctx.images:
         given = loo_given(ctx.names, m)
+        if _unanswered(ctx, out, [f"fid/loo/{m}"] + ([f"kid/loo/{m}"] if kid else []), given, m):
+            continue
         fid, kid_mean, kid_std = _score(ctx, out, f"loo/{m}", ctx.conditional_features(given, m), real[m], kid)
         rows.append(("loo", subset_id(given, ctx.names), m, len(given), n, n, fid, kid_mean, kid_std))
     _means(out, ["fid/loo", "kid/loo"] if kid else ["fid/loo"], ctx.images)
     if ctx.settings.k_curves:
         curve_rows = ctx.cache.curve_rows()
         for curve, k, given, target in curve_queries(ctx.names):
-            if ctx.kinds[target] == "image":
+            if ctx.kinds[target] == "image" and not _unanswered(ctx, out, [f"fid/{curve}/k{k}"], given, target):
                 features = ctx.conditional_features(given, target, curve_rows)
                 fid, _, _ = _score(ctx, out, f"{curve}/k{k}", features, real[target], False)
                 rows.append((curve, subset_id(given, ctx.names), target, k, len(features), n, fid, "", ""))
         out.provenance["fid/curves/n_generated"] = str(len(curve_rows))
+    for given, target in given_one_pairs(ctx.kinds):  # paper Table 1: the image given one other modality
+        key = f"given/{given[0]}/{target}"
+        if ctx.kinds[target] == "image" and not _unanswered(ctx, out, [f"fid/{key}"], given, target):
+            features = ctx.conditional_features(given, target)
+            fid, _, _ = _score(ctx, out, key, features, real[target], False)
+            rows.append(("given_one", given[0], target, 1, len(features), n, fid, "", ""))
     header = ["kind", "given", "target", "num_given", "n_generated", "n_real", "fid", "kid", "kid_std"]
     out.artifacts["fid_conditional.csv"] = ctx.write_csv("fid_conditional.csv", header, rows)
     out.provenance.update({"fid/n_generated": str(n), "fid/n_real": str(n)})
     return out
+
+
+class _RealSets(dict):
+    """``{modality: RealStatistics}`` of the evaluation tuples, each computed when first asked."""
+
+    def __init__(self, ctx: EvalContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def __missing__(self, modality: str) -> RealStatistics:
+        data = self.ctx.data
+        self[modality] = real_statistics(self.ctx, data.images[modality], data.name, modality)
+        return self[modality]
 
 
 def compute_unconditional_fid(ctx: EvalContext) -> MetricOutput:

@@ -149,13 +149,59 @@ def _grids(ctx: EvalContext) -> dict[str, Path]:
         return out
     if "loo" in ctx.cache.keys:
         rows = []
-        for m in ctx.images:
+        for m in [m for m in ctx.images if not ctx.unanswered(loo_given(ctx.names, m), m)]:
             rows += [ctx.data.images[m][:size], ctx.cache.conditional(loo_given(ctx.names, m), m)[:size]]
-        out["samples_loo.png"] = write_grid(ctx.artifact_path("samples_loo.png"), rows)
+        if rows:
+            out["samples_loo.png"] = write_grid(ctx.artifact_path("samples_loo.png"), rows)
     if "uncond" in ctx.cache.keys:
         rows = [ctx.cache.unconditional(m)[:size] for m in ctx.images]
         out["samples_uncond.png"] = write_grid(ctx.artifact_path("samples_uncond.png"), rows)
+        if ctx.attributes:
+            out[JOINT_SAMPLES] = _joint_samples(ctx, size)
     return out
+
+
+JOINT_SAMPLES = "samples_uncond_joint.npz"
+
+
+def _joint_samples(ctx: EvalContext, size: int) -> Path:
+    """The first ``size`` unconditional joint draws, every modality (uint8), for the image / mask /
+    attribute rows of Wesego & Rooshenas 2024 Fig. 10 (``mmbench.report.fig10``); with the attribute
+    names where the data records them."""
+    import io
+
+    import numpy as np
+
+    from mmbench import atomic
+
+    arrays = {f"modality__{m}": np.asarray(ctx.cache.unconditional(m)[:size]) for m in ctx.names}
+    arrays["kinds"] = np.asarray([f"{m}={k}" for m, k in ctx.kinds.items()])
+    names = attribute_names(ctx.data)
+    if names:
+        arrays["attribute_names"] = np.asarray(names)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path = ctx.artifact_path(JOINT_SAMPLES)
+    atomic.write_bytes(path, buffer.getvalue())
+    return path
+
+
+def attribute_names(data: MultimodalDataset) -> list[str]:
+    """The names of the data's attributes where known: those its stored manifest records (CelebAMask-HQ's
+    kept 18, the twin's 12), else the twin's for in-memory twin data; [] otherwise."""
+    from mmbench.data.store import DatasetError, read_manifest, resolve_dataset
+
+    try:
+        recorded = read_manifest(resolve_dataset(data.name.split(".")[0])).get("attribute_names")
+    except (DatasetError, OSError, ValueError):
+        recorded = None
+    if recorded:
+        return [str(name) for name in recorded]
+    if data.name.startswith("celeba-twin"):
+        from mmbench.data.celebatwin import ATTRIBUTES
+
+        return list(ATTRIBUTES)
+    return []
 
 
 def _generate(ctx: EvalContext, samples: frozenset[str], counts: _SampleCounts | None = None,
@@ -167,7 +213,7 @@ def _generate(ctx: EvalContext, samples: frozenset[str], counts: _SampleCounts |
         if counts is not None:
             counts.label = ", ".join(m for m in metrics if kind in declared([m], "samples")) or "samples"
 
-    if CONDITIONAL_SAMPLES in samples and ctx.settings.generation_plan:
+    if CONDITIONAL_SAMPLES in samples and ctx.settings.generation_plan and ctx.cache.groups:
         label(CONDITIONAL_SAMPLES)
         group = next(iter(ctx.cache.groups.values()))
         ctx.cache.conditional(sorted(group.queries[0][0]), sorted(group.queries[0][1])[0])

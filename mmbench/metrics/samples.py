@@ -7,8 +7,9 @@ written atomically, and reused by any later evaluation with the same key. The gr
 records the sha256 of each array; a stored group is re-hashed before it is reused, and one that fails
 (or predates the hashes) is moved aside (``mmbench.integrity``) and generated again.
 
-Groups: ``loo`` (each modality given all others), ``curves`` (the k-observed queries that are not
-leave-one-out; with ``n_curves`` only for a class-stratified part of the tuples, on which every curve point,
+Groups: ``loo`` (each modality given all others), ``given_one`` (each modality given each single other
+one, on data with attribute or mask modalities and at least 3 modalities: paper Table 1), ``curves`` (the
+k-observed queries that are not leave-one-out; with ``n_curves`` only for a class-stratified part of the tuples, on which every curve point,
 the leave-one-out one included, is then scored), ``subsets`` (explicit given subsets), ``loo_fgsm`` (leave-one-out from FGSM-attacked
 inputs) and ``uncond`` (unconditional samples). For a model that infers latents, the ``loo`` group also holds,
 from the same pass (``sample_with_latents_many``), the latent behind each leave-one-out sample and ``encode`` of
@@ -102,6 +103,7 @@ class SampleCache:
         subsets: Sequence[Sequence[str]] = (),
         progress: Progress = None,
         plan_batch: int | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.model = model
@@ -115,7 +117,11 @@ class SampleCache:
         self.plan_batch = plan_batch  # samples per pass of the generation plan; None: per group
         loo_latents = all(model.has(c) for c in (Capability.CONDITIONAL, Capability.LATENT_INFERENCE, Capability.ENCODE))
         n_curves = n_curves if n_curves is not None and n_curves < len(data) else None
-        self.groups = {g.name: g for g in conditional_groups(self.names, k_curves, subsets, loo_latents, n_curves)}
+        if kinds is None:  # the data's declared kinds; undeclared modalities are images
+            declared = getattr(data, "modality_kinds", None) or {}
+            kinds = {m: declared.get(m, "image") for m in self.names}
+        groups = conditional_groups(self.names, k_curves, subsets, loo_latents, n_curves, kinds, model.answers)
+        self.groups = {g.name: g for g in groups}
         self.model_hash = model_fingerprint(model)
         self.data_hash = data_fingerprint(data, self.names)
         self.seconds: dict[str, float] = {}  # generation time per group (0 when loaded from disk; a plan's
@@ -148,9 +154,12 @@ class SampleCache:
 
     def _group_of(self, given: Sequence[str], target: str) -> ConditionalGroup:
         key = frozenset(given)
-        for group in self.groups.values():
-            if any(g == key and target in ts for g, ts in group.queries):
-                return group
+        holding = [group for group in self.groups.values() if any(g == key and target in ts for g, ts in group.queries)]
+        if holding:  # a group answering every tuple first (the curves may hold only n_curves of them)
+            return min(holding, key=lambda group: group.rows is not None)
+        reason = self.model.unanswered(key, target)
+        if reason:
+            raise KeyError(reason)
         raise KeyError(
             f"no conditional query ({sorted(key)} -> {target}) in the sample plan; "
             "add the subset to EvalSettings.subsets"

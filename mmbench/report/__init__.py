@@ -4,7 +4,7 @@ Reads only the MLflow store (never imports torch) and writes to ``results/<suite
 ``--out``): ``report.md`` (the rows still missing and why, the findings check, every table, the figure
 list and the provenance block), ``index.html`` (the same as one self-contained page, tables sortable;
 ``mmbench.report.html``), ``tables/*.{md,csv,tex}``, ``findings.{md,csv}`` (suites that declare
-findings), ``figures/*.{png,pdf}``, ``samples/<row>_{loo,uncond}.png`` (labelled) and ``provenance.json``.
+findings), ``figures/*.{png,pdf}`` (Fig. 10 from the runs' ``eval/samples_uncond_joint.npz``), ``samples/<row>_{loo,uncond}.png`` (labelled) and ``provenance.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mmbench import atomic, tracking
 from mmbench.records import Artifact, Tag, artifact_path, data_param
+from mmbench.report import fig10
 from mmbench.report import figures as figs
 from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
@@ -122,6 +123,8 @@ def _figures(suite: Suite, agg: Aggregate, collected: Collected, result: ReportF
             continue
         if name == "fig20":
             drawn, what = figs.draw_coverage(agg, _coverage(collected), folder), COVERAGE_CAPTION
+        elif name == "fig10":
+            drawn, what = fig10.draw(_joint_samples(collected), folder, figs.budget_label(agg)), fig10.WHAT
         else:
             drawn, what = figs.draw(name, agg, folder), figs.FIGURES[name][0]
         result.files.extend(drawn.files)
@@ -157,6 +160,21 @@ def _coverage(collected: Collected) -> dict[str, list[float]]:
             if values:
                 shares[variant] = values
     return shares
+
+
+JOINT_SAMPLES = artifact_path(Artifact.EVAL, fig10.ARTIFACT)
+
+
+def _joint_samples(collected: Collected) -> dict[str, fig10.JointSamples]:
+    """Row -> the unconditional joint draws its first run logged (Fig. 10), in row order."""
+    store = tracking.Store(collected.tracking_uri)
+    out: dict[str, fig10.JointSamples] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant, run in _first_runs(collected).items():
+            if JOINT_SAMPLES in store.artifact_names(run.run_id, Artifact.EVAL):
+                path = store.download(run.run_id, JOINT_SAMPLES, Path(tmp) / run.run_id)
+                out[variant] = fig10.read_joint(path.read_bytes())
+    return out
 
 
 GRID_TITLES = {"loo": "each modality given the others", "uncond": "unconditional samples"}

@@ -1,5 +1,5 @@
-"""Render: the report's tables (paper Table 5, the unconditional table, robustness, scaling, incomplete) as md,
-csv, tex.
+"""Render: the report's tables (paper Tables 1 and 5, the unconditional table, robustness, scaling, incomplete)
+as md, csv, tex.
 
 Each cell is mean ± std over seeds; the best row per column (by the key's ``higher_is_better``) is
 bold; a missing value is "—" with a footnote giving the recorded reason, never a zero; a row without a
@@ -35,7 +35,24 @@ class TableSpec:
     pivot: str = ""
 
 
+# paper Table 1 on CelebA-shaped data (modalities image, mask, attributes): each target given each other
+# modality alone and given both (the leave-one-out keys)
+GIVEN = (("image", "image"), ("mask", "mask"), ("attributes", "attr."))
+
+
+def _given_columns(label: str, metric: str, target: str, digits: int = 3) -> tuple[Column, ...]:
+    others = [(m, short) for m, short in GIVEN if m != target]
+    columns = [Column(f"{label} ({short})", f"{metric}/given/{m}/{target}", digits) for m, short in others]
+    return (*columns, Column(f"{label} (both)", f"{metric}/loo/{target}", digits))
+
+
 TABLES: dict[str, TableSpec] = {
+    "conditional_attributes": TableSpec(
+        "conditional_attributes",
+        "Each modality given each other one and given both (paper Table 1): attribute F1, mask F1, image FID",
+        (*_given_columns("Attr. F1", "f1", "attributes"), *_given_columns("Mask F1", "f1", "mask"),
+         *_given_columns("Image FID", "fid", "image", 2)),
+    ),
     "conditional": TableSpec(
         "conditional",
         "Conditional generation of each modality given all others, averaged over modalities (paper Table 5)",

@@ -6,7 +6,7 @@ validation and the report list metrics and keys without importing the metric cod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -26,9 +26,11 @@ def metric_names() -> list[str]:
     return list(_base().METRICS)
 
 
-def expected_keys(name: str, modalities: Sequence[str], settings: Any) -> list[str]:
-    """The keys metric ``name`` produces for image modalities ``modalities`` under ``settings``."""
-    return _base().expected_keys(name, list(modalities), settings)
+def expected_keys(name: str, modalities: Sequence[str] | Mapping[str, str], settings: Any) -> list[str]:
+    """The keys metric ``name`` produces under ``settings`` for ``modalities``: names (all images) or
+    ``{name: kind}``."""
+    kinds = dict(modalities) if isinstance(modalities, Mapping) else list(modalities)
+    return _base().expected_keys(name, kinds, settings)
 
 
 def higher_is_better(key: str) -> bool | None:

@@ -21,8 +21,8 @@ from mmbench.suites.spec import Budget, DatasetSpec, Suite
 
 Say = Callable[[str], None]
 __all__ = [
-    "DataMissing", "DataRef", "data_ref", "ensure_dataset", "load_splits", "placeholder_ref", "source_of",
-    "with_observed_share",
+    "DataMissing", "DataRef", "data_ref", "ensure_dataset", "load_splits", "modality_kinds", "placeholder_ref",
+    "source_of", "with_observed_share",
 ]
 
 
@@ -90,6 +90,14 @@ def placeholder_ref(spec: DatasetSpec, budget: Budget, modalities: tuple[str, ..
     """A data reference for planning before the dataset is built (``--dry-run``): ids are provisional."""
     sizes = _sizes(source_of(spec), budget)
     return DataRef(spec.kind, spec.name, modalities, sizes["train"], sizes["val"], sizes["test"], "not-built", "not-built")
+
+
+def modality_kinds(ref: DataRef) -> dict[str, str]:
+    """``{modality: kind}`` of a job's modalities from its data source (images where the source cannot say)."""
+    try:
+        return get_source(ref.kind, ref.name, len(ref.modalities)).kinds(ref.modalities)
+    except (KeyError, ImportError, AttributeError, TypeError, NotImplementedError):
+        return {m: "image" for m in ref.modalities}
 
 
 # ---------------------------------------------------------------------------------------------- building

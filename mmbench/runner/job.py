@@ -357,10 +357,12 @@ def missing_keys(job: Job, settings: Any, values: dict[str, float], skipped: dic
     Runs of different models then carry the same key set: a value, or a reason it is missing; never 0.
     """
     from mmbench.runner.catalog import expected_keys
+    from mmbench.runner.data import modality_kinds
 
     out: dict[str, str] = {}
+    kinds = modality_kinds(job.data)  # masks and attributes have F1 keys, not coherence or FID ones
     for metric in job.metrics:
-        for key in expected_keys(metric, job.data.modalities, settings):
+        for key in expected_keys(metric, kinds, settings):
             if key in values:
                 continue
             out[key] = skipped.get(key) or skipped.get(metric) or "the metric produced no value for this key"

@@ -179,9 +179,22 @@ def stage_costs(job: Job) -> list[StageCost]:
     """The training stages of a job's model (builds the model on CPU; trains nothing)."""
     from mmbench.registry import build
 
-    model = build(job.model, job.data.modalities, dict(job.overrides))
+    model = build(job.model, job.data.modalities, dict(job.overrides), job_specs(job))
     m = len(job.data.modalities)
     return [
         StageCost(s.name, s.hparams.steps, s.hparams.batch_size, len(s.modalities) if s.modalities else m, s.reuse_key)
         for s in model.stages()
     ]
+
+
+def job_specs(job: Job) -> dict[str, Any] | None:
+    """The job's modality specs (kinds and shapes) from its data source; None (PolyMNIST images) where the
+    source does not know them."""
+    from mmbench.data.registry import get_source
+
+    try:
+        source = get_source(job.data.kind, job.data.name, len(job.data.modalities))
+        specs = {s.name: s for s in source.modality_specs()}
+    except (KeyError, ImportError, AttributeError, TypeError, NotImplementedError):
+        return None
+    return {m: specs[m] for m in job.data.modalities} if set(job.data.modalities) <= set(specs) else None

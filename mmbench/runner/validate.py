@@ -108,7 +108,7 @@ def _check_report_items(suite: Suite, report: ValidationReport) -> None:
     from mmbench.report.figures import FIGURES
     from mmbench.report.tables import TABLES
 
-    figures = {*FIGURES, "fig20", "samples"}
+    figures = {*FIGURES, "fig20", "fig10", "samples"}
     for name in suite.figures:
         if name not in figures:
             report.errors.append(f"figure {name!r} is unknown to the report.{did_you_mean(name, figures)}")
