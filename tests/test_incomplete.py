@@ -23,6 +23,7 @@ from mmbench.runner import data as data_mod
 from mmbench.runner.plan import plan_jobs
 from mmbench.runner.validate import validate_suite
 from mmbench.suites import get_suite
+from mmbench.suites.polymnist import PAPER_MODELS
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant
 from mmbench.tracking import RunRecord
 
@@ -336,7 +337,8 @@ def test_polymnist10_incomplete_is_every_model_at_three_shares():
     suite = get_suite("polymnist10-incomplete")
     assert len(suite.variants) == 12 * 3
     assert {(v.model, v.observed_share) for v in suite.variants} == {
-        (m, s) for m in registry.MODELS.names() if m != "dummy" for s in (1.0, 0.8, 0.5)}
+        (m, s) for m in PAPER_MODELS for s in (1.0, 0.8, 0.5)}
+    assert set(PAPER_MODELS) == set(registry.MODELS.names()) - {"dummy", "supervised"}  # the supervised row is CelebA's
     assert "incomplete" in suite.tables
     assert validate_suite(suite).ok
 

@@ -34,8 +34,10 @@ def overrides_of(suite: str, budget: str, label: str, seed: int = 0) -> dict:
 PINNED = [
     ("polymnist10", "quick", "sbm-vae-c", 0, {
         "ae_batch_size": 64, "ae_steps": 3000, "aux_batch_size": 64, "aux_steps": 750, "aux_width": 0.25, "dim": 64,
-        "energy_batch_size": 64, "energy_steps": 750, "sampler_steps": 100, "score_batch_size": 64,
-        "score_steps": 3000, "width": 0.25, "seed": 0, "data_id": "d" * 16}),
+        "energy_batch_size": 64, "energy_steps": 750, "score_batch_size": 64,
+        "score_steps": 3000, "width": 0.25, "seed": 0, "data_id": "d" * 16,
+        # quick's SBM rows (QUICK_SBM, after the scale's sampler_steps=100): the lean UNet and PC-10
+        "unet_level_attention": False, "unet_block_mult": 1, "sampler": "pc", "sampler_steps": 10}),
     ("polymnist10", "quick", "mopoe", 0, {"batch_size": 64, "steps": 6750, "width": 0.25}),  # the budget's own override wins
     ("polymnist10", "smoke", "mld", 0, {
         "ae_batch_size": 32, "ae_steps": 4, "dim": 192, "sampler_steps": 4, "score_batch_size": 32, "score_steps": 4,
@@ -44,10 +46,10 @@ PINNED = [
     ("synthetic", "smoke", "dummy", 0, {}),
     ("polymnist10-ablation", "smoke", "sbm-rae-N1k", 0, {  # the row's per-budget override after the scale
         "ae_batch_size": 32, "ae_steps": 4, "aux_batch_size": 32, "aux_steps": 1, "aux_width": 0.125, "dim": 16,
-        "energy_batch_size": 32, "energy_steps": 1, "sampler_steps": 8, "score_batch_size": 32, "score_steps": 4,
-        "width": 0.125, "seed": 0, "data_id": "d" * 16}),
+        "energy_batch_size": 32, "energy_steps": 1, "sampler": "pc", "sampler_steps": 8, "score_batch_size": 32,
+        "score_steps": 4, "width": 0.125, "seed": 0, "data_id": "d" * 16}),
     ("polymnist10", "paper", "sbm-vae", 1, {"seed": 1, "data_id": "d" * 16}),  # an empty scale: paper defaults
-    ("polymnist10-scaling", "quick", "mvae-m3", 0, {"batch_size": 64, "steps": 3000, "width": 0.25}),
+    ("polymnist10-scaling", "quick", "mvae-m3", 0, {"batch_size": 64, "steps": 3750, "width": 0.25}),  # quick's MVAE
 ]
 
 

@@ -2,7 +2,7 @@
 
 - ``polymnist10``: all twelve models, every PolyMNIST metric (Table 5, Figs. 3–5, 8, 9, 13–15, 20);
 - ``polymnist10-scaling``: every model trained on the first k = 2..10 modalities (Figs. 6, 7);
-- ``polymnist10-ablation``: sampler steps 100 vs 1000, guidance on/off, VAE β 0.1/0.5/1 (Fig. 11, Table 6);
+- ``polymnist10-ablation``: sampler steps (the budget's, 100, 1000), guidance on/off, VAE β 0.1/0.5/1 (Fig. 11, Table 6);
 - ``polymnist5``: the five-modality PolyMNIST of MoPoE and MultiVae.
 
 Budgets: ``smoke`` checks the pipeline on tiny sizes (CI); ``quick`` is meant to be the cheapest budget
@@ -59,7 +59,9 @@ def smoke(classifier_steps: int = 150, **extra_eval: object) -> Budget:
     )
 
 
-LEAN_SCORE_NET = overrides(unet_level_attention=False, unet_block_mult=1)
+# quick's SBM rows: the lean UNet and PC with 10 steps (20 score evaluations, 10x fewer than the paper's PC-100),
+# the cheapest setting of docs/sbm.md's polymnist10 sampler table within its bar of PC-100's quality
+QUICK_SBM = overrides(unet_level_attention=False, unet_block_mult=1, sampler="pc", sampler_steps=10)
 
 
 def quick(**extra_eval: object) -> Budget:
@@ -73,21 +75,21 @@ def quick(**extra_eval: object) -> Budget:
         # measured (docs/harness.md), steps = 1.5 x steps-to-0.5: MVTCAE 0.530 after 1000 steps; MoPoE 0.444
         # after 4000, 0.555 after 4500; SBM-VAE 0.601 after 2000 score steps (the default 3000 is its 1.5 x)
         # MVAE 0.531 after 2500 steps (0.415 after 2000): it trains 3750. The SBM rows' score net is the lean
-        # UNet (docs/sbm.md "Score-net cost": 2.0x less CPU per evaluation; SBM-VAE 0.670 after 3000 score steps
-        # against the default net's 0.648 on the same 200 tuples).
+        # UNet (docs/sbm.md "Score-net cost": 2.0x less CPU per evaluation; SBM-VAE 0.666 after 3000 score steps
+        # against the default net's 0.648 on the same 200 tuples) sampled by PC with 10 steps (QUICK_SBM).
         model_overrides=(("mvtcae", overrides(steps=1500)), ("mopoe", overrides(steps=6750)),
                          ("mvae", overrides(steps=3750)),
-                         *((m, LEAN_SCORE_NET) for m in SBM_MODELS)),
+                         *((m, QUICK_SBM) for m in SBM_MODELS)),
         # n_curves: the k-curves are 18 of an SBM model's ~38 conditional samples per tuple (docs/harness.md)
         eval_overrides=overrides(n_conditional=1000, n_curves=300, n_unconditional=2000, kid_subset_size=500,
                                  **extra_eval),
         sizing="unmeasured",
         note=(
-            "unmeasured, to be sized (docs/harness.md, 'Sizing quick'): measured so far at width 0.25, batch 64 - "
-            "MVTCAE reaches coherence/loo/mean 0.53 after 1000 steps (so it trains 1500 here); SBM-VAE 0.60 after "
-            "3000-step VAEs and 2000 score steps (it trains 3000); MoPoE 0.555 after 4500 (0.444 after 4000; it "
-            "trains 6750; measured with its subset-PoE conditional, before version 3 - to re-measure); MVAE 0.16 after 1000; a unimodal VAE's / RAE's reconstructions are read correctly in "
-            "77 % / 78 % of cases after 3000 steps; raise steps until every model reaches 0.5"
+            "partly sized (docs/harness.md, 'Sizing quick'): at width 0.25, batch 64 - MVTCAE reaches "
+            "coherence/loo/mean 0.53 after 1000 steps (it trains 1500), MVAE 0.53 after 2500 (3750), MoPoE 0.555 "
+            "after 4500 with its former subset-PoE conditional (6750; to re-measure), SBM-VAE 0.63 after 2000 lean "
+            "score steps on 3000-step VAEs (3000); the SBM rows sample with PC-10 (docs/sbm.md); MMVAE, MMVAE+, "
+            "SBM-RAE, the -C/-T rows and MLD train at first guesses until their records are in"
         ),
     )
 
@@ -154,19 +156,23 @@ POLYMNIST10_SCALING = register_suite(Suite(
 # Fig. 11 (10 modalities): energy guidance on/off and 100 vs 1000 sampler steps; Table 6 (2 modalities): VAE β;
 # MoPoE's conditional: the paper's mixture over the given subsets (the main suites) vs the PoE of all given.
 # The rows of one model share their trained stages (the sampler steps are not part of any reuse key).
-N1K = overrides(sampler_steps=1000)
+# The sampler row: PC-100, the paper's sampler, beside each budget's own (quick samples with PC-10, docs/sbm.md).
+N1K = overrides(sampler="pc", sampler_steps=1000)
 N1K_SMOKE = (("smoke", overrides(sampler_steps=8)),)  # still more steps than the other rows' 4, but cheap
+N100 = overrides(sampler="pc", sampler_steps=100)
+N100_SMOKE = (("smoke", overrides(sampler_steps=6)),)
 ABLATION_ROWS = tuple(
     row
     for model in ("sbm-vae", "sbm-vae-c", "sbm-rae", "sbm-rae-c")
-    for row in (Variant(model, model), Variant(f"{model}-N1k", model, N1K, N1K_SMOKE))
+    for row in (Variant(model, model), Variant(f"{model}-N100", model, N100, N100_SMOKE),
+                Variant(f"{model}-N1k", model, N1K, N1K_SMOKE))
 ) + tuple(
     Variant(f"sbm-vae-beta{beta:g}-m2", "sbm-vae", overrides(vae_beta=beta), num_modalities=2) for beta in (0.1, 0.5, 1.0)
 ) + (Variant("mopoe", "mopoe"), Variant("mopoe-subset-poe", "mopoe", overrides(conditional="subset_poe")))
 POLYMNIST10_ABLATION = register_suite(Suite(
     name="polymnist10-ablation",
     version=VERSION,
-    description="sampler steps 100 vs 1000 and energy guidance on/off (paper Fig. 11); VAE beta 0.1/0.5/1 on two "
+    description="sampler steps (the budget's, 100 and 1000) and energy guidance on/off (paper Fig. 11); VAE beta 0.1/0.5/1 on two "
                 "modalities (paper Table 6); MoPoE's conditional: mixture over the given subsets vs their PoE",
     dataset=DatasetSpec("polymnist", "polymnist10", 10),
     variants=ABLATION_ROWS,
