@@ -42,7 +42,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,17 @@ def _overrides(name: str, scale: Scale, max_steps: int, data_id: str, sets: dict
     return {**fields, **(sets or {})}
 
 
+def runner_data_id(dataset: str, modalities: Sequence[str], family: str = "polymnist") -> str:
+    """The data identity ``mmbench run`` gives the dataset's full train split on these modalities (its
+    source's ``identity``, as ``mmbench.runner.data.data_ref``): the stages trained here carry it in their reuse
+    keys, so a run's jobs load them and these records load a run's. (Before 2026-12-01 the records used the
+    dataset's content hash, which no run's key matches: stages stored then are shared with no run.)"""
+    from mmbench.data.registry import get_source
+
+    source = get_source(family, dataset, len(modalities))
+    return source.identity(tuple(modalities), source.sizes({})).data_id
+
+
 def run_settings(name: str, overrides: dict, args: argparse.Namespace, data_hash: str) -> dict:
     """What a trace was measured with (its state directory is named by their hash)."""
     return json.loads(json.dumps({"model": name, "overrides": overrides, "eval_every": args.eval_every,
@@ -165,7 +176,7 @@ def run_settings(name: str, overrides: dict, args: argparse.Namespace, data_hash
 def measure(name: str, args: argparse.Namespace, train, test, classifier, store: ArtifactStore, say) -> Trace:
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=args.sampler_steps,
                   score_width=args.score_width)
-    overrides = _overrides(name, scale, args.max_steps, train.data_hash, args.sets)
+    overrides = _overrides(name, scale, args.max_steps, runner_data_id(args.dataset, train.modalities, args.family), args.sets)
     seed_everything(0)
     model = registry.build(name, train.modalities, overrides)
     settings = run_settings(name, overrides, args, train.data_hash)
@@ -233,6 +244,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # a deadline (timeout) cuts a run as Ctrl-C does: its trace is kept
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="polymnist", help="the dataset's family (mmbench ls datasets)")
     parser.add_argument("--dataset", default="polymnist10")
     parser.add_argument("--classifier", default=None, help="evaluation classifier name [DATASET-eval]")
     parser.add_argument("--models", default="mvae", help="comma-separated registered names, or 'all' (the suites' twelve)")
