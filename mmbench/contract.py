@@ -148,6 +148,12 @@ class MultimodalModel(nn.Module):
     # why a model without Capability.INCOMPLETE cannot train on incomplete tuples (``mmbench validate`` says it)
     incomplete_reason: ClassVar[str] = ""
 
+    @classmethod
+    def min_observed(cls, config: Any) -> tuple[int, str]:
+        """How many modalities every incomplete training tuple must observe under ``config``, and why (1: any
+        tuple with one observed modality trains); ``mmbench validate`` refuses rows whose η·M falls short."""
+        return 1, ""
+
     def __init__(self, modalities: Sequence[str], config: Any, specs: Mapping[str, Any] | None = None) -> None:
         """``specs``: ``{modality: mmbench.data.source.ModalitySpec}`` (kind and item shape); None = every
         modality an RGB 28×28 image (PolyMNIST)."""

@@ -142,6 +142,13 @@ class SBM(LatentGenerativeModel):
     Config = SBMConfig
     paper = "Wesego & Rooshenas 2024, Score-Based Multimodal Autoencoder (TMLR); rooshenasgroup/sbmae"
 
+    @classmethod
+    def min_observed(cls, config: SBMConfig) -> tuple[int, str]:
+        """-C's energy model learns from pairs of observed latents (NCE), so each tuple must observe two."""
+        if config.guidance == "energy":
+            return 2, "the energy model (-C) trains on pairs of observed modalities of one tuple"
+        return 1, ""
+
     def __init__(self, modalities: Sequence[str], config: SBMConfig, specs: Mapping[str, ModalitySpec] | None = None) -> None:
         _check(config)
         super().__init__(modalities, config, config.family, specs)

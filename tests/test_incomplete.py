@@ -314,6 +314,21 @@ def test_every_registered_model_declares_incomplete():
         assert Capability.INCOMPLETE in registry.resolve_class(name).capabilities, name
 
 
+def test_validate_refuses_sbm_c_rows_whose_tuples_observe_fewer_than_two_modalities():
+    """-C's energy model trains on pairs of one tuple's observed latents: round(η·M) < 2 is refused at validate,
+    naming the row, the count and the fix; -T and plain SBM train on one observed modality."""
+    base = get_suite("synthetic")  # 3 modalities: η 0.5 -> round(1.5) = 2 observed, η 0.3 -> 1
+    rows = (Variant("c-ok", "sbm-vae-c", observed_share=0.5), Variant("c-short", "sbm-vae-c", observed_share=0.3),
+            Variant("t-short", "sbm-vae-t", observed_share=0.3), Variant("plain-short", "sbm-rae", observed_share=0.3),
+            Variant("c-two", "sbm-rae-c", observed_share=0.5, num_modalities=2))
+    report = validate_suite(dataclasses.replace(base, name="t-observed", variants=rows))
+    errors = "\n".join(report.errors)
+    assert ("row 'c-short': each training tuple observes 1 of 3 modalities (observed_share 0.3) but model "
+            "'sbm-vae-c' needs 2") in errors and "raise observed_share" in errors
+    assert "row 'c-two': each training tuple observes 1 of 2 modalities" in errors  # round(1.0) = 1
+    assert not any(label in errors for label in ("c-ok", "t-short", "plain-short"))
+
+
 def test_validate_refuses_incomplete_rows_of_a_model_without_the_capability(monkeypatch):
     from mmbench.runner import models as model_cache
 

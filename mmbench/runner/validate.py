@@ -49,7 +49,7 @@ def validate_suite(
     chosen = [suite.budget(b) for b in budgets] if budgets else list(suite.budgets)
     rows = suite.select(tuple(models) if models else None)
     valid_rows = [v for v in rows if _check_model(v, report)]
-    _check_incomplete(valid_rows, report)
+    _check_incomplete(valid_rows, suite.dataset.num_modalities, report)
     if source is not None:
         _check_metrics(suite, source, valid_rows, report)
     for budget in chosen:
@@ -131,7 +131,7 @@ def _check_model(variant: Variant, report: ValidationReport) -> bool:
     return True
 
 
-def _check_incomplete(rows: Sequence[Variant], report: ValidationReport) -> None:
+def _check_incomplete(rows: Sequence[Variant], dataset_modalities: int, report: ValidationReport) -> None:
     """Rows trained on incomplete tuples (η < 1) need a valid η and a model that declares INCOMPLETE."""
     from mmbench.contract import Capability
     from mmbench.data.presence import check_share
@@ -150,6 +150,23 @@ def _check_incomplete(rows: Sequence[Variant], report: ValidationReport) -> None
                 f"row {v.label!r}: model {v.model!r} cannot train on incomplete tuples (observed_share {share:g}): "
                 f"{why}; drop the row or give the model an objective over the observed subset"
             )
+            continue
+        if share < 1.0:
+            _check_observed_count(v, share, v.num_modalities or dataset_modalities, cls, report)
+
+
+def _check_observed_count(row: Variant, share: float, modalities: int, cls: type, report: ValidationReport) -> None:
+    """A row whose tuples observe fewer modalities (round(η·M)) than its model's config needs is refused."""
+    from mmbench.data.presence import observed_count
+    from mmbench.registry import model_config
+
+    needed, why = cls.min_observed(model_config(row.model, dict(row.overrides)))
+    observed = observed_count(share, modalities)
+    if observed < needed:
+        report.errors.append(
+            f"row {row.label!r}: each training tuple observes {observed} of {modalities} modalities "
+            f"(observed_share {share:g}) but model {row.model!r} needs {needed}: {why}; raise observed_share"
+        )
 
 
 def _check_metrics(suite: Suite, source: DataSource, rows: Sequence[Variant], report: ValidationReport) -> None:
