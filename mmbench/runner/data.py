@@ -21,7 +21,7 @@ from mmbench.suites.spec import Budget, DatasetSpec, Suite
 
 Say = Callable[[str], None]
 __all__ = [
-    "DataMissing", "DataRef", "data_ref", "ensure_dataset", "load_splits", "modality_kinds", "placeholder_ref",
+    "DataMissing", "DataRef", "data_ref", "declared_specs", "ensure_dataset", "load_splits", "modality_kinds", "placeholder_ref",
     "source_of", "with_observed_share",
 ]
 
@@ -92,12 +92,20 @@ def placeholder_ref(spec: DatasetSpec, budget: Budget, modalities: tuple[str, ..
     return DataRef(spec.kind, spec.name, modalities, sizes["train"], sizes["val"], sizes["test"], "not-built", "not-built")
 
 
+def declared_specs(ref: DataRef) -> dict[str, Any] | None:
+    """The kind and shape of each of the data's modalities as its source declares them; None (PolyMNIST
+    images) where the source cannot be asked or does not name them all."""
+    try:
+        specs = {s.name: s for s in get_source(ref.kind, ref.name, len(ref.modalities)).modality_specs()}
+    except (KeyError, ImportError, AttributeError, TypeError, NotImplementedError):
+        return None
+    return {m: specs[m] for m in ref.modalities} if set(ref.modalities) <= set(specs) else None
+
+
 def modality_kinds(ref: DataRef) -> dict[str, str]:
     """``{modality: kind}`` of a job's modalities from its data source (images where the source cannot say)."""
-    try:
-        return get_source(ref.kind, ref.name, len(ref.modalities)).kinds(ref.modalities)
-    except (KeyError, ImportError, AttributeError, TypeError, NotImplementedError):
-        return {m: "image" for m in ref.modalities}
+    specs = declared_specs(ref)
+    return {m: "image" if specs is None else specs[m].kind for m in ref.modalities}
 
 
 # ---------------------------------------------------------------------------------------------- building

@@ -18,7 +18,7 @@ from typing import Any
 
 from mmbench.hashing import config_hash, sha256_file
 from mmbench.runner.extra import add_rows, extra_variant
-from mmbench.runner.plan import Job
+from mmbench.runner.plan import Job, job_specs
 from mmbench.runner.prepare import RunOptions
 from mmbench.runner.weights import CheckpointError, checkpoint_file, load_weights, read_checkpoint
 from mmbench.suites.spec import Budget, Suite, Variant
@@ -86,14 +86,7 @@ def check_fits(job: Job) -> None:
     if saved is not None and saved != job.model:
         raise CheckpointError(f"checkpoint {job.checkpoint} is a job's model.pt of model {saved!r}, not "
                               f"{job.model!r}; pass --model {saved}")
-    model = registry.build(job.model, job.data.modalities, dict(job.overrides), _specs(job))
+    model = registry.build(job.model, job.data.modalities, dict(job.overrides), job_specs(job))
     load_weights(model, Path(job.checkpoint), job.checkpoint_sha256, job.budget)
 
 
-def _specs(job: Job) -> dict[str, Any] | None:
-    """The kind and shape of each of the job's modalities, as its data source declares them (as the job's
-    own build sees them in the loaded data); None where the source does not name them all."""
-    from mmbench.data.registry import get_source
-
-    declared = {s.name: s for s in get_source(job.data.kind, job.data.name, len(job.data.modalities)).modality_specs()}
-    return {m: declared[m] for m in job.data.modalities} if all(m in declared for m in job.data.modalities) else None

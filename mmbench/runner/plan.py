@@ -190,11 +190,6 @@ def stage_costs(job: Job) -> list[StageCost]:
 def job_specs(job: Job) -> dict[str, Any] | None:
     """The job's modality specs (kinds and shapes) from its data source; None (PolyMNIST images) where the
     source does not know them."""
-    from mmbench.data.registry import get_source
+    from mmbench.runner.data import declared_specs
 
-    try:
-        source = get_source(job.data.kind, job.data.name, len(job.data.modalities))
-        specs = {s.name: s for s in source.modality_specs()}
-    except (KeyError, ImportError, AttributeError, TypeError, NotImplementedError):
-        return None
-    return {m: specs[m] for m in job.data.modalities} if set(job.data.modalities) <= set(specs) else None
+    return declared_specs(job.data)
