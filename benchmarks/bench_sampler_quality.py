@@ -14,6 +14,9 @@ Where the stages come from (one of):
 - ``--state DIR/<model>-<hash>``: one model's folder of ``benchmarks/bench_coherence.py --state`` (its
   ``trace.json`` names the model and its fields; checkpoints of the stages it trained, the last one possibly
   stopped at its target), with ``--artifacts`` for the stages it loaded from a store;
+- ``--suite S --budget B --models a,b``: the models exactly as ``mmbench run --suite S --budget B`` builds
+  their seed-0 jobs (the budget's config: score net, sampler), every stage from the run's artifact store
+  (``--artifacts``, default ``~/.mmbench/artifacts``);
 - ``--artifacts DIR --models a,b`` with bench_coherence's scale options (``--width --batch-size --steps
   --max-steps --sampler-steps --score-width``): every stage must have a reuse key stored there (SBM-VAE/-RAE).
 
@@ -43,13 +46,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from classifiers.store import load_classifier
 from latentdiff.sampling import nfe_of
-from mmbench import registry
+from mmbench import paths, registry
 from mmbench.contract import MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.hashing import config_hash
@@ -207,6 +211,28 @@ def model_from_state(folder: Path, modalities: Sequence[str], store: ArtifactSto
     settings = json.loads(trace.read_text())["settings"]
     model = registry.build(settings["model"], list(modalities), settings["overrides"])
     return model, load_stages(model, store, folder, config_hash(settings))
+
+
+def suite_jobs(args: argparse.Namespace) -> list[Any]:
+    """The jobs of ``mmbench run --suite S --budget B --models M`` (seed 0), as that run plans them."""
+    from mmbench.runner.data import classifier_plan, data_ref
+    from mmbench.runner.plan import modalities_of, plan_jobs
+    from mmbench.suites import get_suite
+
+    suite = get_suite(args.suite)
+    budget = suite.budget(args.budget)
+    variant = suite.select(None)[0]
+    dataset_hash = data_ref(suite.dataset, budget, modalities_of(suite, variant)).dataset_hash
+    return plan_jobs(suite, budget, classifier_plan(suite, budget, dataset_hash), args.models.split(","), seeds=[0])
+
+
+def model_of_job(job: Any, store: ArtifactStore) -> tuple[MultimodalModel, list[str]]:
+    """The model a run's job builds (its budget's config, the lean net and sampler included), its stages from
+    the run's artifact store."""
+    from mmbench.runner.plan import job_specs
+
+    model = registry.build(job.model, list(job.data.modalities), dict(job.overrides), job_specs(job))
+    return model, [f"job {job.job_id} ({job.title})", *load_stages(model, store)]
 
 
 def model_from_store(name: str, scale_overrides: dict, modalities: Sequence[str], store: ArtifactStore) -> tuple[MultimodalModel, list[str]]:
@@ -412,12 +438,15 @@ def stored_jobs(args: argparse.Namespace, store: ArtifactStore | None):
     _, record = load_classifier(args.classifier or f"{args.dataset}-eval")
     if args.state:
         return test, record, [lambda: model_from_state(Path(args.state).expanduser(), train.modalities, store)]
+    if args.suite:
+        return test, record, [lambda job=job: model_of_job(job, store) for job in suite_jobs(args)]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_coherence import _overrides
+    from bench_coherence import _overrides, runner_data_id
 
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
                   sampler_steps=args.sampler_steps, score_width=args.score_width)
-    return test, record, [lambda name=name: model_from_store(name, _overrides(name, scale, args.max_steps, train.data_hash),
+    data_id = runner_data_id(args.dataset, train.modalities)
+    return test, record, [lambda name=name: model_from_store(name, _overrides(name, scale, args.max_steps, data_id),
                                                              train.modalities, store) for name in args.models.split(",")]
 
 
@@ -428,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", default="sbm-vae", help="comma-separated registered names (with --artifacts)")
     parser.add_argument("--state", default=None, help="one model's bench_coherence --state folder")
     parser.add_argument("--artifacts", default=None, help="artifact store holding the stages")
+    parser.add_argument("--suite", default=None, help="with --budget: the models as `mmbench run --suite S --budget B` "
+                        "builds them (config, lean net), stages from --artifacts [~/.mmbench/artifacts]")
+    parser.add_argument("--budget", default=None, help="the budget of --suite")
     for flag, kind, default in (("--width", float, 0.25), ("--batch-size", int, 64), ("--steps", int, 2000),
                                 ("--max-steps", int, 6000), ("--sampler-steps", int, 100), ("--score-width", int, 64)):
         parser.add_argument(flag, type=kind, default=default, help="scale, as bench_coherence.py")
@@ -445,8 +477,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.suite and not args.budget:
+        parser.error("--suite needs --budget (e.g. --suite polymnist10 --budget quick)")
+    if args.suite and not args.artifacts:
+        args.artifacts = str(paths.artifacts_dir())
+    if args.suite:
+        from mmbench.suites import get_suite
+
+        args.dataset = get_suite(args.suite).dataset.name
     if not args.state and not args.artifacts:
-        parser.error("pass --artifacts (with --models and the scale) or --state")
+        parser.error("pass --artifacts (with --models and the scale), --suite with --budget, or --state")
     store = ArtifactStore(Path(args.artifacts).expanduser()) if args.artifacts else None
     settings = settings_for([int(k) for k in args.evaluations.split(",")], args.samplers.split(","),
                             args.reimpose.split(","))

@@ -209,3 +209,35 @@ def test_sampler_quality_standard_errors_and_the_bar(quality):
     assert "| yes |" in lines[4] and "| no |" in lines[5]
     legacy = dataclasses.replace(cheap, loo_per_tuple=None)  # a journal row written before per-tuple scores
     assert quality.paired_difference(legacy, reference, "loo")[1] is None and legacy.loo_se is None
+
+
+def test_sampler_quality_loads_a_runs_models_as_its_jobs_build_them(quality, tmp_path, monkeypatch):
+    """--suite/--budget: the model of a run's job (the budget's config), its stages from the run's store."""
+    import argparse
+
+    import torch
+
+    from mmbench import registry
+    from mmbench.data.synthetic import make_patterns
+    from mmbench.runner.plan import job_specs
+    from mmbench.training.artifacts import ArtifactStore
+    from mmbench.training.trainer import TrainerOptions, train_model
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path / "home"))
+    args = argparse.Namespace(suite="synthetic", budget="smoke", models="sbm-rae")
+    (job,) = quality.suite_jobs(args)
+    assert (job.model, job.seed, job.budget) == ("sbm-rae", 0, "smoke")
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(quality.StageMissingError, match="'ae/m0' is not trained"):
+        quality.model_of_job(job, store)
+    torch.manual_seed(0)
+    trained = registry.build(job.model, list(job.data.modalities), dict(job.overrides), job_specs(job))
+    train = make_patterns(3, n=64, seed=0)
+    train_model(trained, train, None, TrainerOptions(workdir=tmp_path / "run", config_hash="x", quiet=True,
+                                                     artifacts=store))
+    model, lines = quality.model_of_job(job, store)
+    assert lines[0].startswith(f"job {job.job_id}") and [line.split(":")[0] for line in lines[1:]] == [
+        "ae/m0", "ae/m1", "ae/m2", "score"]
+    assert model.config == trained.config and model.config.score_steps == job.config["score_steps"]
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
