@@ -239,3 +239,24 @@ def test_the_cost_model_prices_a_lean_score_net_and_a_shorter_sampler_below_the_
     assert 0 < sampling < training < 1
     ae = StageCost(name="ae/m0", steps=100, batch_size=64, modalities=1)
     assert cost.cost_model_step(lean, ae) == cost.cost_model_step(default, ae)  # the autoencoders are untouched
+
+
+def test_finished_jobs_are_compared_with_the_cost_model_over_the_jobs_measured_in_full():
+    """The dry run's check of the cost model: measured and estimated totals over the finished jobs whose every
+    part was measured and which the cost model prices; their ratio and the per-job range."""
+    from types import SimpleNamespace
+
+    from mmbench.runner.cost import COST_MODEL_SOURCE, MEASURED, JobCost, JobEstimate, Part
+    from mmbench.runner.dryrun import model_check
+
+    def finished(job_id: str, *parts: Part) -> JobCost:
+        return JobCost(SimpleNamespace(job_id=job_id), [], [], JobEstimate(parts), 10, 0)
+
+    costs = [finished("a", Part("joint", 50.0, MEASURED), Part("eval", 10.0, MEASURED)),
+             finished("b", Part("joint", 30.0, MEASURED)),
+             finished("c", Part("joint", 99.0, COST_MODEL_SOURCE)),  # not measured in full: left out
+             finished("d", Part("joint", 77.0, MEASURED))]  # the cost model cannot price it: left out
+    modelled = {"a": 50.0, "b": 50.0, "c": 40.0, "d": None}
+    assert model_check(costs, modelled) == ("finished jobs against the cost model: 2 job(s), 1m30s measured, "
+                                            "1m40s estimated (×0.90; per job ×0.60–×1.20)")
+    assert model_check(costs[2:], modelled) is None and model_check([], modelled) is None

@@ -29,12 +29,15 @@ def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[J
     finished, measured = store_facts(options.tracking_uri, suite.name, budget.name)
     where = cost_mod.where(options.device, job_threads(options.threads, options.n_jobs, options.backend))
     costs = job_costs(plan.jobs, measured, where)
+    modelled = {c.job.job_id: c.estimate.seconds for c in job_costs(plan.jobs, Measurements.empty(), where)}
     say(f"{suite.name} v{suite.version}, budget {budget.name} ({budget.status}): {len(plan.jobs)} jobs; "
         f"classifiers {plan.classifiers.eval_name}, {plan.classifiers.substitute_name}; "
         f"times for {where[0]}, {where[1]} torch thread(s) per job")
     for cost in costs:
-        _say_job(cost, finished, say)
+        _say_job(cost, finished, say, modelled.get(cost.job.job_id))
     _say_total([c for c in costs if c.job.job_id not in finished], options.n_jobs, say)
+    if (checked := model_check([c for c in costs if c.job.job_id in finished], modelled)) is not None:
+        say(checked)
     _say_other_places(costs, measured, where, say)
     return costs
 
@@ -87,12 +90,39 @@ def stage_summary(cost: JobCost) -> str:
     return ", ".join(parts) or "no training stages"
 
 
-def _say_job(cost: JobCost, finished: set[str], say: Say) -> None:
+def _say_job(cost: JobCost, finished: set[str], say: Say, modelled: float | None = None) -> None:
     job = cost.job
-    state = "skip (finished)" if job.job_id in finished else "run"
+    done = job.job_id in finished
+    state = "skip (finished)" if done else "run"
     stages = stage_summary(cost)
+    against = ""
+    if done and modelled and (seconds := _measured_seconds(cost)) is not None:
+        against = f" against the cost model's {format_seconds(modelled)} (×{seconds / modelled:.2f})"
     say(f"  {job.job_id}  {job.title:<28} {state:<16} {len(job.data.modalities)} modalities; {stages}; "
-        f"{cost_mod.describe(cost.estimate)}; eval {_generation(cost.conditional, cost.unconditional)}")
+        f"{cost_mod.describe(cost.estimate)}{against}; eval {_generation(cost.conditional, cost.unconditional)}")
+
+
+def _measured_seconds(cost: JobCost) -> float | None:
+    """A finished job's time from its own measurements (every part measured), else None."""
+    parts = cost.estimate.parts
+    if not parts or any(p.source != cost_mod.MEASURED for p in parts):
+        return None
+    return cost.estimate.seconds
+
+
+def model_check(finished: list[JobCost], modelled: dict[str, float | None]) -> str | None:
+    """How the cost model's estimates compare with what the finished jobs measured, over the jobs with both:
+    ``finished jobs against the cost model: 2 jobs, 2h05m measured, 1h58m estimated (×1.06; per job ×0.98–×1.12)``.
+    None when no finished job has both."""
+    pairs = [(s, m) for c in finished
+             if (s := _measured_seconds(c)) is not None and (m := modelled.get(c.job.job_id))]
+    if not pairs:
+        return None
+    measured, estimated = sum(s for s, _ in pairs), sum(m for _, m in pairs)
+    ratios = sorted(s / m for s, m in pairs)
+    spread = f"; per job ×{ratios[0]:.2f}–×{ratios[-1]:.2f}" if len(ratios) > 1 else ""
+    return (f"finished jobs against the cost model: {len(pairs)} job(s), {format_seconds(measured)} measured, "
+            f"{format_seconds(estimated)} estimated (×{measured / estimated:.2f}{spread})")
 
 
 def _generation(conditional: int | None, unconditional: int) -> str:
