@@ -200,3 +200,32 @@ def test_provenance_names_each_rows_generation_settings():
                                   "beta_model": {"sampler": "pc", "sampler_steps": "100", "energy_gamma": "3.90625"}}
     text = provenance_markdown(prov)
     assert "  - alpha: conditional=mixture" in text and "energy_gamma=3.90625" in text
+
+
+def test_a_budgets_note_on_a_model_marks_its_rows_in_every_rendering():
+    """``Budget.model_notes``: the rows training that model carry a footnote after the cells' notes, in
+    Markdown, LaTeX, CSV and HTML; the other rows carry none."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from mmbench.report.html import table_html
+
+    note = "trained to its cap (3 CPU-hours) without reaching the 0.5 target"
+    budget = dataclasses.replace(SUITE.budgets[0], model_notes=(("mmvae", note),))
+    agg = Aggregate(_collected(dataclasses.replace(SUITE, budgets=(budget,))))
+    table = tbl.build_table(tbl.TABLES["conditional"], agg)
+    assert table.row_notes == {"beta_model": note} and table.footnotes[note] == 2  # after gamma's missing FID
+    md = tbl.to_markdown(table, agg)
+    assert "| beta_model [2] |" in md and f"[2] {note}" in md and "| alpha |" in md
+    assert r"beta\_model$^{b}$ & \textbf{" in tbl.to_latex(table, agg)
+    rows = list(csv.DictReader(io.StringIO(tbl.to_csv(table))))
+    assert {r["model"] for r in rows if r["row_note"] == note} == {"beta_model"}
+    assert not any(r["row_note"] for r in rows if r["model"] != "beta_model")
+    html = table_html(table, agg, 3)
+    assert "beta_model<sup><a href='#t3-conditional-n2'>[2]</a></sup></td>" in html
+    assert f"<li id=t3-conditional-n2>{note}</li>" in html
+    from mmbench.report.html import _row_notes
+
+    page = SimpleNamespace(collected=agg.collected)
+    assert f"<li><b>mmvae</b>: {note}</li>" in "".join(_row_notes(page))
+    assert _row_notes(SimpleNamespace(collected=_collected())) == []

@@ -253,6 +253,10 @@ def test_overrides_for_models_without_a_row_are_notes_unless_unregistered(tiny_m
     assert any("overrides for 'mvtcae' unused" in n for n in report.notes)
     assert any("'mvtcea', which is not a registered model. Did you mean 'mvtcae'?" in e for e in report.errors)
     assert not any("'mvtcae'," in e for e in report.errors)
+    noted = dataclasses.replace(tiny_budget(), model_notes=(("mopoe", "capped"), ("mopo", "typo")))
+    report = validate_suite(tiny_suite("t-unused", (Variant("ok", "tiny-ae"),), budget=noted))
+    assert any("a note for 'mopoe' unused" in n for n in report.notes)
+    assert any("a note for 'mopo', which is not a registered model. Did you mean 'mopoe'?" in e for e in report.errors)
     unregister_suite("t-unused")
 
 

@@ -228,6 +228,10 @@ def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTabl
         lines += ["## Missing rows", "", f"{len(missing)} of {len(collected.suite.variants)} rows lack a finished "
                   "run for some budget seed; their cells show \"—\", never a number:", ""]
         lines += [f"- {row}: {why}" for row, why in missing.items()] + [""]
+    noted = budget.notes_for(v.model for v in suite.variants)
+    if noted:
+        lines += ["## Notes on rows", "", f"From the budget {budget.name!r} (each table marks these rows):", ""]
+        lines += [f"- {model}: {note}" for model, note in noted.items()] + [""]
     if findings_md is not None:
         lines += ["## Findings", "", findings_md]
     lines += ["## Tables", ""]

@@ -75,7 +75,7 @@ def render_page(page: Page) -> str:
     suite, budget = page.collected.suite, page.collected.budget
     title = f"{suite.name} v{suite.version} — budget {budget.name}"
     parts = [f"<h1>{escape(title)}</h1>", f"<p>{escape(suite.description)}</p>", _budget_note(page)]
-    parts += _missing_rows(page)
+    parts += _missing_rows(page) + _row_notes(page)
     if page.findings is not None:
         parts += ["<h2 id=findings>Findings</h2>", findings_html(page.findings, budget.name, budget.ranks)]
     parts += ["<h2 id=tables>Tables</h2>",
@@ -110,6 +110,16 @@ def _missing_rows(page: Page) -> list[str]:
             "budget seed; their cells show “—”, never a number:</p>", f"<ul>{items}</ul>"]
 
 
+def _row_notes(page: Page) -> list[str]:
+    budget = page.collected.budget
+    noted = budget.notes_for(v.model for v in page.collected.suite.variants)
+    if not noted:
+        return []
+    items = "".join(f"<li><b>{escape(model)}</b>: {escape(note)}</li>" for model, note in noted.items())
+    return ["<h2 id=row-notes>Notes on rows</h2>",
+            f"<p>From the budget {escape(budget.name)} (each table marks these rows):</p>", f"<ul>{items}</ul>"]
+
+
 def table_html(table: tbl.RenderedTable, agg: Aggregate, index: int = 0) -> str:
     """One sortable table: header arrows, bold best, † flags, and a footnote (and tooltip) for every "—"."""
     anchor = f"t{index}-{table.spec.name}"
@@ -119,7 +129,8 @@ def table_html(table: tbl.RenderedTable, agg: Aggregate, index: int = 0) -> str:
         "</th>" for h in headers)
     body = []
     for row in table.rows:
-        cells = [f"<td data-sort='{escape(row)}'>{escape(row)}</td>"]
+        mark = table.note_mark(row, lambda n: f"<sup><a href='#{anchor}-n{n}'>[{n}]</a></sup>")
+        cells = [f"<td data-sort='{escape(row)}'>{escape(row)}{mark}</td>"]
         cells += [_cell_html(table, row, header, anchor) for header in headers]
         body.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f"<li id={anchor}-n{n}>{escape(tbl.flagged_prefix(table, reason) + reason)}</li>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mmbench.report.aggregate import Aggregate, Cell, format_cell
@@ -110,6 +111,12 @@ class RenderedTable:
     best: dict[str, set[str]]  # column header -> best rows
     footnotes: dict[str, int]  # reason (missing or flagged) -> footnote number
     flags: dict[tuple[str, str], str] = field(default_factory=dict)  # (row, column header) -> why degenerate
+    row_notes: dict[str, str] = field(default_factory=dict)  # row -> the budget's note on its model
+
+    def note_mark(self, row: str, mark: Callable[[int], str]) -> str:
+        """``mark(n)`` for the footnote ``n`` of the row's model note; "" when it has none."""
+        note = self.row_notes.get(row)
+        return "" if note is None else mark(self.footnotes[note])
 
     @property
     def empty(self) -> bool:
@@ -135,7 +142,18 @@ def build_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
                     notes[note] = len(notes) + 1
         same_key = {keys[(r, col.header)] for r in rows}
         best[col.header] = agg.best(next(iter(same_key)), rows) if len(same_key) == 1 else set()
-    return RenderedTable(spec, rows, cells, keys, best, notes, flags)
+    models = {v.label: v.model for v in agg.collected.suite.variants}
+    return RenderedTable(spec, rows, cells, keys, best, notes, flags, _row_notes(rows, models, agg, notes))
+
+
+def _row_notes(rows: list[str], models: dict[str, str], agg: Aggregate, footnotes: dict[str, int]) -> dict[str, str]:
+    """Each row whose model the budget has a note on (``Budget.model_notes``) -> that note, numbered in
+    ``footnotes`` after the cells' notes."""
+    budget = agg.collected.budget
+    out = {row: note for row in rows if (note := budget.note_of(models.get(row, row))) is not None}
+    for note in out.values():
+        footnotes.setdefault(note, len(footnotes) + 1)
+    return out
 
 
 def build_incomplete_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
@@ -171,7 +189,8 @@ def build_incomplete_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
                 notes.setdefault(cell.reason, len(notes) + 1)
         winners = agg.best(base.key, list(by_model.values())) if by_model else set()
         best[col.header] = {m for m, r in by_model.items() if r in winners}
-    return RenderedTable(shown, models, cells, keys, best, notes, flags)
+    return RenderedTable(shown, models, cells, keys, best, notes, flags,
+                         _row_notes(models, {m: m for m in models}, agg, notes))
 
 
 def arrow(agg: Aggregate, table: RenderedTable, header: str, tex: bool = False) -> str:
@@ -201,7 +220,7 @@ def to_markdown(table: RenderedTable, agg: Aggregate) -> str:
             elif row in table.best[header]:
                 text = f"**{text}**"
             parts.append(text)
-        lines.append(f"| {row} | " + " | ".join(parts) + " |")
+        lines.append(f"| {row}{table.note_mark(row, lambda n: f' [{n}]')} | " + " | ".join(parts) + " |")
     lines.append("")
     lines += [f"[{n}] {flagged_prefix(table, reason)}{reason}" for reason, n in table.footnotes.items()]
     return "\n".join(lines).rstrip() + "\n"
@@ -214,14 +233,14 @@ def flagged_prefix(table: RenderedTable, note: str) -> str:
 def to_csv(table: RenderedTable) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "column", "key", "mean", "std", "n_seeds", "best", "missing_reason", "flag"])
+    writer.writerow(["model", "column", "key", "mean", "std", "n_seeds", "best", "missing_reason", "flag", "row_note"])
     for row in table.rows:
         for col in table.spec.columns:
             cell = table.cells[(row, col.header)]
             writer.writerow([
                 row, col.header, table.keys[(row, col.header)], "" if cell.mean is None else repr(cell.mean),
                 "" if cell.std is None else repr(cell.std), cell.n, int(row in table.best[col.header]),
-                cell.reason or "", table.flags.get((row, col.header), ""),
+                cell.reason or "", table.flags.get((row, col.header), ""), table.row_notes.get(row, ""),
             ])
     return buffer.getvalue()
 
@@ -249,7 +268,8 @@ def to_latex(table: RenderedTable, agg: Aggregate) -> str:
             elif row in table.best[header]:
                 text = rf"\textbf{{{text}}}"
             parts.append(text)
-        lines.append(_tex_escape(row) + " & " + " & ".join(parts) + r" \\")
+        lines.append(_tex_escape(row) + table.note_mark(row, lambda n: f"$^{{{letters[(n - 1) % 26]}}}$") + " & "
+                     + " & ".join(parts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [f"% {letters[(n - 1) % 26]}: {flagged_prefix(table, reason)}{reason}" for reason, n in table.footnotes.items()]
     return "\n".join(lines) + "\n"

@@ -217,13 +217,13 @@ def _check_override_names(budget: Budget, models_in_suite: set[str], report: Val
     from mmbench import registry
 
     where = f"budget {budget.name!r}"
-    for model, _ in budget.model_overrides:
-        if model not in registry.names():
-            report.errors.append(
-                f"{where}: overrides for {model!r}, which is not a registered model.{did_you_mean(model, registry.names())}"
-            )
-        elif model not in models_in_suite:
-            report.notes.append(f"{where}: overrides for {model!r} unused (no row of this suite trains it)")
+    for what, pairs in (("overrides", budget.model_overrides), ("a note", budget.model_notes)):
+        for model, _ in pairs:
+            if model not in registry.names():
+                report.errors.append(f"{where}: {what} for {model!r}, which is not a registered model."
+                                     f"{did_you_mean(model, registry.names())}")
+            elif model not in models_in_suite:
+                report.notes.append(f"{where}: {what} for {model!r} unused (no row of this suite trains it)")
 
 
 def _check_overrides(budget: Budget, variant: Variant, report: ValidationReport) -> None:

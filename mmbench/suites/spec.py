@@ -10,7 +10,7 @@ spellings (``mmbench.runner.validate`` resolves and checks the names; the planne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -96,6 +96,8 @@ class Budget:
     ``ranks``: False when the budget only checks that the pipeline runs (its numbers rank nothing).
     ``sizing``: where the values come from: ``"pipeline"`` (tiny, for CI), ``"unmeasured"`` (first
     values, to be sized by measuring coherence), ``"measured"`` (sized by measurement), ``"paper"``.
+    ``model_notes``: per-model remarks the report prints next to every row training that model (e.g. that
+    it trains to a cap without reaching the budget's target), keyed like ``model_overrides``.
     """
 
     name: str
@@ -111,10 +113,19 @@ class Budget:
     ranks: bool = True
     sizing: Sizing = "unmeasured"
     note: str = ""
+    model_notes: tuple[tuple[str, str], ...] = ()
 
     def overrides_of(self, model: str) -> dict[str, Any]:
         """The budget's explicit config overrides for ``model`` (applied after its scale's)."""
         return dict(dict(self.model_overrides).get(model, ()))
+
+    def note_of(self, model: str) -> str | None:
+        """The budget's remark on ``model``'s rows (None: none)."""
+        return dict(self.model_notes).get(model)
+
+    def notes_for(self, models: Iterable[str]) -> dict[str, str]:
+        """model -> the budget's remark, for those of ``models`` it has one on (in their order)."""
+        return {m: note for m in dict.fromkeys(models) if (note := self.note_of(m)) is not None}
 
     @property
     def status(self) -> str:
