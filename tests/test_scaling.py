@@ -36,8 +36,8 @@ PINNED = [
         "ae_batch_size": 64, "ae_steps": 3000, "aux_batch_size": 64, "aux_steps": 750, "aux_width": 0.25, "dim": 64,
         "energy_batch_size": 64, "energy_steps": 750, "score_batch_size": 64,
         "score_steps": 3000, "width": 0.25, "seed": 0, "data_id": "d" * 16,
-        # quick's SBM rows (QUICK_SBM, after the scale's sampler_steps=100): the lean UNet and PC-10
-        "unet_level_attention": False, "unet_block_mult": 1, "sampler": "pc", "sampler_steps": 10}),
+        # quick's SBM rows (QUICK_SBM): the lean UNet, sampled with the scale's PC-100
+        "unet_level_attention": False, "unet_block_mult": 1, "sampler_steps": 100}),
     ("polymnist10", "quick", "mopoe", 0, {"batch_size": 64, "steps": 6750, "width": 0.25}),  # the budget's own override wins
     ("polymnist10", "smoke", "mld", 0, {
         "ae_batch_size": 32, "ae_steps": 4, "dim": 192, "sampler_steps": 4, "score_batch_size": 32, "score_steps": 4,
