@@ -229,3 +229,41 @@ def test_a_budgets_note_on_a_model_marks_its_rows_in_every_rendering():
     page = SimpleNamespace(collected=agg.collected)
     assert f"<li><b>mmvae</b>: {note}</li>" in "".join(_row_notes(page))
     assert _row_notes(SimpleNamespace(collected=_collected())) == []
+
+
+def test_runs_made_with_settings_the_budget_no_longer_gives_are_not_used():
+    """A finished run whose logged model config or evaluation settings differ from the budget's current ones
+    for its row is left out (with the difference named), its row listed as missing; params a run lacks
+    (fields added later) are not compared; rows users added are not checked."""
+    import dataclasses
+
+    from mmbench.report.collect import NO_RUN, absences, current_settings, expected_params
+    from mmbench.suites.spec import overrides
+
+    budget = dataclasses.replace(SUITE.budgets[0], model_overrides=(("mvae", overrides(steps=7)),),
+                                 eval_overrides=overrides(n_conditional=500), seeds=(0,))
+    suite = dataclasses.replace(SUITE, budgets=(budget,))
+    expected = expected_params(budget, suite.variant("alpha"))
+    assert expected == {"model/steps": "7", "eval/n_conditional": "500"}
+
+    def run(variant: str, run_id: str, params: dict[str, str]) -> RunRecord:
+        tags = {"variant": variant, "seed": "0", "suite_version": "2", "model": suite.variant(variant).model}
+        return RunRecord(run_id, "FINISHED", int(run_id[-1]), None, params, {"coherence/loo/mean": 0.5}, tags, "")
+
+    same = run("alpha", "a1", dict(expected))
+    fewer_params = run("alpha", "a2", {"model/steps": "7"})  # e.g. logged before other fields existed
+    other_eval = run("alpha", "a3", {**expected, "eval/n_conditional": "1000"})
+    other_steps = run("alpha", "a4", {**expected, "model/steps": "3"})
+    current, stale = current_settings(suite, budget, [same, fewer_params, other_eval, other_steps])
+    assert [r.run_id for r in current] == ["a1", "a2"]
+    assert stale == {"a3": "made with other settings than the budget's current ones (eval/n_conditional: 1000 in "
+                           "the run, 500 now)",
+                     "a4": "made with other settings than the budget's current ones (model/steps: 3 in the run, 7 "
+                           "now)"}
+    absent = absences(suite, budget, [other_eval], [], stale)
+    assert absent["alpha"][0].status == NO_RUN and "eval/n_conditional: 1000" in absent["alpha"][0].detail
+    assert absent["alpha"][0].run_id == "a3"
+    mine = dataclasses.replace(suite, variants=(*suite.variants, Variant("mine", "mvae", extra=True)))
+    current, stale = current_settings(mine, budget, [run("alpha", "a5", {}), RunRecord(
+        "m6", "FINISHED", 6, None, {"model/steps": "99"}, {}, {"variant": "mine", "seed": "0"}, "")])
+    assert [r.run_id for r in current] == ["a5", "m6"] and stale == {}
