@@ -18,6 +18,7 @@ from mmbench.runner.plan import model_overrides
 from mmbench.runner.validate import validate_suite
 from mmbench.scaling import SCALE_FIELDS, NoScaler, Scale, scale_overrides, unscaled
 from mmbench.suites import get_suite, suite_names
+from mmbench.suites.polymnist import cap_note
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant
 
 # one value per Scale field, each distinct from every default, so a mapped field is visible
@@ -39,6 +40,7 @@ PINNED = [
         # quick's SBM rows (QUICK_SBM): the lean UNet, sampled with the scale's PC-100
         "unet_level_attention": False, "unet_block_mult": 1, "sampler_steps": 100}),
     ("polymnist10", "quick", "mopoe", 0, {"batch_size": 64, "steps": 6750, "width": 0.25}),  # the budget's own override wins
+    ("polymnist10", "quick", "mmvae", 0, {"batch_size": 64, "steps": 800, "width": 0.25}),  # its cap (model_notes)
     ("polymnist10", "smoke", "mld", 0, {
         "ae_batch_size": 32, "ae_steps": 4, "dim": 192, "sampler_steps": 4, "score_batch_size": 32, "score_steps": 4,
         "width": 0.125, "seed": 0, "data_id": "d" * 16}),
@@ -181,3 +183,10 @@ def test_a_new_model_is_sized_by_every_budget_without_touching_the_harness(new_m
                   default_budget="smoke")
     report = validate_suite(suite)
     assert not any("scaler" in e for e in report.errors), report.errors
+
+
+def test_quicks_capped_rows_carry_their_cap_in_a_note():
+    quick = get_suite("polymnist10").budget("quick")
+    assert quick.notes_for(["mvae", "mmvae", "mmvaeplus"]) == {
+        "mmvae": cap_note(800), "mmvaeplus": cap_note(1250)}
+    assert "cap of 800 steps" in cap_note(800)
