@@ -74,16 +74,28 @@ EVALUATIONS = (100, 50, 20, 10)
 
 @dataclass(frozen=True)
 class Setting:
-    """A sampler, its step count (``steps`` as the model's ``sampler_steps``) and re-imposition mode
-    (``reimpose``; "" = the model's own)."""
+    """A sampler, its step count (``steps`` as the model's ``sampler_steps``), re-imposition mode
+    (``reimpose``; "" = the model's own) and, for PC, Langevin corrector steps per predictor step
+    (``correctors``; 0 = the model's own)."""
 
     sampler: str
     steps: int
     reimpose: str = ""
+    correctors: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.sampler} N={self.steps}" + (f" ({self.reimpose})" if self.reimpose else "")
+        return (f"{self.sampler} N={self.steps}" + (f" x{self.correctors} corrector" if self.correctors else "")
+                + (f" ({self.reimpose})" if self.reimpose else ""))
+
+    @property
+    def identity(self) -> dict:
+        """The setting as the row journal keys it (``correctors`` only when set, so rows journaled before the
+        field existed keep their keys)."""
+        out = dataclasses.asdict(self)
+        if not self.correctors:
+            out.pop("correctors")
+        return out
 
 
 @dataclass
@@ -142,7 +154,7 @@ class RowJournal:
             self.rows[entry["key"]] = entry["row"]
 
     def key(self, setting: Setting) -> str:
-        return config_hash({**self.context, "setting": dataclasses.asdict(setting)})
+        return config_hash({**self.context, "setting": setting.identity})
 
     def get(self, setting: Setting) -> Row | None:
         stored = self.rows.get(self.key(setting))
@@ -247,7 +259,12 @@ def with_sampler(model: MultimodalModel, setting: Setting) -> MultimodalModel:
         raise ValueError(f"{type(model).__name__} has no sampler settings")
     if setting.reimpose and "reimpose" not in fields:
         raise ValueError(f"{type(model).__name__} has a fixed re-imposition mode; leave --reimpose empty")
+    if setting.correctors and (setting.sampler != "pc" or "corrector_steps" not in fields):
+        raise ValueError(f"corrector steps apply to the pc sampler of a model with corrector_steps, not "
+                         f"{setting.sampler} on {type(model).__name__}")
     mode = {"reimpose": setting.reimpose} if setting.reimpose else {}
+    if setting.correctors:
+        mode["corrector_steps"] = setting.correctors
     model.config = dataclasses.replace(model.config, sampler=setting.sampler, sampler_steps=setting.steps, **mode)
     return model
 
@@ -330,22 +347,29 @@ def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: st
     return rows
 
 
-def settings_for(evaluations: Sequence[int], samplers: Sequence[str], modes: Sequence[str] = ("",)) -> list[Setting]:
+def settings_for(evaluations: Sequence[int], samplers: Sequence[str], modes: Sequence[str] = ("",),
+                 correctors: Sequence[int] = (0,)) -> list[Setting]:
     """PC-100 and each few-step sampler at each evaluation count (the steps that give that count), each in
-    every re-imposition mode of ``modes`` ("" = the model's)."""
+    every re-imposition mode of ``modes`` ("" = the model's); PC also with each corrector count of
+    ``correctors`` (0 = the model's own, one Langevin step per predictor step)."""
     out = [Setting("pc", 100, mode) for mode in modes]
     for sampler in filter(None, samplers):
-        per_step = nfe_of(sampler, 1)
-        out += [Setting(sampler, n // per_step, mode) for mode in modes for n in evaluations]
-    return out
+        for k in correctors if sampler == "pc" else (0,):
+            per_step = nfe_of(sampler, 1, k or 1)
+            out += [Setting(sampler, n // per_step, mode, k) for mode in modes for n in evaluations]
+    return list(dict.fromkeys(out))
 
 
 def _with_se(value: float, se: float | None) -> str:
     return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
 
 
+def _sampler_cell(setting: Setting) -> str:
+    return setting.sampler + (f" ({setting.correctors} correctors)" if setting.correctors else "")
+
+
 def format_row(row: Row) -> str:
-    return (f"| {row.setting.sampler} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | "
+    return (f"| {_sampler_cell(row.setting)} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | "
             f"{_with_se(row.loo, row.loo_se)} | {_with_se(row.given_one, row.given_one_se)} | "
             f"{row.all_agree:.3f} | {row.fid:.2f} | {row.seconds_per_sample * 1000:.1f} |")
 
@@ -378,7 +402,7 @@ def comparison(rows: Sequence[Row], reference: Row) -> list[str]:
         (dl, sl), (dg, sg) = paired_difference(row, reference, "loo"), paired_difference(row, reference, "given_one")
         ok = meets_bar(row, reference)
         passing += [row] if ok else []
-        lines.append(f"| {row.setting.sampler} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | "
+        lines.append(f"| {_sampler_cell(row.setting)} | {row.setting.reimpose or 'model'} | {row.setting.steps} | {row.nfe} | "
                      f"{_signed(dl, sl)} | {_signed(dg, sg)} | {row.fid / reference.fid:.3f} | "
                      f"{reference.nfe / row.nfe:.1f}× | {'yes' if ok else 'no'} |")
     cheapest = min(passing, key=lambda r: (r.nfe, r.seconds_per_sample), default=None)
@@ -470,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samplers", default=",".join(FEWSTEP))
     parser.add_argument("--reimpose", default="", help="comma-separated re-imposition modes of the few-step rows "
                         "('' = the model's; SBM: fresh, fixed, sbmae, clean)")
+    parser.add_argument("--correctors", default="0", help="comma-separated Langevin corrector steps per PC "
+                        "predictor step for the pc rows (0 = the model's own, one)")
     parser.add_argument("--rows", default=None, help="journal of finished rows: a rerun measures only the rest")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
@@ -489,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("pass --artifacts (with --models and the scale), --suite with --budget, or --state")
     store = ArtifactStore(Path(args.artifacts).expanduser()) if args.artifacts else None
     settings = settings_for([int(k) for k in args.evaluations.split(",")], args.samplers.split(","),
-                            args.reimpose.split(","))
+                            args.reimpose.split(","), [int(k) for k in args.correctors.split(",")])
     if args.synthetic:
         test, record, jobs = synthetic_jobs(args.models.split(","), store, args.n)
         args.dataset = "patterns3 (synthetic)"

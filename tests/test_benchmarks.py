@@ -241,3 +241,26 @@ def test_sampler_quality_loads_a_runs_models_as_its_jobs_build_them(quality, tmp
     assert model.config == trained.config and model.config.score_steps == job.config["score_steps"]
     for key, value in trained.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_sampler_quality_corrector_counts_for_pc_rows(quality, patterns3):
+    """--correctors: PC rows with K Langevin steps per predictor step at each evaluation count (N = count /
+    (1 + K)); the journal key of a row without them is the one it had before the field existed."""
+    from mmbench import registry
+    from mmbench.hashing import config_hash
+
+    settings = quality.settings_for([20, 60], ["pc", "dpmpp2m"], [""], [0, 2])
+    assert [(s.sampler, s.steps, s.correctors) for s in settings] == [
+        ("pc", 100, 0), ("pc", 10, 0), ("pc", 30, 0), ("pc", 6, 2), ("pc", 20, 2), ("dpmpp2m", 20, 0),
+        ("dpmpp2m", 60, 0)]
+    assert settings[3].label == "pc N=6 x2 corrector"
+    journal = quality.RowJournal(None, {"stages": ["a"]})
+    assert journal.key(quality.Setting("pc", 10)) == config_hash(
+        {"stages": ["a"], "setting": {"sampler": "pc", "steps": 10, "reimpose": ""}})
+    assert journal.key(quality.Setting("pc", 10, "", 2)) != journal.key(quality.Setting("pc", 10))
+    train, _ = patterns3
+    model = registry.build("sbm-rae", train.modalities, {**_TINY_SBM, "data_id": train.data_hash})
+    quality.with_sampler(model, quality.Setting("pc", 6, "", 2))
+    assert (model.config.sampler_steps, model.config.corrector_steps) == (6, 2)
+    with pytest.raises(ValueError, match="corrector steps apply to the pc sampler"):
+        quality.with_sampler(model, quality.Setting("dpmpp2m", 6, "", 2))
