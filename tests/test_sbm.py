@@ -4,6 +4,7 @@ conditional sampling, and learning on the synthetic pattern data."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -454,11 +455,35 @@ def test_guidance_strength_is_per_sample_and_independent_of_the_batch():
     score = torch.randn(16, 2, 4)
     gamma = per_sample_gamma()  # the paper's EBM-scale 1000 at batch 256
     assert gamma == pytest.approx(3.90625)
+    assert per_sample_gamma(2000.0) == pytest.approx(7.8125)  # Table 10's CelebAMask-HQ scale
+    assert per_sample_gamma(1000.0, batch_size=1) == 1000.0  # a batch of one: the scale itself
+    with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
+        per_sample_gamma(1000.0, batch_size=0)
     guided = EnergyGuidance(lambda z, t: score[: len(z)], _QuadraticEnergy(), observed, gamma)(x, torch.full((16,), 0.3))
     torch.testing.assert_close(guided[:, 1], score[:, 1] - gamma * (x[:, 1] - x[:, 0]))
     torch.testing.assert_close(guided[:, 0], score[:, 0])
     alone = EnergyGuidance(lambda z, t: score[:1], _QuadraticEnergy(), observed[:1], gamma)(x[:1], torch.full((1,), 0.3))
     torch.testing.assert_close(alone[0], guided[0])
+
+
+def test_guidance_leaves_samples_with_nothing_or_everything_observed_and_checks_its_mask():
+    """Only a sample with an observed and an unobserved modality has a pair to guide (Eq. 8); the others keep
+    the plain score exactly. The mask must be a (B, M) bool tensor, and the error names what it got."""
+    torch.manual_seed(0)
+    observed = torch.tensor([[True, True, True], [False, False, False], [True, False, True], [False, True, False]])
+    x, score = torch.randn(4, 3, 5), torch.randn(4, 3, 5)
+    guided = EnergyGuidance(lambda z, t: score, _QuadraticEnergy(), observed, 2.0)(x, torch.full((4,), 0.3))
+    torch.testing.assert_close(guided[:2], score[:2], rtol=0, atol=0)
+    torch.testing.assert_close(guided[2, [0, 2]], score[2, [0, 2]], rtol=0, atol=0)
+    # E = ½‖z_a − z_b‖²: b's score moves by −γ(z_b − z_a), a drawn among the row's observed, b its unobserved
+    assert any(torch.allclose(guided[2, 1], score[2, 1] - 2.0 * (x[2, 1] - x[2, a])) for a in (0, 2))
+    moved = [b for b in (0, 2) if not torch.equal(guided[3, b], score[3, b])]
+    assert len(moved) == 1 and torch.equal(guided[3, 1], score[3, 1])
+    torch.testing.assert_close(guided[3, moved[0]], score[3, moved[0]] - 2.0 * (x[3, moved[0]] - x[3, 1]))
+    for bad in (observed.float(), observed[0], observed[None]):
+        with pytest.raises(ValueError, match=rf"observed must be a \(B, M\) bool mask, got {bad.dtype} "
+                                             rf"{re.escape(str(tuple(bad.shape)))}"):
+            EnergyGuidance(lambda z, t: z, _QuadraticEnergy(), bad, 1.0)
 
 
 # --- reuse keys follow everything that trains a stage (a key that misses a field loads a wrong stage) ----
