@@ -219,6 +219,73 @@ def test_random_pairs_are_distinct_present_modalities():
     assert torch.equal(valid, present.sum(1) >= 2)
 
 
+class _RecordingEnergy(torch.nn.Module):
+    """A closed-form energy of its inputs that records every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, ...]] = []
+
+    def forward(self, z_a, z_b, t, a, b):
+        self.calls.append((z_a, z_b, t, a, b))
+        return _recorded_energy(z_a, z_b, t, a, b)
+
+
+def _recorded_energy(z_a, z_b, t, a, b):
+    return (z_a * z_b).sum(1) / 1000 + t - 0.1 * a + 0.05 * b
+
+
+def test_nce_loss_is_eq7_on_its_pairs_partners_and_gaussian_negatives():
+    """Eq. 7 recomputed from what the energy was called with: latent (tuple i, modality k) holds 10·i + k and
+    an SDE of tiny β perturbs it by ~1e-4, so each call's inputs say which tuple and modality they came from.
+    Positives are two present modalities of each tuple with two; the shuffled negative is modality b_i of a
+    permuted tuple, counted only where that tuple has it; the Gaussian negative is N(0, I); half weight each."""
+    torch.manual_seed(0)
+    n, m = 40, 4
+    codes = 10.0 * torch.arange(n)[:, None] + torch.arange(m)[None, :]
+    z = codes[:, :, None].expand(n, m, 3).clone()
+    present = torch.rand(n, m) < 0.5
+    sde = VPSDE(1e-8, 1e-8)
+    energy = _RecordingEnergy()
+    out = nce_loss(energy, sde, z, present, eps=0.2)
+    (za, zb, t, a, b), (za2, zsh, t2, a2, b2), (za3, zg, t3, a3, b3) = energy.calls
+    rows = torch.arange(n)[present.sum(1) >= 2]
+    code_a, code_b, code_sh = (v.mean(1).round().long() for v in (za, zb, zsh))
+    assert torch.equal(code_a // 10, rows) and torch.equal(code_b // 10, rows)
+    assert torch.equal(code_a % 10, a) and torch.equal(code_b % 10, b) and torch.all(a != b)
+    assert torch.all(present[rows, a]) and torch.all(present[rows, b])
+    for x, y in ((za2, za), (za3, za), (t2, t), (t3, t), (a2, a), (a3, a), (b2, b), (b3, b)):
+        assert torch.equal(x, y)
+    assert torch.all((t >= 0.2) & (t <= 1.0))
+    partner = code_sh // 10
+    assert torch.equal(code_sh % 10, b) and torch.equal(partner.sort().values, rows)
+    assert zg.abs().max() < 5 and 0.6 < zg.std() < 1.5  # fresh N(0, I), not latents
+    usable = present[partner, b]
+    assert usable.any() and not usable.all()
+    e_pos, e_sh, e_g = (_recorded_energy(*call) for call in energy.calls)
+    softplus = torch.nn.functional.softplus
+    expected = softplus(e_pos).mean() + 0.5 * (softplus(-e_sh[usable]).mean() + softplus(-e_g).mean())
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(out["energy_pos"], e_pos.mean())
+    torch.testing.assert_close(out["energy_shuffled"], e_sh[usable].mean())
+    torch.testing.assert_close(out["energy_gaussian"], e_g.mean())
+    # two tuples are enough; when they swap, neither has the other's modalities and no shuffled term is left
+    two = torch.tensor([[True, True, False, False], [False, False, True, True], [True, False, False, False]])
+    swapped = 0
+    for _ in range(8):
+        energy = _RecordingEnergy()
+        out = nce_loss(energy, sde, z[:3], two)
+        (_, _, _, _, b), (_, zsh, *_), _ = energy.calls
+        e_pos, e_sh, e_g = (_recorded_energy(*call) for call in energy.calls)
+        usable = two[zsh.mean(1).round().long() // 10, b]
+        swapped += int(not usable.any())
+        shuffled_term = softplus(-e_sh[usable]).mean() if usable.any() else 0.0
+        torch.testing.assert_close(out["loss"], softplus(e_pos).mean() + 0.5 * (shuffled_term + softplus(-e_g).mean()))
+    assert 0 < swapped < 8
+    with pytest.raises(ValueError, match="^NCE needs at least two tuples with two present modalities in the batch$"):
+        nce_loss(_RecordingEnergy(), sde, z[:3], two & torch.tensor([True, False, True])[:, None])
+
+
 # --- contrastive guidance ---------------------------------------------------------------------------
 def test_clip_loss_rewards_aligned_embeddings_and_ignores_absent_items():
     torch.manual_seed(0)
