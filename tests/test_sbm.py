@@ -4,6 +4,7 @@ conditional sampling, and learning on the synthetic pattern data."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 
@@ -217,6 +218,32 @@ def test_random_pairs_are_distinct_present_modalities():
     assert torch.all(a[valid] != b[valid])
     assert torch.all(present[rows, a[valid]]) and torch.all(present[rows, b[valid]])
     assert torch.equal(valid, present.sum(1) >= 2)
+
+
+def test_pair_energy_is_sbmaes_mlp_written_out():
+    """By default six 128-wide softplus layers on [z_a, z_b, sinusoids of 1000·t, emb(a), emb(b)], the input
+    joined again at layer 5 (sbmae's architecture), recomputed here with the module's own weights; the skip
+    may sit at any layer from 2 to the last."""
+    torch.manual_seed(0)
+    energy = PairEnergy(4, 3)
+    in_dim = 2 * 4 + 3 * 32
+    shapes = [(layer.in_features, layer.out_features) for layer in energy.hidden]
+    assert shapes == [(in_dim, 128), (128, 128), (128, 128), (128, 128), (128 + in_dim, 128), (128, 128)]
+    z_a, z_b, t = torch.randn(5, 4), torch.randn(5, 4), torch.rand(5)
+    a, b = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([1, 2, 0, 2, 0])
+    k = torch.arange(16, dtype=torch.float32)
+    angles = 1000.0 * t[:, None] * torch.exp(-math.log(10000.0) * k / 15)[None, :]
+    x = torch.cat([z_a, z_b, angles.sin(), angles.cos(), energy.modality.weight[a], energy.modality.weight[b]], 1)
+    h = x
+    for i, layer in enumerate(energy.hidden, start=1):
+        inputs = torch.cat([h, x], 1) if i == 5 else h
+        h = torch.nn.functional.softplus(inputs @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(energy(z_a, z_b, t, a, b), (h @ energy.out.weight.T + energy.out.bias)[:, 0])
+    for skip_at in (2, 4):
+        assert len(PairEnergy(4, 3, width=8, layers=4, skip_at=skip_at)(z_a, z_b, t, a, b)) == 5
+    for skip_at in (1, 5):
+        with pytest.raises(ValueError, match=rf"skip_at must lie in \[2, layers=4\], got {skip_at}"):
+            PairEnergy(4, 3, width=8, layers=4, skip_at=skip_at)
 
 
 class _RecordingEnergy(torch.nn.Module):
