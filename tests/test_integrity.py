@@ -116,6 +116,22 @@ def test_a_damaged_shared_stage_is_retrained_by_sbm_vae_c(fault, patterns, sbm_v
     integrity.verify_file(score_file)  # the retrained stage is stored again, with its record
 
 
+def test_a_damaged_stored_stage_loads_as_none_with_the_line_naming_it(tmp_path, capsys):
+    """``ArtifactStore.load`` of a flipped stage: None (the job trains it again), the file moved aside, and
+    the one line says what the file is, where it went and what happens next."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    store.save("score-1", {"w": torch.ones(64)}, {})
+    path = store.path("score-1")
+    damaged = inject("flip", path)
+    capsys.readouterr()
+    assert store.load("score-1") is None
+    line = one_line_naming(capsys, path, "training it again")
+    (aside,) = set_aside_copies(path)
+    assert aside.read_bytes() == damaged
+    assert line.startswith(f"mmbench: stored stage {path} failed verification (")
+    assert line.endswith(f"; moved to {aside}; training it again")
+
+
 # ------------------------------------------------------------------------------------------- checkpoints
 
 

@@ -4,6 +4,8 @@ conditional sampling, and learning on the synthetic pattern data."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -216,6 +218,99 @@ def test_random_pairs_are_distinct_present_modalities():
     assert torch.all(a[valid] != b[valid])
     assert torch.all(present[rows, a[valid]]) and torch.all(present[rows, b[valid]])
     assert torch.equal(valid, present.sum(1) >= 2)
+
+
+def test_pair_energy_is_sbmaes_mlp_written_out():
+    """By default six 128-wide softplus layers on [z_a, z_b, sinusoids of 1000·t, emb(a), emb(b)], the input
+    joined again at layer 5 (sbmae's architecture), recomputed here with the module's own weights; the skip
+    may sit at any layer from 2 to the last."""
+    torch.manual_seed(0)
+    energy = PairEnergy(4, 3)
+    in_dim = 2 * 4 + 3 * 32
+    shapes = [(layer.in_features, layer.out_features) for layer in energy.hidden]
+    assert shapes == [(in_dim, 128), (128, 128), (128, 128), (128, 128), (128 + in_dim, 128), (128, 128)]
+    z_a, z_b, t = torch.randn(5, 4), torch.randn(5, 4), torch.rand(5)
+    a, b = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([1, 2, 0, 2, 0])
+    k = torch.arange(16, dtype=torch.float32)
+    angles = 1000.0 * t[:, None] * torch.exp(-math.log(10000.0) * k / 15)[None, :]
+    x = torch.cat([z_a, z_b, angles.sin(), angles.cos(), energy.modality.weight[a], energy.modality.weight[b]], 1)
+    h = x
+    for i, layer in enumerate(energy.hidden, start=1):
+        inputs = torch.cat([h, x], 1) if i == 5 else h
+        h = torch.nn.functional.softplus(inputs @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(energy(z_a, z_b, t, a, b), (h @ energy.out.weight.T + energy.out.bias)[:, 0])
+    for skip_at in (2, 4):
+        assert len(PairEnergy(4, 3, width=8, layers=4, skip_at=skip_at)(z_a, z_b, t, a, b)) == 5
+    for skip_at in (1, 5):
+        with pytest.raises(ValueError, match=rf"skip_at must lie in \[2, layers=4\], got {skip_at}"):
+            PairEnergy(4, 3, width=8, layers=4, skip_at=skip_at)
+
+
+class _RecordingEnergy(torch.nn.Module):
+    """A closed-form energy of its inputs that records every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, ...]] = []
+
+    def forward(self, z_a, z_b, t, a, b):
+        self.calls.append((z_a, z_b, t, a, b))
+        return _recorded_energy(z_a, z_b, t, a, b)
+
+
+def _recorded_energy(z_a, z_b, t, a, b):
+    return (z_a * z_b).sum(1) / 1000 + t - 0.1 * a + 0.05 * b
+
+
+def test_nce_loss_is_eq7_on_its_pairs_partners_and_gaussian_negatives():
+    """Eq. 7 recomputed from what the energy was called with: latent (tuple i, modality k) holds 10·i + k and
+    an SDE of tiny β perturbs it by ~1e-4, so each call's inputs say which tuple and modality they came from.
+    Positives are two present modalities of each tuple with two; the shuffled negative is modality b_i of a
+    permuted tuple, counted only where that tuple has it; the Gaussian negative is N(0, I); half weight each."""
+    torch.manual_seed(0)
+    n, m = 40, 4
+    codes = 10.0 * torch.arange(n)[:, None] + torch.arange(m)[None, :]
+    z = codes[:, :, None].expand(n, m, 3).clone()
+    present = torch.rand(n, m) < 0.5
+    sde = VPSDE(1e-8, 1e-8)
+    energy = _RecordingEnergy()
+    out = nce_loss(energy, sde, z, present, eps=0.2)
+    (za, zb, t, a, b), (za2, zsh, t2, a2, b2), (za3, zg, t3, a3, b3) = energy.calls
+    rows = torch.arange(n)[present.sum(1) >= 2]
+    code_a, code_b, code_sh = (v.mean(1).round().long() for v in (za, zb, zsh))
+    assert torch.equal(code_a // 10, rows) and torch.equal(code_b // 10, rows)
+    assert torch.equal(code_a % 10, a) and torch.equal(code_b % 10, b) and torch.all(a != b)
+    assert torch.all(present[rows, a]) and torch.all(present[rows, b])
+    for x, y in ((za2, za), (za3, za), (t2, t), (t3, t), (a2, a), (a3, a), (b2, b), (b3, b)):
+        assert torch.equal(x, y)
+    assert torch.all((t >= 0.2) & (t <= 1.0))
+    partner = code_sh // 10
+    assert torch.equal(code_sh % 10, b) and torch.equal(partner.sort().values, rows)
+    assert zg.abs().max() < 5 and 0.6 < zg.std() < 1.5  # fresh N(0, I), not latents
+    usable = present[partner, b]
+    assert usable.any() and not usable.all()
+    e_pos, e_sh, e_g = (_recorded_energy(*call) for call in energy.calls)
+    softplus = torch.nn.functional.softplus
+    expected = softplus(e_pos).mean() + 0.5 * (softplus(-e_sh[usable]).mean() + softplus(-e_g).mean())
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(out["energy_pos"], e_pos.mean())
+    torch.testing.assert_close(out["energy_shuffled"], e_sh[usable].mean())
+    torch.testing.assert_close(out["energy_gaussian"], e_g.mean())
+    # two tuples are enough; when they swap, neither has the other's modalities and no shuffled term is left
+    two = torch.tensor([[True, True, False, False], [False, False, True, True], [True, False, False, False]])
+    swapped = 0
+    for _ in range(8):
+        energy = _RecordingEnergy()
+        out = nce_loss(energy, sde, z[:3], two)
+        (_, _, _, _, b), (_, zsh, *_), _ = energy.calls
+        e_pos, e_sh, e_g = (_recorded_energy(*call) for call in energy.calls)
+        usable = two[zsh.mean(1).round().long() // 10, b]
+        swapped += int(not usable.any())
+        shuffled_term = softplus(-e_sh[usable]).mean() if usable.any() else 0.0
+        torch.testing.assert_close(out["loss"], softplus(e_pos).mean() + 0.5 * (shuffled_term + softplus(-e_g).mean()))
+    assert 0 < swapped < 8
+    with pytest.raises(ValueError, match="^NCE needs at least two tuples with two present modalities in the batch$"):
+        nce_loss(_RecordingEnergy(), sde, z[:3], two & torch.tensor([True, False, True])[:, None])
 
 
 # --- contrastive guidance ---------------------------------------------------------------------------
@@ -454,11 +549,35 @@ def test_guidance_strength_is_per_sample_and_independent_of_the_batch():
     score = torch.randn(16, 2, 4)
     gamma = per_sample_gamma()  # the paper's EBM-scale 1000 at batch 256
     assert gamma == pytest.approx(3.90625)
+    assert per_sample_gamma(2000.0) == pytest.approx(7.8125)  # Table 10's CelebAMask-HQ scale
+    assert per_sample_gamma(1000.0, batch_size=1) == 1000.0  # a batch of one: the scale itself
+    with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
+        per_sample_gamma(1000.0, batch_size=0)
     guided = EnergyGuidance(lambda z, t: score[: len(z)], _QuadraticEnergy(), observed, gamma)(x, torch.full((16,), 0.3))
     torch.testing.assert_close(guided[:, 1], score[:, 1] - gamma * (x[:, 1] - x[:, 0]))
     torch.testing.assert_close(guided[:, 0], score[:, 0])
     alone = EnergyGuidance(lambda z, t: score[:1], _QuadraticEnergy(), observed[:1], gamma)(x[:1], torch.full((1,), 0.3))
     torch.testing.assert_close(alone[0], guided[0])
+
+
+def test_guidance_leaves_samples_with_nothing_or_everything_observed_and_checks_its_mask():
+    """Only a sample with an observed and an unobserved modality has a pair to guide (Eq. 8); the others keep
+    the plain score exactly. The mask must be a (B, M) bool tensor, and the error names what it got."""
+    torch.manual_seed(0)
+    observed = torch.tensor([[True, True, True], [False, False, False], [True, False, True], [False, True, False]])
+    x, score = torch.randn(4, 3, 5), torch.randn(4, 3, 5)
+    guided = EnergyGuidance(lambda z, t: score, _QuadraticEnergy(), observed, 2.0)(x, torch.full((4,), 0.3))
+    torch.testing.assert_close(guided[:2], score[:2], rtol=0, atol=0)
+    torch.testing.assert_close(guided[2, [0, 2]], score[2, [0, 2]], rtol=0, atol=0)
+    # E = ½‖z_a − z_b‖²: b's score moves by −γ(z_b − z_a), a drawn among the row's observed, b its unobserved
+    assert any(torch.allclose(guided[2, 1], score[2, 1] - 2.0 * (x[2, 1] - x[2, a])) for a in (0, 2))
+    moved = [b for b in (0, 2) if not torch.equal(guided[3, b], score[3, b])]
+    assert len(moved) == 1 and torch.equal(guided[3, 1], score[3, 1])
+    torch.testing.assert_close(guided[3, moved[0]], score[3, moved[0]] - 2.0 * (x[3, moved[0]] - x[3, 1]))
+    for bad in (observed.float(), observed[0], observed[None]):
+        with pytest.raises(ValueError, match=rf"observed must be a \(B, M\) bool mask, got {bad.dtype} "
+                                             rf"{re.escape(str(tuple(bad.shape)))}"):
+            EnergyGuidance(lambda z, t: z, _QuadraticEnergy(), bad, 1.0)
 
 
 # --- reuse keys follow everything that trains a stage (a key that misses a field loads a wrong stage) ----

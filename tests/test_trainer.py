@@ -9,6 +9,7 @@ train/val metrics; the cosine schedule and warm-up follow their formulas; only t
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -190,6 +191,48 @@ def test_stage_with_reuse_key_is_trained_once_then_loaded(data, tmp_path):
     assert second.snapshot.keys() == first.snapshot.keys()  # finalize ran after loading
 
 
+def test_artifact_keys_are_file_names_and_their_locks_exclude_per_key(tmp_path):
+    """A key names one file in the store's folder (no path separator, not hidden, not empty); its lock
+    keeps a second holder of the same key waiting while other keys go ahead; what is saved loads back (onto the
+    CPU by default); ``sha256`` is the file's."""
+    import hashlib
+    import threading
+
+    store = ArtifactStore(tmp_path / "not" / "yet")
+    assert store.path("ae-3f2a") == tmp_path / "not" / "yet" / "ae-3f2a.pt"
+    assert store.path("a.b") == store.root / "a.b.pt"
+    for bad in ("", "ae/m0", "../up", ".hidden", "a/.b"):
+        with pytest.raises(ValueError, match=rf"invalid artifact key {re.escape(repr(bad))}"):
+            store.path(bad)
+    entered, done = threading.Event(), threading.Event()
+
+    def second_holder(key: str) -> None:
+        with ArtifactStore(store.root).lock(key):
+            entered.set()
+        done.set()
+
+    with store.lock("k"):  # creates the missing folders
+        other = threading.Thread(target=second_holder, args=("j",))
+        other.start()
+        assert entered.wait(10), "another key's lock is free"
+        other.join(10)
+        entered.clear()
+        done.clear()
+        same = threading.Thread(target=second_holder, args=("k",))
+        same.start()
+        assert not entered.wait(0.5), "the same key's lock waits for its holder"
+    assert entered.wait(10) and done.wait(10)
+    same.join(10)
+    with store.lock("k"):  # again, with the folder there
+        pass
+
+    assert store.load("k") is None and not store.has("k")
+    store.save("k", {"w": torch.arange(3.0)}, {"note": "x"})
+    state, meta = store.load("k")  # onto the CPU by default
+    assert torch.equal(state["w"], torch.arange(3.0)) and meta == {"note": "x"} and store.has("k")
+    assert store.sha256("k") == hashlib.sha256(store.path("k").read_bytes()).hexdigest()
+
+
 def test_a_stage_after_a_loaded_stage_trains_as_after_a_trained_one(data, tmp_path):
     """Each stage starts the RNG from (seed, stage): the head trained after loading "recon" from the store
     equals the head trained after training "recon" in the job (the stream no longer depends on history)."""
@@ -324,6 +367,31 @@ def test_averaged_weights_shows_the_average_during_training(data, tmp_path):
     train_model(model, data, None, options(tmp_path, callback=callback, log_every=1))
     for k, v in model.ae.named_parameters():
         assert torch.equal(v, seen[k])
+
+
+def test_ema_decay_bounds_and_a_mismatched_state_are_refused_by_name():
+    """The decay lies in the open interval (0, 1): 0 (no averaging) and 1 (no update) are refused, as is a
+    stored average of another decay or of other parameters (the message names what differs, at most 5)."""
+    from mmbench.training.ema import ParameterEMA
+
+    module = nn.Linear(2, 3)
+    for decay in (0.0, 1.0, 1.5, -0.5):
+        with pytest.raises(ValueError, match=rf"an EMA decay must lie in \(0, 1\), got {decay}"):
+            ParameterEMA(module, decay)
+    for decay in (1e-9, 0.5, 1 - 1e-9):
+        assert ParameterEMA(module, decay).decay == decay
+    ema = ParameterEMA(module, 0.9)
+    with pytest.raises(ValueError, match="EMA state has decay 0.99, this stage asks for 0.9"):
+        ema.load_state_dict(ParameterEMA(module, 0.99).state_dict())
+    other = ParameterEMA(nn.Sequential(*(nn.Linear(1, 1) for _ in range(3))), 0.9).state_dict()
+    expected = sorted(set(ema.shadow) ^ set(other["shadow"]))  # 2 of ours + 6 of theirs
+    assert len(expected) == 8
+    with pytest.raises(ValueError, match="does not match the module's parameters") as refused:
+        ema.load_state_dict(other)
+    assert str(refused.value).endswith(str(expected[:5]))
+    ema.update(module)
+    ema.load_state_dict(ParameterEMA(module, 0.9).state_dict())  # the same parameters and decay: taken
+    assert ema.updates == 0
 
 
 def test_progress_on_a_non_terminal_is_plain_lines(data, tmp_path, capsys):
