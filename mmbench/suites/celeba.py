@@ -32,6 +32,11 @@ VERSION = "1"
 ROWS = ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mopoe", "mvtcae", "mmvaeplus", "mld",
         "supervised")
 METRICS = ("f1", "coherence", "fid", "unconditional_fid", "fgsm")
+TWIN_SBM_ROWS = ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t")
+# quick's SBM rows: the lean UNet sampled by PC at 10 steps (as polymnist10's quick); on the twin neither the
+# net (F1 0.550 lean vs 0.552 default after 2400 score steps) nor the sampler (PC-10 0.550, PC-100 0.550, PC-10
+# with the reference's re-imposition 0.562) moves the attribute F1 given the image (docs/models.md)
+TWIN_QUICK_SBM = overrides(unet_level_attention=False, unet_block_mult=1, sampler="pc", sampler_steps=10)
 
 CELEBA_TWIN = register_suite(Suite(
     name="celeba-twin",
@@ -63,6 +68,7 @@ CELEBA_TWIN = register_suite(Suite(
             # (benchmarks/bench_twin_models.py); the sampler and the evaluation sizes are cut so that the
             # cost model's estimate for the nine rows stays near one CPU-hour (docs/harness.md)
             scale=Scale(width=0.125, steps=600, batch_size=64, sampler_steps=25, score_width=16),
+            model_overrides=(("mopoe", overrides(steps=1200)), *((m, TWIN_QUICK_SBM) for m in TWIN_SBM_ROWS)),
             eval_overrides=overrides(n_conditional=200, n_unconditional=200, k_curves=False, kid=False),
             classifier_steps=400,
             sizing="unmeasured",
