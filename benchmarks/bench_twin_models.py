@@ -5,13 +5,15 @@ The model gets the twin's per-kind networks (conv image and mask, MLP attributes
 attributes: ``mmbench.nets.modality``); F1 is the paper's (``mmbench.metrics.f1.f1_samples``) on generated
 attributes given the image alone. Sizes what the ``celeba-twin`` suite's ``quick`` budget must train.
 
-Usage: ``python benchmarks/bench_twin_models.py --model mvtcae --steps 600 [--width 0.125] [--n-train 2000]``
-(one torch thread); prints one line per measurement with the training seconds.
+Usage: ``python benchmarks/bench_twin_models.py --model mvtcae --steps 600 [--width 0.125] [--n-train 2000]
+[--set score_steps=1800 --set "sampler='pc'"]`` (one torch thread); ``--set`` overrides a Config field after the
+scale's, like a budget's ``model_overrides``. Prints one line per measurement with the training seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +23,14 @@ import numpy as np
 import torch
 
 from mmbench import registry
+from mmbench.config import parse_sets
 from mmbench.data.celebatwin import generate_split
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.metrics.f1 import f1_samples
 from mmbench.nets.modality import specs_of
+from mmbench.scaling import Scale, scale_overrides
 from mmbench.seeding import seed_everything
+from mmbench.training.artifacts import ArtifactStore
 from mmbench.training.trainer import TrainerOptions, train_model
 
 KINDS = {"mask": "mask", "attributes": "attributes"}
@@ -55,12 +60,26 @@ def build(name: str, train: MultimodalDataset, overrides: dict[str, Any]) -> Any
     return registry.build(name, train.modalities, overrides, specs_of(train))
 
 
-def train(model: Any, data: MultimodalDataset, name: str) -> float:
-    """Train every stage; returns the seconds it took."""
+def train(model: Any, data: MultimodalDataset, name: str, artifacts: Path | None = None) -> float:
+    """Train every stage; returns the seconds it took. With ``artifacts``, stages with a reuse key (an SBM
+    row's autoencoders and score net) are stored there and loaded by later runs that train the same stage."""
     start = time.perf_counter()
+    store = ArtifactStore(artifacts) if artifacts is not None else None
     with tempfile.TemporaryDirectory() as tmp:
-        train_model(model, data, None, TrainerOptions(workdir=Path(tmp), config_hash=name, seed=0, quiet=True, model_name=name))
+        options = TrainerOptions(workdir=Path(tmp), config_hash=name, seed=0, quiet=True, model_name=name, artifacts=store)
+        for report in train_model(model, data, None, options):
+            print(f"  stage {report.name}: {report.steps} steps, {report.seconds:.0f} s{' (reused)' if report.reused else ''}")
     return time.perf_counter() - start
+
+
+def model_overrides(name: str, scale: Scale, data: MultimodalDataset, sets: dict[str, Any], reuse: bool) -> dict[str, Any]:
+    """The Config overrides of ``name``: the scale's, the data's identity where stages are reused (an SBM
+    row's autoencoder and score keys need it), then ``sets`` (``--set``) over both."""
+    cls = registry.resolve_class(name)
+    overrides = scale_overrides(cls.Config, scale, name)
+    if reuse and "data_id" in {f.name for f in dataclasses.fields(cls.Config)}:
+        overrides["data_id"] = data.data_hash
+    return {**overrides, **sets}
 
 
 def main() -> None:
@@ -73,20 +92,32 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--sampler-steps", type=int, default=25, help="latent-diffusion rows (quick: 25)")
     parser.add_argument("--score-width", type=int, default=16, help="latent-diffusion rows (quick: 16)")
+    parser.add_argument("--artifacts", type=Path, default=None,
+                        help="store reusable stages here (an SBM row's autoencoders) so later runs load them")
+    parser.add_argument("--no-untrained", action="store_true", help="skip the untrained model's F1 (sampler sweeps)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Config override after the scale's (repeatable; VALUE a Python literal), e.g. score_steps=1800")
     args = parser.parse_args()
+    try:
+        sets = parse_sets(args.set)
+    except ValueError as error:
+        parser.error(str(error))
     torch.set_num_threads(1)
     data, test = twin("train", args.n_train), twin("test", args.n_test)
-    from mmbench.scaling import Scale, scale_overrides
-
-    cls = registry.resolve_class(args.model)
-    overrides = scale_overrides(cls.Config, Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
-                                                  sampler_steps=args.sampler_steps, score_width=args.score_width), args.model)
+    scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
+                  sampler_steps=args.sampler_steps, score_width=args.score_width)
+    overrides = model_overrides(args.model, scale, data, sets, reuse=args.artifacts is not None)
     model = build(args.model, data, overrides)
     print(f"majority per attribute: F1 {majority_f1(data, test):.3f}")
-    print(f"{args.model} untrained: F1 {attribute_f1_given_image(model, test):.3f}")
-    seconds = train(model, data, args.model)
-    print(f"{args.model} after {args.steps} steps (width {args.width}, batch {args.batch_size}, {args.n_train} tuples, "
-          f"{seconds:.0f} s): F1 {attribute_f1_given_image(model, test):.3f}")
+    if not args.no_untrained:
+        print(f"{args.model} untrained: F1 {attribute_f1_given_image(model, test):.3f}")
+    seconds = train(model, data, args.model, args.artifacts)
+    start = time.perf_counter()
+    f1 = attribute_f1_given_image(model, test)
+    sampled = time.perf_counter() - start
+    extra = "".join(f", {k}={v}" for k, v in sets.items())
+    print(f"{args.model} after {args.steps} steps (width {args.width}, batch {args.batch_size}, {args.n_train} tuples"
+          f"{extra}; {seconds:.0f} s training, {sampled:.0f} s sampling {args.n_test}): F1 {f1:.3f}")
 
 
 if __name__ == "__main__":

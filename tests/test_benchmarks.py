@@ -264,3 +264,20 @@ def test_sampler_quality_corrector_counts_for_pc_rows(quality, patterns3):
     assert (model.config.sampler_steps, model.config.corrector_steps) == (6, 2)
     with pytest.raises(ValueError, match="corrector steps apply to the pc sampler"):
         quality.with_sampler(model, quality.Setting("dpmpp2m", 6, "", 2))
+
+
+# --- benchmarks/bench_twin_models.py: the overrides a measured model gets ---------------------------------
+def test_twin_bench_overrides_take_sets_over_the_scale_and_name_the_data_for_reuse():
+    spec = importlib.util.spec_from_file_location("bench_twin_models", ROOT / "benchmarks" / "bench_twin_models.py")
+    twin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twin)
+    from mmbench.scaling import Scale
+
+    data = twin.twin("train", 8)
+    scale = Scale(width=0.125, steps=600, batch_size=64, sampler_steps=25, score_width=16)
+    plain = twin.model_overrides("sbm-vae", scale, data, {}, reuse=False)
+    assert plain["score_steps"] == 600 and plain["sampler_steps"] == 25 and "data_id" not in plain
+    varied = twin.model_overrides("sbm-vae", scale, data, {"score_steps": 1800, "sampler_steps": 10}, reuse=True)
+    assert varied == {**plain, "score_steps": 1800, "sampler_steps": 10, "data_id": data.data_hash}
+    assert data.data_hash  # reuse keys are None for unnamed data: the stages would never be stored
+    assert "data_id" not in twin.model_overrides("mopoe", scale, data, {}, reuse=True)  # no reusable stages
