@@ -4,9 +4,8 @@ One row per (row label, seed, metric key): the latest FINISHED run of each (labe
 current version counts; older versions and unfinished attempts are counted, not used. Skip reasons,
 metric directions and provenance come from the same runs (tags and the skip-reason and metric-direction
 artifacts; every name from :mod:`mmbench.records`). Every (row, budget seed) without a finished run is an :class:`Absence`
-saying why: no run yet, the run failed, or it is unfinished (running, stopped or killed). A finished run
-whose explicit model or evaluation settings differ from what the budget gives its row today is not used
-(:func:`current_settings`). Torch is never imported.
+saying why: no run yet, the run failed, or it is unfinished (running, stopped or killed). Torch is never
+imported.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import pandas as pd
 from mmbench import tracking
 from mmbench.records import Artifact, Tag, is_training_metric
 from mmbench.runner.extra import with_rows_of_runs
-from mmbench.suites.spec import Budget, Suite, Variant
+from mmbench.suites.spec import Budget, Suite
 
 NO_RUN, RUN_FAILED, RUN_UNFINISHED = "no run yet", "run failed", "run unfinished"
 
@@ -93,11 +92,8 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
         raise NoRuns(f"the store {store.uri} has no experiment for suite {suite.name!r}; run it first")
     attempts = store.job_runs(experiment, budget.name)
     suite = with_rows_of_runs(suite, attempts)  # rows users added (`--models mine`, `mmbench eval`)
-    current, stale = current_settings(suite, budget, [r for r in attempts if r.status == tracking.FINISHED])
-    chosen, ignored = _choose(suite, current)
-    for reason in stale.values():
-        ignored[reason] = ignored.get(reason, 0) + 1
-    absent = absences(suite, budget, attempts, chosen, stale)
+    chosen, ignored = _choose(suite, [r for r in attempts if r.status == tracking.FINISHED])
+    absent = absences(suite, budget, attempts, chosen)
     if not chosen:
         others = store.budgets(experiment)
         raise NoRuns(
@@ -146,69 +142,25 @@ def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking
     return chosen, ignored
 
 
-def current_settings(suite: Suite, budget: Budget, runs: list[tracking.RunRecord]
-                     ) -> tuple[list[tracking.RunRecord], dict[str, str]]:
-    """The runs made with the budget's current settings for their row, and run id -> why each other one is not:
-    a run whose logged params differ from what the budget and the row now set explicitly (:func:`expected_params`;
-    the budget was changed since: its numbers measure something else) is never mixed into the tables. Rows
-    users added are not checked (their settings are their own); a param the run lacks is not compared."""
-    declared = {v.label: v for v in suite.variants if not v.extra}
-    expected: dict[str, dict[str, str]] = {}
-    current, stale = [], {}
-    for run in runs:
-        variant = declared.get(run.tags.get(Tag.VARIANT, ""))
-        if variant is not None and variant.label not in expected:
-            expected[variant.label] = expected_params(budget, variant)
-        differs = _first_difference(run, expected[variant.label]) if variant is not None else None
-        if differs is None:
-            current.append(run)
-        else:
-            stale[run.run_id] = f"made with other settings than the budget's current ones ({differs})"
-    return current, stale
-
-
-def expected_params(budget: Budget, variant: Variant) -> dict[str, str]:
-    """The ``model/*`` and ``eval/*`` params (as stored text) that the budget and the row set explicitly: the
-    budget's overrides for the row's model, the row's own, the budget's evaluation settings. (Fields its Scale
-    maps would need the model's Config, hence torch: a Scale change is not caught here.)"""
-    from mmbench.records import config_params
-
-    model = {**budget.overrides_of(variant.model), **variant.overrides_at(budget.name)}
-    return {k: tracking.param_text(v) for k, v in config_params(model, dict(budget.eval_overrides), {}).items()}
-
-
-def _first_difference(run: tracking.RunRecord, expected: dict[str, str]) -> str | None:
-    for key in sorted(expected):
-        logged = run.params.get(key)
-        if logged is not None and logged != expected[key] and "…[truncated" not in logged:
-            return f"{key}: {logged} in the run, {expected[key]} now"
-    return None
-
-
 def absences(suite: Suite, budget: Budget, attempts: list[tracking.RunRecord],
-             chosen: list[tracking.RunRecord], stale: dict[str, str] | None = None) -> dict[str, dict[int, Absence]]:
-    """Every (row, budget seed) without a chosen finished run, with the state of its latest attempt (a
-    finished run with settings the budget no longer gives counts as an attempt: ``stale`` run id -> why)."""
+             chosen: list[tracking.RunRecord]) -> dict[str, dict[int, Absence]]:
+    """Every (row, budget seed) without a chosen finished run, with the state of its latest attempt."""
     finished = {(r.tags[Tag.VARIANT], _seed(r)) for r in chosen}
-    stale = stale or {}
     latest: dict[tuple[str, int], tracking.RunRecord] = {}
     for run in sorted(attempts, key=lambda r: r.start_time):
-        if run.tags.get(Tag.SUITE_VERSION) == suite.version and (run.status != tracking.FINISHED or run.run_id in stale):
+        if run.tags.get(Tag.SUITE_VERSION) == suite.version and run.status != tracking.FINISHED:
             latest[(run.tags.get(Tag.VARIANT, ""), _seed(run))] = run
     out: dict[str, dict[int, Absence]] = {}
     for variant in suite.variants:
         for seed in budget.seeds:
             if (variant.label, seed) not in finished:
-                out.setdefault(variant.label, {})[seed] = _absence(latest.get((variant.label, seed)), stale)
+                out.setdefault(variant.label, {})[seed] = _absence(latest.get((variant.label, seed)))
     return out
 
 
-def _absence(attempt: tracking.RunRecord | None, stale: dict[str, str]) -> Absence:
+def _absence(attempt: tracking.RunRecord | None) -> Absence:
     if attempt is None:
         return Absence(NO_RUN)
-    if attempt.run_id in stale:
-        return Absence(NO_RUN, f"the last finished run was {stale[attempt.run_id]}; a rerun measures the row "
-                       "at the current settings", attempt.run_id)
     error = attempt.tags.get(Tag.ERROR, "")
     if attempt.status == tracking.FAILED:
         return Absence(RUN_FAILED, error or "no error recorded", attempt.run_id)

@@ -15,7 +15,6 @@ from mmbench.tracking.store import (
     MetricBuffer,
     MlflowStore,
     metric_key,
-    param_text,
 )
 from mmbench.tracking.ui import port_free, serve_ui, ui_command
 from mmbench.tracking.uri import (
@@ -30,6 +29,6 @@ from mmbench.tracking.uri import (
 __all__ = [
     "FAILED", "FINISHED", "KILLED", "MAX_PARAM_VALUE", "MAX_TAG_VALUE", "METRICS_PER_BATCH",
     "PARAMS_PER_BATCH", "RUNNING", "SCHEDULED", "MetricBuffer", "MlflowStore", "RunRecord", "Store",
-    "TrackingError", "artifact_root", "check_reachable", "machine_id", "metric_key", "owner_tags", "param_text", "port_free",
+    "TrackingError", "artifact_root", "check_reachable", "machine_id", "metric_key", "owner_tags", "port_free",
     "process_alive", "reroot_artifacts", "resolve_uri", "serve_ui", "sqlite_path", "ui_command",
 ]

@@ -51,13 +51,8 @@ def metric_key(key: str) -> str:
     return clean[:250]
 
 
-def param_text(value: Any) -> str:
-    """How a param value is stored: strings as they are, anything else as canonical JSON."""
-    return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-
-
 def _text(value: Any, limit: int) -> str:
-    text = param_text(value)
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 40] + " …[truncated; see the JSON artifact]"
 
 
