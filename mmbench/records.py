@@ -45,6 +45,7 @@ class Tag:
     SEED = "seed"
     JOB_ID = "job_id"
     CONFIG_HASH = "config_hash"
+    ROW_SETTINGS = "row_settings"  # canonical JSON of Budget.row_settings when the job was planned
     DATA_ID = "data_id"
     NUM_MODALITIES = "num_modalities"
     FID_EXTRACTOR = "fid_extractor"

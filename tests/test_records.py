@@ -26,7 +26,7 @@ MODALITIES = ("m0", "m1")
 LONG_REASON = "x" * (tracking.MAX_TAG_VALUE + 100)  # makes the skipped tag overflow: the reader needs the artifact
 
 
-def _job(seed: int, workdir: Path) -> Job:
+def _job(seed: int, workdir: Path, row_settings: str = "") -> Job:
     settings = EvalSettings()
     eval_settings = tuple(sorted((f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)
                                  if f.name != "device"))
@@ -34,7 +34,7 @@ def _job(seed: int, workdir: Path) -> Job:
     return Job(job_id=f"job{seed}", suite=SUITE.name, suite_version=SUITE.version, budget=BUDGET.name, label="dummy",
                model="dummy", seed=seed, data=data, overrides=(), config_json=json.dumps({"latent_dim": 16}),
                config_hash="cfg", eval_settings=eval_settings, metrics=("coherence", "fid"), ranks=BUDGET.ranks,
-               workdir=str(workdir))
+               workdir=str(workdir), row_settings=row_settings)
 
 
 def test_a_job_logged_by_the_runner_is_read_back_by_the_report(tmp_path):
@@ -73,6 +73,43 @@ def test_a_job_logged_by_the_runner_is_read_back_by_the_report(tmp_path):
     assert store.read_json(run.run_id, Artifact.CONFIG)["job_id"] == "job0"
     assert store.finished_jobs(experiment, BUDGET.name) == {"job0": collected.runs[0].run_id,
                                                             "job1": collected.runs[1].run_id}
+
+
+def test_a_run_made_before_its_budget_changed_is_left_out_of_the_report_with_the_change_named(tmp_path):
+    """The runner tags the budget's settings for the row; the report compares them with today's budget."""
+    from mmbench.hashing import canonical_json
+    from mmbench.report.collect import NO_RUN, NoRuns
+
+    store = tracking.Store(f"sqlite:///{tmp_path}/store.db")
+    store.check()
+    experiment = store.experiment_id(SUITE.name)
+    parent = store.create_run(experiment, "invocation", {Tag.KIND: Kind.INVOCATION})
+    ctx = JobContext("inv", store.uri, experiment, parent, "cpu", True, 1, str(tmp_path / "STOP"), ())
+    settings = canonical_json(BUDGET.row_settings(SUITE.variant("dummy")))
+    job = _job(0, tmp_path / "job0", settings)
+    run_id = open_child(store, ctx, job, None)
+    log_evaluation(store, run_id, job, EvalSettings(**dict(job.eval_settings)),
+                   EvalResult({"coherence/loo/mean": 0.5}, {}))
+    store.mark(run_id, tracking.FINISHED)
+
+    assert store.run(run_id).tags[Tag.ROW_SETTINGS] == settings
+    assert [r.run_id for r in collect(SUITE, BUDGET, store.uri).runs] == [run_id]
+    n_conditional = dict(BUDGET.eval_overrides).get("n_conditional")
+    changed = dataclasses.replace(BUDGET, seeds=(0,), eval_overrides=(*BUDGET.eval_overrides, ("n_conditional", 7)))
+    with pytest.raises(NoRuns) as raised:
+        collect(SUITE, changed, store.uri)
+    difference = f"eval/n_conditional: {json.dumps(n_conditional) if n_conditional else 'unset'} in the run, 7 now"
+    assert difference in str(raised.value)
+    other = _job(1, tmp_path / "job1", canonical_json(changed.row_settings(SUITE.variant("dummy"))))
+    other_id = open_child(store, ctx, other, None)  # a second seed at today's settings keeps the report going
+    log_evaluation(store, other_id, other, EvalSettings(**dict(other.eval_settings)),
+                   EvalResult({"coherence/loo/mean": 0.6}, {}))
+    store.mark(other_id, tracking.FINISHED)
+    collected = collect(SUITE, dataclasses.replace(changed, seeds=(0, 1)), store.uri)
+    assert [r.run_id for r in collected.runs] == [other_id]
+    absent = collected.absent["dummy"][0]
+    assert absent.status == NO_RUN and difference in absent.detail and absent.run_id == run_id
+    assert sum(n for reason, n in collected.ignored.items() if difference in reason) == 1
 
 
 # --------------------------------------------------------------------------------- one home for the names

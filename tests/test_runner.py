@@ -8,6 +8,7 @@ autoencoder registered here, so training, checkpoints and stage reuse are exerci
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from functools import lru_cache
@@ -177,7 +178,25 @@ def test_job_ids_hash_the_resolved_config(tiny_model):
     assert changed[0].job_id != a0.job_id
     assert "device" not in dict(a0.eval_settings)
     assert dict(a0.eval_settings)["seed"] == 0 and dict(a1.eval_settings)["seed"] == 1
+    # each job carries what the budget set for its row, which the report compares with today's budget
+    assert json.loads(a0.row_settings)["model"] == {} and json.loads(b0.row_settings)["model"] == {"sample_noise": 0.5}
+    assert json.loads(changed[0].row_settings)["eval"]["n_conditional"] == 30
     unregister_suite("t-ids")
+
+
+def test_a_change_of_the_budget_is_named_by_its_first_differing_setting():
+    from mmbench.report.collect import settings_difference
+
+    budget = get_suite("synthetic").budget("smoke")
+    row = Variant("a", "tiny-ae", overrides(sample_noise=0.5))
+    before = budget.row_settings(row)
+    assert settings_difference(json.loads(json.dumps(before)), budget.row_settings(row)) is None
+    assert budget.scale.steps is not None
+    rescaled = dataclasses.replace(budget, scale=dataclasses.replace(budget.scale, steps=budget.scale.steps + 3))
+    assert settings_difference(before, rescaled.row_settings(row)) == (
+        f"scale/steps: {budget.scale.steps} in the run, {budget.scale.steps + 3} now")
+    assert settings_difference(before, budget.row_settings(Variant("a", "tiny-ae"))) == (
+        "model/sample_noise: 0.5 in the run, unset now")
 
 
 def test_select_rows_and_unknown_names():

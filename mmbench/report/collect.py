@@ -4,8 +4,9 @@ One row per (row label, seed, metric key): the latest FINISHED run of each (labe
 current version counts; older versions and unfinished attempts are counted, not used. Skip reasons,
 metric directions and provenance come from the same runs (tags and the skip-reason and metric-direction
 artifacts; every name from :mod:`mmbench.records`). Every (row, budget seed) without a finished run is an :class:`Absence`
-saying why: no run yet, the run failed, or it is unfinished (running, stopped or killed). Torch is never
-imported.
+saying why: no run yet, the run failed, or it is unfinished (running, stopped or killed). A finished run
+made with other settings than the budget gives its row today (its ``row_settings`` tag) is not used
+(:func:`current_settings`). Torch is never imported.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import pandas as pd
 
 from mmbench import tracking
+from mmbench.config import flatten
+from mmbench.hashing import canonical_json
 from mmbench.records import Artifact, Tag, is_training_metric
 from mmbench.runner.extra import with_rows_of_runs
 from mmbench.suites.spec import Budget, Suite
@@ -92,8 +95,11 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
         raise NoRuns(f"the store {store.uri} has no experiment for suite {suite.name!r}; run it first")
     attempts = store.job_runs(experiment, budget.name)
     suite = with_rows_of_runs(suite, attempts)  # rows users added (`--models mine`, `mmbench eval`)
-    chosen, ignored = _choose(suite, [r for r in attempts if r.status == tracking.FINISHED])
-    absent = absences(suite, budget, attempts, chosen)
+    current, stale = current_settings(suite, budget, [r for r in attempts if r.status == tracking.FINISHED])
+    chosen, ignored = _choose(suite, current)
+    for reason in stale.values():
+        ignored[reason] = ignored.get(reason, 0) + 1
+    absent = absences(suite, budget, attempts, chosen, stale)
     if not chosen:
         others = store.budgets(experiment)
         raise NoRuns(
@@ -106,13 +112,13 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
 
 
 def absence_summary(absent: dict[str, dict[int, Absence]]) -> str:
-    """``run failed: mvae seed 0 (run ...: error); no run yet: 11 row seeds`` — failures and unfinished
-    attempts by name, the rows never run by count."""
+    """``run failed: mvae seed 0 (run ...: error); no run yet: 11 row seeds`` — failures, unfinished attempts
+    and runs made at other settings by name, the rows never run by count."""
     named: list[str] = []
     never = 0
     for row, seeds in absent.items():
         for seed, absence in seeds.items():
-            if absence.status == NO_RUN:
+            if absence.status == NO_RUN and not absence.run_id:
                 never += 1
             else:
                 named.append(f"{row} seed {seed}: {absence.describe()}")
@@ -142,25 +148,66 @@ def _choose(suite: Suite, runs: list[tracking.RunRecord]) -> tuple[list[tracking
     return chosen, ignored
 
 
+def current_settings(suite: Suite, budget: Budget, runs: list[tracking.RunRecord]
+                     ) -> tuple[list[tracking.RunRecord], dict[str, str]]:
+    """The runs made with the settings the budget gives their row today, and run id -> why each other one is not.
+
+    A run's ``row_settings`` tag records :meth:`Budget.row_settings` as planned; a run whose record differs
+    from today's measured something else (the budget was changed since) and never enters a table. Rows users
+    added, other suite versions and runs logged before the tag existed are not checked.
+    """
+    declared = {v.label: v for v in suite.variants if not v.extra}
+    current, stale = [], {}
+    for run in runs:
+        variant, logged = declared.get(run.tags.get(Tag.VARIANT, "")), run.tags.get(Tag.ROW_SETTINGS)
+        if variant is None or not logged or run.tags.get(Tag.SUITE_VERSION) != suite.version:
+            current.append(run)
+            continue
+        differs = settings_difference(json.loads(logged), budget.row_settings(variant))
+        if differs is None:
+            current.append(run)
+        else:
+            stale[run.run_id] = f"made with other settings than the budget gives the row today ({differs})"
+    return current, stale
+
+
+def settings_difference(logged: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """``eval/n_conditional: 1000 in the run, 500 now`` for the first differing setting (None: the same)."""
+    before, after = flatten(json.loads(canonical_json(logged))), flatten(json.loads(canonical_json(now)))
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            return f"{key}: {_shown(before, key)} in the run, {_shown(after, key)} now"
+    return None
+
+
+def _shown(values: dict[str, Any], key: str) -> str:
+    return json.dumps(values[key]) if key in values else "unset"
+
+
 def absences(suite: Suite, budget: Budget, attempts: list[tracking.RunRecord],
-             chosen: list[tracking.RunRecord]) -> dict[str, dict[int, Absence]]:
-    """Every (row, budget seed) without a chosen finished run, with the state of its latest attempt."""
+             chosen: list[tracking.RunRecord], stale: dict[str, str] | None = None) -> dict[str, dict[int, Absence]]:
+    """Every (row, budget seed) without a chosen finished run, with the state of its latest attempt (a
+    finished run made with settings the budget no longer gives counts as one: ``stale`` run id -> why)."""
     finished = {(r.tags[Tag.VARIANT], _seed(r)) for r in chosen}
+    stale = stale or {}
     latest: dict[tuple[str, int], tracking.RunRecord] = {}
     for run in sorted(attempts, key=lambda r: r.start_time):
-        if run.tags.get(Tag.SUITE_VERSION) == suite.version and run.status != tracking.FINISHED:
+        if run.tags.get(Tag.SUITE_VERSION) == suite.version and (run.status != tracking.FINISHED or run.run_id in stale):
             latest[(run.tags.get(Tag.VARIANT, ""), _seed(run))] = run
     out: dict[str, dict[int, Absence]] = {}
     for variant in suite.variants:
         for seed in budget.seeds:
             if (variant.label, seed) not in finished:
-                out.setdefault(variant.label, {})[seed] = _absence(latest.get((variant.label, seed)))
+                out.setdefault(variant.label, {})[seed] = _absence(latest.get((variant.label, seed)), stale)
     return out
 
 
-def _absence(attempt: tracking.RunRecord | None) -> Absence:
+def _absence(attempt: tracking.RunRecord | None, stale: dict[str, str]) -> Absence:
     if attempt is None:
         return Absence(NO_RUN)
+    if attempt.run_id in stale:
+        return Absence(NO_RUN, f"its last finished run was {stale[attempt.run_id]}; a rerun measures it at today's "
+                       "settings", attempt.run_id)
     error = attempt.tags.get(Tag.ERROR, "")
     if attempt.status == tracking.FAILED:
         return Absence(RUN_FAILED, error or "no error recorded", attempt.run_id)

@@ -180,8 +180,10 @@ def job_tags(job: Job, shared: dict[str, str]) -> dict[str, Any]:
 
 
 def _origin_tags(job: Job) -> dict[str, str]:
-    """An extra row's flag; an evaluated-only run's flag, checkpoint path and its sha256 (as provenance)."""
+    """The budget's settings for the row; an extra row's flag; an evaluated-only run's flag, checkpoint path and its sha256 (as provenance)."""
     tags = {Tag.EXTRA_ROW: flag(True)} if job.extra_row else {}
+    if job.row_settings:
+        tags[Tag.ROW_SETTINGS] = job.row_settings
     if job.checkpoint:
         tags.update({Tag.EVALUATED_ONLY: flag(True), Tag.CHECKPOINT: job.checkpoint,
                      provenance_tag(CHECKPOINT_SHA256): job.checkpoint_sha256})

@@ -43,6 +43,8 @@ class Job:
     extra_row: bool = False  # a row the user added to the suite's (mmbench.runner.extra)
     checkpoint: str = ""  # evaluate these weights instead of training (`mmbench eval`); "" trains
     checkpoint_sha256: str = ""
+    row_settings: str = ""  # canonical JSON of what the budget set for the row (Budget.row_settings); not hashed
+
 
     @property
     def config(self) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def plan_jobs(
                 overrides=tuple(sorted(overrides.items())), config_json=canonical_json(config),
                 config_hash=config_hash(config), eval_settings=tuple(sorted(settings.items())),
                 metrics=suite.metrics, ranks=budget.ranks, workdir=str(root / suite.name / job_id),
-                extra_row=variant.extra,
+                extra_row=variant.extra, row_settings=canonical_json(budget.row_settings(variant)),
             ))
     return jobs
 

@@ -127,6 +127,19 @@ class Budget:
         """model -> the budget's remark, for those of ``models`` it has one on (in their order)."""
         return {m: note for m in dict.fromkeys(models) if (note := self.note_of(m)) is not None}
 
+    def row_settings(self, variant: Variant) -> dict[str, Any]:
+        """Everything this budget sets for ``variant``'s jobs, as plain data: data sizes, scale, the merged
+        config overrides (budget's for the model, then the row's), evaluation settings, classifier length.
+
+        The runner tags each run with it and the report compares it with today's, so a run made before the
+        budget changed is never mixed into a table (a change of code defaults needs a suite version bump).
+        """
+        return {
+            "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test, "scale": self.scale.asked(),
+            "model": {**self.overrides_of(variant.model), **variant.overrides_at(self.name)},
+            "eval": dict(self.eval_overrides), "classifier_steps": self.classifier_steps,
+        }
+
     @property
     def status(self) -> str:
         """A short phrase for listings: what the budget's numbers can be used for."""
