@@ -57,6 +57,7 @@ class Tag:
     EXTRA_ROW = "extra_row"  # "true": a row the user added to the suite's (mmbench.runner.extra)
     EVALUATED_ONLY = "evaluated_only"  # "true": a checkpoint scored by `mmbench eval`, not trained by the job
     CHECKPOINT = "checkpoint"  # the file `mmbench eval` loaded (its sha256: provenance.checkpoint_sha256)
+    IMPORTED_FROM = "imported_from"  # a copied run: its run id in the store it was exported from
     ERROR = "error"  # why a run failed or was stopped
     SKIPPED = "skipped"  # JSON {key: reason}; truncated when long (the artifact SKIPPED holds all of it)
     # provenance shared by an invocation and its jobs
@@ -74,6 +75,8 @@ class Tag:
     PID = "mmbench.pid"
     # MLflow's own
     PARENT_RUN = "mlflow.parentRunId"
+    RUN_NAME = "mlflow.runName"
+    MLFLOW_PREFIX = "mlflow."  # MLflow's own tags (run name, parent, user, source)
 
     VERSIONS_PREFIX = "versions."  # versions.<package> = its version
     PROVENANCE_PREFIX = "provenance."  # provenance.<what a metric used> = its identity (weights sha256, ...)

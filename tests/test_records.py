@@ -116,7 +116,7 @@ def test_a_run_made_before_its_budget_changed_is_left_out_of_the_report_with_the
 
 WRITERS_AND_READERS = ("mmbench/runner/job.py", "mmbench/runner/run.py", "mmbench/report/collect.py",
                        "mmbench/report/provenance.py", "mmbench/report/__init__.py", "mmbench/tracking/lookup.py",
-                       "mmbench/tracking/store.py")
+                       "mmbench/tracking/store.py", "mmbench/tracking/bundle.py")
 ARTIFACT_CALLS = {"read_json", "log_json", "download", "artifact_names"}
 WRITE_CALLS = {"set_tags", "create_run", "log_params", "log_metrics"}
 

@@ -20,6 +20,7 @@ COMMANDS.register("run", "mmbench.cli.harness:run")
 COMMANDS.register("report", "mmbench.cli.harness:report")
 COMMANDS.register("ui", "mmbench.cli.harness:ui")
 COMMANDS.register("eval", "mmbench.cli.evaluate:evaluate")
+COMMANDS.register("store", "mmbench.cli.store:store")
 
 
 class LazyGroup(click.Group):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mmbench.cli.harness import _call, _suite_and_budget
+from mmbench.cli.harness import _call, suite_and_budget
 
 
 @click.command(name="eval")
@@ -32,7 +32,7 @@ def evaluate(model: str, checkpoint: Path, suite: str, budget: str | None, seed:
     from mmbench.runner.prepare import RunOptions
     from mmbench.runner.weights import CheckpointError, checkpoint_file
 
-    spec, budget_spec = _suite_and_budget(suite, budget)
+    spec, budget_spec = suite_and_budget(suite, budget)
     try:
         checkpoint_file(checkpoint)
     except CheckpointError as exc:

@@ -54,7 +54,7 @@ def _models(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     return items
 
 
-def _suite_and_budget(suite: str, budget: str | None) -> tuple[Suite, Budget]:
+def suite_and_budget(suite: str, budget: str | None) -> tuple[Suite, Budget]:
     from mmbench.suites import get_suite
 
     try:
@@ -71,7 +71,7 @@ def validate(suite: str, budget: str | None) -> None:
     """Resolve every name of a suite and check it against the models and metrics, training nothing."""
     from mmbench.runner.validate import validate_suite
 
-    spec, _ = _suite_and_budget(suite, budget)
+    spec, _ = suite_and_budget(suite, budget)
     report = validate_suite(spec, [budget] if budget else None)
     for note in report.notes:
         click.echo(f"note: {note}")
@@ -113,7 +113,7 @@ def run(suite: str, budget: str | None, models: tuple[str, ...] | None, seeds: t
 
     if scheduler and backend != "dask":
         raise click.UsageError("--scheduler needs --backend dask")
-    spec, budget_spec = _suite_and_budget(suite, budget)
+    spec, budget_spec = suite_and_budget(suite, budget)
     if inception_weights is not None:  # the environment reaches loky and LocalCluster workers too
         os.environ[INCEPTION_ENV] = str(inception_weights.resolve())
     options = RunOptions(budget_spec, models, seeds, device, n_jobs, backend, scheduler, tracking_uri, quiet, threads)
@@ -195,7 +195,7 @@ def report(suite: str, budget: str | None, tracking_uri: str | None, out: Path |
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         raise click.BadParameter(f"unknown format(s) {unknown}; use any of {', '.join(FORMATS)}", param_hint="--format")
-    spec, budget_spec = _suite_and_budget(suite, budget)
+    spec, budget_spec = suite_and_budget(suite, budget)
     written = _call(lambda: build_report(spec, budget_spec, tracking_uri, _writable(out, suite, budget_spec.name),
                                          chosen, click.echo))
     click.echo(f"wrote {len(written.files)} files to {written.folder}")

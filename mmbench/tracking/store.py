@@ -99,13 +99,13 @@ class MlflowStore:
     # --- runs ----------------------------------------------------------------------------------------
     def create_run(
         self, experiment_id: str, name: str, tags: Mapping[str, Any], parent_run_id: str | None = None,
-        status: str = RUNNING,
+        status: str = RUNNING, start_time_ms: int | None = None,
     ) -> str:
         all_tags = {k: _text(v, MAX_TAG_VALUE) for k, v in {**owner_tags(), **tags}.items()}
         if parent_run_id:
             all_tags[Tag.PARENT_RUN] = parent_run_id
         head = dict(list(all_tags.items())[:PARAMS_PER_BATCH])
-        run = self.client.create_run(experiment_id, tags=head, run_name=name)
+        run = self.client.create_run(experiment_id, start_time=start_time_ms, tags=head, run_name=name)
         run_id = run.info.run_id
         rest = dict(list(all_tags.items())[PARAMS_PER_BATCH:])
         if rest:
@@ -114,10 +114,10 @@ class MlflowStore:
             self.client.update_run(run_id, status=status)
         return run_id
 
-    def mark(self, run_id: str, status: str) -> None:
-        """Set a run's status; FINISHED/FAILED/KILLED also record its end time."""
+    def mark(self, run_id: str, status: str, end_time_ms: int | None = None) -> None:
+        """Set a run's status; FINISHED/FAILED/KILLED also record its end time (now unless given)."""
         if status in TERMINAL:
-            self.client.set_terminated(run_id, status)
+            self.client.set_terminated(run_id, status, end_time=end_time_ms)
         else:
             self.client.update_run(run_id, status=status)
 
@@ -140,8 +140,19 @@ class MlflowStore:
         for chunk in _chunks(items, METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=chunk)
 
+    def log_metric_entries(self, run_id: str, entries: Iterable[tuple[str, float, int, int]]) -> None:
+        """Log ``(key, value, step, timestamp_ms)`` entries as they are (a copied run keeps its history)."""
+        entity = _mlflow().entities.Metric
+        items = [entity(key, float(value), int(timestamp), int(step)) for key, value, step, timestamp in entries]
+        for chunk in _chunks(items, METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, folder: str | Path) -> None:
+        """Every file under ``folder``, at the same relative paths in the run's artifacts."""
+        self.client.log_artifacts(run_id, str(folder))
 
     def log_json(self, run_id: str, obj: Any, name: str, artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -187,6 +198,10 @@ class MlflowStore:
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+    def metric_entries(self, run_id: str, key: str) -> list[tuple[str, float, int, int]]:
+        """Every logged value of ``key``: ``(key, value, step, timestamp_ms)``."""
+        return [(key, m.value, m.step, m.timestamp) for m in self.client.get_metric_history(run_id, key)]
 
 
 def _first_line(exc: BaseException) -> str:
