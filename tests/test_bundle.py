@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_records import BUDGET, SUITE, _job
 
 from mmbench import tracking
 from mmbench.cli import main
@@ -16,7 +17,6 @@ from mmbench.records import Kind, Tag
 from mmbench.report.collect import collect
 from mmbench.runner.job import JobContext, log_evaluation, open_child
 from mmbench.tracking.bundle import MANIFEST, BundleError, export_bundle, import_bundle, read_manifest
-from test_records import BUDGET, SUITE, _job
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
 
@@ -69,7 +69,7 @@ def test_exported_runs_import_into_another_store_as_they_were(tmp_path):
         assert {k: v for k, v in original.tags.items() if not k.startswith("mlflow.")}.items() <= copy.tags.items()
         assert target.metric_entries(copy_id, "train/loss") == source.metric_entries(original_id, "train/loss")
         grid = next(n for n in target.artifact_names(copy_id, "samples"))
-        assert (target.download(copy_id, grid, tmp_path / "dl" / copy_id) ).read_bytes().startswith(PNG)
+        assert target.download(copy_id, grid, tmp_path / "dl" / copy_id).read_bytes().startswith(PNG)
     experiment = target.experiment_id(SUITE.name, create=False)
     assert set(target.finished_jobs(experiment, BUDGET.name)) == {"job0", "job1"}  # `run` skips these jobs
     before, after = collect(SUITE, BUDGET, source.uri), collect(SUITE, BUDGET, target.uri)
