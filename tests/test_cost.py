@@ -19,7 +19,7 @@ from test_runner import _run, seed_classifiers, store_uri, tiny_budget, tiny_mod
 from mmbench import paths, tracking
 from mmbench.runner import cost
 from mmbench.runner.dryrun import dry_run
-from mmbench.runner.job import JobOutcome
+from mmbench.runner.job import CLAIMED, JobOutcome
 from mmbench.runner.prepare import RunOptions
 from mmbench.runner.run import Progress
 from mmbench.suites import get_suite, suite_names, unregister_suite
@@ -159,6 +159,20 @@ def test_parallel_etas_divide_by_the_workers_and_count_jobs_without_an_estimate(
 class _Job:
     def __init__(self, job_id: str) -> None:
         self.job_id, self.title = job_id, job_id
+
+
+def test_a_job_left_to_another_invocation_then_run_here_is_counted_once():
+    lines: list[str] = []
+    progress = Progress(2, 1, lines.append, {}, _Clock())
+    progress.start(_Job("j0"))
+    progress.done(JobOutcome("j0", "j0", "", CLAIMED, 0.0, "claimed"))  # another invocation holds it
+    progress.start(_Job("j1"))
+    progress.done(JobOutcome("j1", "j1", "r", tracking.FINISHED, 1.0))
+    progress.start(_Job("j0"))  # the other invocation stopped: this one runs it at the end
+    progress.done(JobOutcome("j0", "j0", "r", tracking.FINISHED, 1.0))
+    progress.done(JobOutcome("j0", "j0", "r", tracking.FINISHED, 1.0))  # reported twice: said once
+    counters = [line.split("]")[0] + "]" for line in lines]
+    assert counters == ["[1/2]", "[-/2]", "[2/2]", "[1/2]", "[2/2]", "[2/2]"], lines
 
 
 def test_parallel_jobs_each_say_they_started_and_finished(_isolated_home):

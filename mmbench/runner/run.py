@@ -255,19 +255,19 @@ class Progress:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.n_jobs, self.say, self.clock = total, max(1, n_jobs), say, clock
         self.estimates = estimates or {}
-        self.count, self.started = 0, 0
         self.running: dict[str, float] = {}  # job id -> when it started
-        self.ended: set[str] = set()
+        self.begun: set[str] = set()  # jobs that said they started (a job left to another invocation and run
+        self.ended: set[str] = set()  # later by this one is counted once)
         self.lock = threading.Lock()
 
     def start(self, job: Job) -> None:
         with self.lock:
             if job.job_id in self.running or job.job_id in self.ended:
                 return
-            self.started += 1
+            self.begun.add(job.job_id)
             self.running[job.job_id] = self.clock()
             est = self.estimates.get(job.job_id)
-            self.say(f"[{self.started}/{self.total}] {job.title}  started  (job {job.job_id})"
+            self.say(f"[{len(self.begun)}/{self.total}] {job.title}  started  (job {job.job_id})"
                      + (f"  {describe(est)}" if est is not None else ""))
 
     def done(self, outcome: JobOutcome) -> None:
@@ -277,12 +277,18 @@ class Progress:
                 self.say(f"[-/{self.total}] {outcome.title}  {outcome.error} (another invocation): "
                          "left to it; waiting for it at the end")
                 return
+            if outcome.job_id in self.ended:
+                return
             self.ended.add(outcome.job_id)
-            self.count += 1
             left = self.eta()
             error = f"  {outcome.error}" if outcome.error else ""
             self.say(f"[{self.count}/{self.total}] {outcome.title}  {outcome.status}  {format_seconds(outcome.seconds)}"
                      f"{f'  (ETA {left})' if left else ''}{error}")
+
+    @property
+    def count(self) -> int:
+        """Jobs ended (finished, failed or stopped), each counted once."""
+        return len(self.ended)
 
     def eta(self) -> str:
         """Time left for the jobs not ended ("" when none is left)."""
