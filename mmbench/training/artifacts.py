@@ -19,7 +19,6 @@ import torch
 from filelock import FileLock
 
 from mmbench import integrity
-from mmbench.hashing import sha256_file
 
 
 class ArtifactStore:
@@ -56,6 +55,3 @@ class ArtifactStore:
             self.path(key), lambda p: integrity.load_torch(p, map_location), "stored stage", "training it again"
         )
         return None if payload is None else (payload["state_dict"], payload["meta"])
-
-    def sha256(self, key: str) -> str:
-        return sha256_file(self.path(key))
