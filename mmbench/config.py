@@ -21,11 +21,15 @@ class ConfigError(ValueError):
     """A config field is unknown or has a value of the wrong type."""
 
 
-def src(default: Any, source: str) -> Any:
-    """A dataclass field with a default and a one-line source (paper section, table or repo file)."""
+def src(default: Any, source: str, *, keyed_when_set: bool = False) -> Any:
+    """A dataclass field with a default and a one-line source (paper section, table or repo file).
+
+    ``keyed_when_set``: a field added after jobs and stored stages existed; :func:`to_dict` leaves it out
+    while it holds its default, so every config hash (job ids, stage reuse keys) made before it stays the
+    same, and a changed value enters them."""
     if isinstance(default, list | dict | set):
         raise TypeError("use tuples for sequence defaults so configs stay frozen and hashable")
-    return dataclasses.field(default=default, metadata={"source": source})
+    return dataclasses.field(default=default, metadata={"source": source, "keyed_when_set": keyed_when_set})
 
 
 def did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
@@ -107,8 +111,19 @@ def apply_overrides(config: T, overrides: Mapping[str, Any]) -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A dataclass as plain JSON-able data (tuples become lists)."""
-    return _plain(dataclasses.asdict(config))
+    """A dataclass as plain JSON-able data (tuples become lists), without the ``keyed_when_set`` fields
+    that hold their defaults (so adding such a field changes no existing hash)."""
+    return _plain(_without_unset(config, dataclasses.asdict(config)))
+
+
+def _without_unset(config: Any, data: dict[str, Any]) -> dict[str, Any]:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("keyed_when_set") and value == f.default:
+            data.pop(f.name)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            data[f.name] = _without_unset(value, data[f.name])
+    return data
 
 
 def _plain(obj: Any) -> Any:

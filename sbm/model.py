@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from latentdiff.autoencoders import EPOCH, FAMILIES, AutoencoderConfig, reset_parameters
 from latentdiff.base import PRESENCE_KEY, LatentCache, LatentGenerativeModel, TrainBatches
@@ -26,6 +26,7 @@ from latentdiff.grids import GRIDS
 from latentdiff.losses import WEIGHTINGS, dsm_loss
 from latentdiff.sampling import REIMPOSE_MODES, Known, get_sampler, takes_grid
 from latentdiff.sde import VPSDE, ScoreFn
+from latentdiff.standardise import STANDARDISE_MODES, LatentStandardiser
 from mmbench.config import src, to_dict
 from mmbench.contract import Batch, Stage, StageHParams, Subset
 from mmbench.data.source import ModalitySpec
@@ -72,6 +73,10 @@ class SBMConfig(AutoencoderConfig):
     score_batch_size: int = src(256, "paper Table 4")
     score_ema_decay: float = src(0.0, "sbmae: no EMA for PolyMNIST (train_poly_unet_cont.py); its CelebA score model uses 0.999 (0 = off)")
     missing_rate: float = src(0.0, "paper A.10.1 used 0.2 on CelebAMask-HQ; 0 = complete tuples")
+    latent_standardise: str = src(
+        "none", "mmbench: 'dimension'/'modality' = the score model trains and samples on latents standardised by "
+        "the training latents' moments (Rombach et al. 2022 §4.3.2; latentdiff.standardise); the paper does not",
+        keyed_when_set=True)
     # sampling
     sampler: str = src("pc", "paper §2.1 / A.2: predictor-corrector")
     sampler_steps: int = src(100, "Table 4: N = 100")
@@ -119,6 +124,7 @@ def resolve_beta_min(config: SBMConfig, num_modalities: int) -> float:
 
 def _check(config: SBMConfig) -> None:
     choices = {"family": (config.family, FAMILIES), "guidance": (config.guidance, GUIDANCES),
+               "latent_standardise": (config.latent_standardise, STANDARDISE_MODES),
                "loss_weighting": (config.loss_weighting, WEIGHTINGS), "reimpose": (config.reimpose, REIMPOSE_MODES)}
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -164,6 +170,7 @@ class SBM(LatentGenerativeModel):
             level_attention=config.unet_level_attention, block_mult=config.unet_block_mult,
         )
         self.energy = PairEnergy(config.latent_dim, m, config.energy_width, config.energy_layers) if config.guidance == "energy" else None
+        self.standardiser = (LatentStandardiser(m, config.latent_dim) if config.latent_standardise != "none" else None)
 
     # --- training stages --------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
@@ -179,11 +186,17 @@ class SBM(LatentGenerativeModel):
     def _score_stage(self) -> Stage:
         cfg = self.config
         return Stage(
-            name="score", module=self.score_net, loss=self._score_loss,
+            name="score", module=self._score_module(), loss=self._score_loss,
             hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr,
                                  ema_decay=cfg.score_ema_decay),
             prepare=self._prepare_score, reuse_key=self._score_key(),
         )
+
+    def _score_module(self) -> nn.Module:
+        """What the score stage trains and stores: the net, and with standardisation its statistics beside it."""
+        if self.standardiser is None:
+            return self.score_net
+        return nn.ModuleDict({"net": self.score_net, "stats": self.standardiser})
 
     def _score_key(self) -> str | None:
         """Shared by SBM and SBM-C with the same autoencoders and score settings; None for -T (its score
@@ -200,6 +213,9 @@ class SBM(LatentGenerativeModel):
         """A fresh initialisation from (seed, "score"), so the stage does not depend on what was built before."""
         reset_parameters(self.score_net, derive_seed(self.config.seed, "score", "init"))
         self._prepare_cache(batches)
+        if self.standardiser is not None:  # the moments of what the score net trains on: samples for a VAE
+            cache = self.require_cache()
+            self.standardiser.fit(cache.mu, cache.logvar, cache.presence, self.config.latent_standardise)
 
     def _energy_stage(self) -> Stage:
         cfg = self.config
@@ -279,15 +295,19 @@ class SBM(LatentGenerativeModel):
         self, batch: dict[str, Tensor], training: bool, batch_size: int
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(latents (B, M, D), presence (B, M), aux features or None): a random cached minibatch while
-        training (VAE: a fresh posterior sample), else the batch's own images encoded."""
+        training (VAE: a fresh posterior sample), else the batch's own images encoded; standardised when
+        ``latent_standardise`` is on (the space the score and energy models live in)."""
         if training:
             cache: LatentCache = self.require_cache()
             idx = cache.draw(batch_size)
             features = cache.features[idx] if cache.features is not None else None
-            return cache.latents(idx, sample=True), cache.presence[idx], features
+            return self._standardised(cache.latents(idx, sample=True)), cache.presence[idx], features
         z = torch.stack([self._posterior_sample(i, batch[m]) for i, m in enumerate(self.modalities)], 1)
         present = batch.get(PRESENCE_KEY, torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)).bool()
-        return z, present, self._trunk_features(batch) if self.aux is not None else None
+        return self._standardised(z), present, self._trunk_features(batch) if self.aux is not None else None
+
+    def _standardised(self, z: Tensor) -> Tensor:
+        return z if self.standardiser is None else self.standardiser.standardise(z)
 
     def _posterior_sample(self, index: int, x: Tensor) -> Tensor:
         mu, logvar = self.autoencoders[index].posterior(x)
@@ -321,7 +341,7 @@ class SBM(LatentGenerativeModel):
         if self.aux is not None:
             cond = condition_from(context, observed) if context is not None else known.new_zeros(n, cfg.aux_proj_dim)
         mask = observed[:, :, None, None].expand(-1, -1, self.side, self.side)
-        spec = Known(mask, self._to_image(known), cfg.reimpose) if observed.any() else None
+        spec = Known(mask, self._to_image(self._standardised(known)), cfg.reimpose) if observed.any() else None
         x_init = self.sde.prior_sample((n, self.num_modalities, self.side, self.side), self.device)
         grid = {"grid": cfg.sampler_grid} if cfg.sampler_grid else {}
         result = get_sampler(cfg.sampler)(
@@ -329,4 +349,7 @@ class SBM(LatentGenerativeModel):
             corrector_steps=cfg.corrector_steps, snr=cfg.snr, t_end=cfg.t_end, **grid,
         )
         self.last_nfe = result.nfe
-        return result.x.reshape(n, self.num_modalities, -1)
+        z = result.x.reshape(n, self.num_modalities, -1)
+        if self.standardiser is None:
+            return z
+        return torch.where(observed[:, :, None], known, self.standardiser.unstandardise(z))  # observed: exact

@@ -109,3 +109,25 @@ def test_celebamaskhq_paper_budget_carries_table10_for_the_sbm_rows():
     mopoe = suite.variant("mopoe")
     assert model_overrides(budget, mopoe, "d" * 16, 0, model_class("mopoe").Config) == {}
     assert dict(budget.eval_overrides)["fid_extractor"] == "inception-v3-compat"
+
+
+def test_twin_quick_score_settings_per_row():
+    """SBM-RAE/-C and both -T rows: score_lr 2e-3 on standardised latents; SBM-VAE/-C: the paper's 2e-4, raw;
+    every SBM row the lean UNet and PC-10; the CelebAMask-HQ suite's rows never standardise."""
+    from mmbench.runner.models import model_class
+    from mmbench.runner.plan import model_overrides, resolved_config
+
+    def config(suite_name: str, budget_name: str, label: str) -> dict:
+        suite = get_suite(suite_name)
+        budget, variant = suite.budget(budget_name), suite.variant(label)
+        return resolved_config(label, model_overrides(budget, variant, "d" * 16, 0, model_class(label).Config))
+
+    want = {"sbm-vae": (2e-4, None), "sbm-vae-c": (2e-4, None), "sbm-rae": (2e-3, "dimension"),
+            "sbm-rae-c": (2e-3, "dimension"), "sbm-vae-t": (2e-3, "dimension"), "sbm-rae-t": (2e-3, "dimension")}
+    for label, (lr, standardise) in want.items():
+        cfg = config("celeba-twin", "quick", label)
+        assert (cfg["score_lr"], cfg.get("latent_standardise")) == (lr, standardise), label
+        assert (cfg["unet_level_attention"], cfg["unet_block_mult"], cfg["sampler"], cfg["sampler_steps"]) == (False, 1, "pc", 10)
+    assert config("celeba-twin", "quick", "mld")["score_lr"] == 1e-4
+    for budget in ("quick", "paper"):
+        assert all("latent_standardise" not in config("celebamaskhq", budget, label) for label in want)
