@@ -194,7 +194,7 @@ def test_stage_with_reuse_key_is_trained_once_then_loaded(data, tmp_path):
 def test_artifact_keys_are_file_names_and_their_locks_exclude_per_key(tmp_path):
     """A key names one file in the store's folder (no path separator, not hidden, not empty); its lock
     keeps a second holder of the same key waiting while other keys go ahead; what is saved loads back (onto the
-    CPU by default); ``sha256`` is the file's."""
+    CPU by default) and its sidecar records the file's sha256 (what a later load verifies)."""
     import hashlib
     import threading
 
@@ -230,7 +230,8 @@ def test_artifact_keys_are_file_names_and_their_locks_exclude_per_key(tmp_path):
     store.save("k", {"w": torch.arange(3.0)}, {"note": "x"})
     state, meta = store.load("k")  # onto the CPU by default
     assert torch.equal(state["w"], torch.arange(3.0)) and meta == {"note": "x"} and store.has("k")
-    assert store.sha256("k") == hashlib.sha256(store.path("k").read_bytes()).hexdigest()
+    sidecar = store.path("k").with_name("k.pt.sha256").read_text().split()
+    assert sidecar == [hashlib.sha256(store.path("k").read_bytes()).hexdigest(), "k.pt"]
 
 
 def test_a_stage_after_a_loaded_stage_trains_as_after_a_trained_one(data, tmp_path):
