@@ -7,22 +7,14 @@ A rerun resumes where the trainer's checkpoints are; the trace must forget what 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_coherence", ROOT / "benchmarks" / "bench_coherence.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_coherence")
 
 
 def _trace(bench):
@@ -90,11 +82,7 @@ def test_set_items_reach_the_model_and_the_settings_hash(bench):
 # --- benchmarks/bench_sampler_quality.py: loads trained stages, never trains, prints its table -------------
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("bench_sampler_quality", ROOT / "benchmarks" / "bench_sampler_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_sampler_quality")
 
 
 _TINY_SBM = {"width": 0.125, "latent_dim": 16, "dim": 8, "dim_mults": [1], "attn_heads": 2, "attn_dim_head": 8,
@@ -268,9 +256,7 @@ def test_sampler_quality_corrector_counts_for_pc_rows(quality, patterns3):
 
 # --- benchmarks/bench_twin_models.py: the overrides a measured model gets ---------------------------------
 def test_twin_bench_overrides_take_sets_over_the_scale_and_name_the_data_for_reuse():
-    spec = importlib.util.spec_from_file_location("bench_twin_models", ROOT / "benchmarks" / "bench_twin_models.py")
-    twin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(twin)
+    twin = load_benchmark("bench_twin_models")
     from mmbench.scaling import Scale
 
     data = twin.twin("train", 8)

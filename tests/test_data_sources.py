@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_modules import load_benchmark
 from click.testing import CliRunner
 
 from mmbench.data import registry
@@ -144,15 +143,10 @@ def test_cli_prepare_refuses_an_unknown_dataset_and_ls_lists_the_families():
 
 def test_the_coherence_records_key_their_stages_by_the_runs_data_identity(stripes_registered):
     """bench_coherence's stages carry the data id a run's jobs carry (full train split), so they are shared."""
-    import importlib.util
 
     from mmbench.suites.spec import Budget
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_coherence.py"
-    spec = importlib.util.spec_from_file_location("bench_coherence_ids", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_coherence", "bench_coherence_ids")
     dataset = DatasetSpec("stripes-test", "stripes", 2)
     run = data_mod.data_ref(dataset, Budget(name="b", purpose="", seeds=(0,)), dataset.modalities)
     assert bench.runner_data_id("stripes", dataset.modalities, family="stripes-test") == run.data_id

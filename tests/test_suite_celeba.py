@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from benchmark_modules import load_benchmark
 
 from mmbench import tracking
 from mmbench.runner.run import RunOptions, run_suite
@@ -14,16 +11,11 @@ from mmbench.runner.validate import validate_suite
 from mmbench.suites import get_suite
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_twin_models", ROOT / "benchmarks" / "bench_twin_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_twin_models")
 
 
 def test_suite_validates_with_every_row():

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from benchmark_modules import load_benchmark
 
 from mmbench.data.celebatwin import ATTRIBUTES, generate_split
 from mmbench.data.dataset import MultimodalDataset
@@ -18,7 +17,6 @@ from mmbench.metrics.base import expected_keys, higher_is_better
 from mmbench.metrics.catalog import conditional_groups, given_one_pairs, planned_generation
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"image": "image", "mask": "mask", "attributes": "attributes"}
 NAMES = list(KINDS)
 
@@ -148,10 +146,7 @@ def test_supervised_answers_only_image_to_attributes_and_mask_and_the_rest_is_re
 def test_supervised_row_beats_the_majority_attribute_f1_after_a_short_training():
     """200 steps at width 0.125, batch 64 on 1,000 twin tuples (~19 s on one thread; measured 2026-12-01:
     0.583 untrained, 0.781 trained, majority floor 0.650 on 300 test tuples)."""
-    spec = importlib.util.spec_from_file_location("bench_twin_models", ROOT / "benchmarks" / "bench_twin_models.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_twin_models")
     train, test = bench.twin("train", 1000), bench.twin("test", 300)
     model = bench.build("supervised", train, {"width": 0.125, "steps": 200, "batch_size": 64})
     untrained = bench.attribute_f1_given_image(model, test)
