@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -31,21 +32,32 @@ def one_cpu_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="session")
-def patterns3():
-    """(train, test) of the easy 3-modality pattern dataset."""
+@functools.cache
+def _patterns3():
     from mmbench.data.synthetic import make_patterns
 
     return make_patterns(3, n=2000, seed=0), make_patterns(3, n=500, seed=1)
 
 
-@pytest.fixture(scope="session")
-def patterns_classifier(patterns3):
-    """The paper's digit classifier trained briefly on the pattern data (≈100 % accurate)."""
+@functools.cache
+def _patterns_classifier():
     import torch
 
     from classifiers.train import train_classifier
 
     torch.manual_seed(0)
-    train, _ = patterns3
+    train, _ = _patterns3()
     return train_classifier("pmclf", train, None, epochs=1, batch_size=128, lr=1e-3, seed=0, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def patterns3():
+    """(train, test) of the easy 3-modality pattern dataset (built once per test process)."""
+    return _patterns3()
+
+
+@pytest.fixture(scope="module")
+def patterns_classifier():
+    """The paper's digit classifier trained briefly on the pattern data (≈100 % accurate; trained once per
+    test process)."""
+    return _patterns_classifier()

@@ -173,7 +173,7 @@ def current_settings(suite: Suite, budget: Budget, runs: list[tracking.RunRecord
 
 def settings_difference(logged: dict[str, Any], now: dict[str, Any]) -> str | None:
     """``eval/n_conditional: 1000 in the run, 500 now`` for the first differing setting (None: the same)."""
-    before, after = flatten(json.loads(canonical_json(logged))), flatten(json.loads(canonical_json(now)))
+    before, after = flatten(logged), flatten(json.loads(canonical_json(now)))  # now as the run stored it (JSON)
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
             return f"{key}: {_shown(before, key)} in the run, {_shown(after, key)} now"

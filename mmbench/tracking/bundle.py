@@ -56,11 +56,12 @@ def export_bundle(store: Store, suite: str, budget: str, out: Path) -> Transfer:
     runs = store.job_runs(experiment, budget, FINISHED) if experiment is not None else []
     if not runs:
         raise BundleError(f"the store {store.uri} has no finished runs of suite {suite!r} at budget {budget!r}")
+    runs.sort(key=lambda r: r.start_time)
     with atomic_path(out) as tmp:
-        for run in sorted(runs, key=lambda r: r.start_time):
+        for run in runs:
             _export_run(store, run, tmp / run.run_id)
         manifest = {"format": FORMAT, "suite": suite, "budget": budget, "exported": _now(),
-                    "runs": [r.run_id for r in sorted(runs, key=lambda r: r.start_time)], "files": _checksums(tmp)}
+                    "runs": [r.run_id for r in runs], "files": _checksums(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return Transfer(tuple(manifest["runs"]))
 

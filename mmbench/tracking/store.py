@@ -134,11 +134,8 @@ class MlflowStore:
             self.client.log_batch(run_id, params=chunk)
 
     def log_metrics(self, run_id: str, values: Iterable[tuple[str, float, int]], timestamp_ms: int) -> None:
-        """Log ``(key, value, step)`` triples in batches of at most 1000."""
-        entity = _mlflow().entities.Metric
-        items = [entity(metric_key(k), float(v), timestamp_ms, int(step)) for k, v, step in values]
-        for chunk in _chunks(items, METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
+        """Log ``(key, value, step)`` triples, all at ``timestamp_ms``, in batches of at most 1000."""
+        self.log_metric_entries(run_id, [(metric_key(k), v, step, timestamp_ms) for k, v, step in values])
 
     def log_metric_entries(self, run_id: str, entries: Iterable[tuple[str, float, int, int]]) -> None:
         """Log ``(key, value, step, timestamp_ms)`` entries as they are (a copied run keeps its history)."""
