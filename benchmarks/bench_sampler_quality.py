@@ -336,7 +336,7 @@ def measure(model: MultimodalModel, test: MultimodalDataset, classifier_path: st
             continue
         model.config = own  # every setting starts from the model's own configuration
         values = evaluate(with_sampler(model, setting), test, classifier, extractor, real, n_uncond, batch_size)
-        expected = nfe_of(setting.sampler, setting.steps)
+        expected = nfe_of(setting.sampler, setting.steps, getattr(model.config, "corrector_steps", 1))
         if values["nfe"] != expected:
             raise AssertionError(f"{setting.label}: {values['nfe']} score evaluations, nfe_of says {expected}")
         rows.append(Row(setting, **values))

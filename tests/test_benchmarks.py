@@ -173,6 +173,21 @@ def test_sampler_quality_rows_resume(quality, patterns3, patterns_classifier, tm
     assert measured == ["pc"]
 
 
+def test_sampler_quality_counts_the_corrector_steps_it_sets(quality, patterns3, patterns_classifier, tmp_path):
+    """PC with k Langevin corrector steps per predictor step: N (1 + k) score evaluations, measured and checked
+    against nfe_of (the check once ignored k and stopped every corrector row)."""
+    from classifiers.store import save_classifier
+    from mmbench import registry
+
+    train, test = patterns3
+    model = registry.build("sbm-rae", train.modalities, {**_TINY_SBM, "data_id": train.data_hash})
+    record = save_classifier(patterns_classifier, "clf", {}, tmp_path / "classifiers")
+    settings = [quality.Setting("pc", 2), quality.Setting("pc", 2, correctors=3)]
+    rows = quality.measure(model, test.subset(10), record.path, settings, 5, 5, say=lambda s: None)
+    assert [row.nfe for row in rows] == [4, 8]
+    assert model.config.corrector_steps == 1  # measuring leaves the model's own setting
+
+
 def test_sampler_quality_standard_errors_and_the_bar(quality):
     """Per-tuple scores give the standard error of each mean and of paired differences (by tuple); the bar is
     one coherence point and 5 % of FID below/above PC-100, and the cheapest passing row is named."""
