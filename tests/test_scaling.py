@@ -190,3 +190,20 @@ def test_quicks_capped_rows_carry_their_cap_in_a_note():
     assert quick.notes_for(["mvae", "mmvae", "mmvaeplus"]) == {
         "mmvae": cap_note(800), "mmvaeplus": cap_note(1250)}
     assert "cap of 800 steps" in cap_note(800)
+
+
+@pytest.mark.parametrize("model", ["sbm-vae", "sbm-vae-c", "sbm-rae", "sbm-rae-c"])
+def test_the_reimposition_ablation_row_differs_only_in_its_mode_and_shares_the_plain_rows_stages(model):
+    """polymnist10-ablation's ``<model>-sbmae`` is ``<model>`` sampled with the reference code's re-imposition
+    (PROTOCOL.md §2); no reuse key holds the mode, so both rows train their autoencoders and score net once
+    (the -C rows' energy model has no reuse key: each row trains its own)."""
+    from mmbench import registry
+
+    plain = overrides_of("polymnist10-ablation", "smoke", model)
+    sbmae = overrides_of("polymnist10-ablation", "smoke", f"{model}-sbmae")
+    assert sbmae == {**plain, "reimpose": "sbmae"}
+    modalities = tuple(f"m{i}" for i in range(10))
+    keys = [{s.name: s.reuse_key for s in registry.build(model, modalities, o).stages()} for o in (plain, sbmae)]
+    assert keys[0] == keys[1]
+    assert all(keys[0][name] for name in [f"ae/m{i}" for i in range(10)] + ["score"])
+    assert registry.build(model, modalities, sbmae).config.reimpose == "sbmae"
