@@ -147,6 +147,17 @@ def test_curve_and_bar_figures_are_drawn(name, tmp_path):
     assert result.files[0].read_bytes()[:4] == b"\x89PNG" and result.files[1].read_bytes()[:4] == b"%PDF"
 
 
+def test_the_same_store_draws_byte_identical_figures(tmp_path, monkeypatch):
+    """No creation time in the files (matplotlib stamps PDFs with SOURCE_DATE_EPOCH or the clock): a report
+    regenerated from an unchanged store changes no figure."""
+    drawn = []
+    for epoch in ("1000000000", "2000000000"):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        result = figs.draw("fig9", Aggregate(_curves_collected()), tmp_path / epoch)
+        drawn.append([p.read_bytes() for p in result.files])
+    assert len(drawn[0]) == 2 and drawn[0] == drawn[1]
+
+
 def test_curve_points_are_the_aggregated_means():
     x, y, err = figs._curve(Aggregate(_curves_collected()), "alpha", r"coherence/last_given/k(\d+)")
     assert x == [1, 2]

@@ -40,11 +40,15 @@ def _pyplot() -> Any:
     return plt
 
 
+# a PDF carries its creation time unless told not to: without it the same store gives byte-identical figures
+_NO_DATE = {"pdf": {"CreationDate": None}}
+
+
 def _save(fig: Any, folder: Path, name: str) -> list[Path]:
     files = []
     for fmt in FORMATS:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, bbox_inches="tight", dpi=150)
+        fig.savefig(buffer, format=fmt, bbox_inches="tight", dpi=150, metadata=_NO_DATE.get(fmt))
         path = folder / f"{name}.{fmt}"
         atomic.write_bytes(path, buffer.getvalue())
         files.append(path)
