@@ -165,11 +165,12 @@ class Metric:
     """Metric names the runner writes besides the evaluation's keys (those are spelled in metrics/catalog.py)."""
 
     JOB_SECONDS = "job/seconds"  # an attempt's wall time, opening to closing its run
+    JOB_CPU_SECONDS = "job/cpu_seconds"  # the CPU time its process spent in that span (every thread of it)
     SCORE_EVALUATIONS = "job/score_evaluations_per_sample"  # score-based samplers' evaluations per sample
     EVAL_SECONDS = "job/eval_seconds"  # the evaluation's wall time
     EVAL_SECONDS_PER_SAMPLE = "job/eval_seconds_per_sample"  # over the conditional queries + unconditional samples
     OVERHEAD_SECONDS = "job/overhead_seconds"  # a fresh job's wall time outside its stages and evaluation
-    WALL_CLOCK = (JOB_SECONDS, EVAL_SECONDS, EVAL_SECONDS_PER_SAMPLE, OVERHEAD_SECONDS)  # differ run to run
+    WALL_CLOCK = (JOB_SECONDS, JOB_CPU_SECONDS, EVAL_SECONDS, EVAL_SECONDS_PER_SAMPLE, OVERHEAD_SECONDS)  # differ run to run
     JOBS_PLANNED = "jobs/planned"  # invocation counts
     JOBS_SKIPPED = "jobs/skipped"
     JOBS_FINISHED = "jobs/finished"

@@ -449,3 +449,28 @@ def test_a_jobs_thread_count_bounds_torch_and_the_blas_pools_and_is_restored_aft
         assert torch.get_num_threads() == torch_before and blas_threads() == blas_before
         with cpu_threads(None):
             assert blas_threads() == blas_before
+
+
+def test_a_job_records_its_processes_cpu_time_beside_its_wall_time():
+    """``job/cpu_seconds`` is the process's CPU time over the attempt, not its wall time: waiting adds to the
+    wall time only (what a job on a shared machine would have taken alone)."""
+    import time as clock
+
+    from mmbench.records import Metric
+    from mmbench.runner.job import Clock, _log_wall_time
+
+    class Recorder:
+        logged: dict[str, float] = {}
+
+        def log_metrics(self, run_id, values, timestamp_ms):
+            self.logged.update({key: value for key, value, _ in values})
+
+    start, recorder = Clock.start(), Recorder()
+    clock.sleep(0.4)  # waiting: wall time, no CPU
+    busy_until = clock.process_time() + 0.2
+    while clock.process_time() < busy_until:  # working: both
+        pass
+    seconds = _log_wall_time(recorder, "run", start)
+    wall, cpu = recorder.logged[Metric.JOB_SECONDS], recorder.logged[Metric.JOB_CPU_SECONDS]
+    assert wall == seconds and wall >= 0.6
+    assert 0.2 <= cpu <= wall - 0.35

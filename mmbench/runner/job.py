@@ -86,7 +86,10 @@ def execute_job(job: Job, ctx: JobContext, previous_run: str | None = None) -> J
     Never raises for the job's own failure: it is recorded in its run (FAILED, or KILLED when stopped).
     ``previous_run``: the job's last unfinished attempt, recorded as ``resumed_from``. The job is run only
     under its claim: CLAIMED when another live process holds it, SKIPPED when it turns out FINISHED. Every
-    closed run carries ``job/seconds``: the attempt's wall time from opening the run to closing it; an
+    closed run carries ``job/seconds``: the attempt's wall time from opening the run to closing it, and
+    ``job/cpu_seconds``: the CPU time the process spent meanwhile (on a machine shared with other work, what
+    the job would have taken alone with one thread; it counts other jobs only where a process runs several at
+    once, as a multi-threaded dask worker does); an
     evaluated model that reports ``last_nfe`` (the score-based samplers) adds
     ``job/score_evaluations_per_sample``.
     """
@@ -109,7 +112,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
     from mmbench.training.trainer import TrainingStopped
 
     store = tracking.Store(ctx.tracking_uri)
-    start = time.perf_counter()
+    start = Clock.start()
     done = store.finished_run(ctx.experiment_id, job.job_id)
     if done is not None:
         return JobOutcome(job.job_id, job.title, done, SKIPPED, 0.0, f"finished by another invocation (run {done})")
@@ -133,9 +136,22 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
     return JobOutcome(job.job_id, job.title, run_id, tracking.FINISHED, seconds)
 
 
-def _log_wall_time(store: tracking.Store, run_id: str, start: float) -> float:
-    seconds = time.perf_counter() - start
-    store.log_metrics(run_id, [(Metric.JOB_SECONDS, seconds, 0)], _now_ms())
+@dataclass(frozen=True)
+class Clock:
+    """Wall and process CPU time at an attempt's start."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def start(cls) -> Clock:
+        return cls(time.perf_counter(), time.process_time())
+
+
+def _log_wall_time(store: tracking.Store, run_id: str, start: Clock) -> float:
+    seconds = time.perf_counter() - start.wall
+    cpu = time.process_time() - start.cpu
+    store.log_metrics(run_id, [(Metric.JOB_SECONDS, seconds, 0), (Metric.JOB_CPU_SECONDS, cpu, 0)], _now_ms())
     return seconds
 
 
@@ -190,7 +206,7 @@ def _origin_tags(job: Job) -> dict[str, str]:
     return tags
 
 
-def _fail(store: tracking.Store, run_id: str, job: Job, start: float, status: str, error: str) -> JobOutcome:
+def _fail(store: tracking.Store, run_id: str, job: Job, start: Clock, status: str, error: str) -> JobOutcome:
     store.set_tags(run_id, {Tag.ERROR: error})
     seconds = _log_wall_time(store, run_id, start)
     store.mark(run_id, status)
