@@ -83,7 +83,8 @@ class SBMConfig(AutoencoderConfig):
     corrector_steps: int = src(1, "Table 4: LD per step = 1")
     snr: float = src(0.16, "score_sde default Langevin snr (sbmae)")
     t_end: float = src(1e-3, "score_sde: sampling ends at t = 1e-3")
-    reimpose: str = src("fresh", "PROTOCOL.md §2 decision: fresh noise; 'sbmae' = alpha*z + sigma*z as the reference code")
+    reimpose: str = src("fresh", "fresh noise (PROTOCOL.md §2); 'sbmae' = alpha*z + sigma*z as the reference code, "
+                        "which every suite budget sets (mmbench.suites.protocol)")
     sampler_grid: str = src("", "mmbench: time grid of samplers that take one ('' = the sampler's default; docs/sbm.md)")
     # -C: energy-based coherence guidance
     energy_gamma: float = src(1.0, "per sample; chosen on validation coherence over {0, 1, 3.9, 10, 30} (docs/sbm.md, bench_guidance.py); the paper's EBM-scale 1000 at batch 256 is 3.9 (guidance.per_sample_gamma)")

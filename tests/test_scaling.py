@@ -37,8 +37,8 @@ PINNED = [
         "ae_batch_size": 64, "ae_steps": 3000, "aux_batch_size": 64, "aux_steps": 750, "aux_width": 0.25, "dim": 64,
         "energy_batch_size": 64, "energy_steps": 750, "score_batch_size": 64,
         "score_steps": 3000, "width": 0.25, "seed": 0, "data_id": "d" * 16,
-        # quick's SBM rows (QUICK_SBM): the lean UNet, sampled with the scale's PC-100
-        "unet_level_attention": False, "unet_block_mult": 1, "sampler_steps": 100}),
+        # quick's SBM rows (QUICK_SBM): the lean UNet, sampled with the scale's PC-100, the protocol's re-imposition
+        "unet_level_attention": False, "unet_block_mult": 1, "sampler_steps": 100, "reimpose": "sbmae"}),
     ("polymnist10", "quick", "mopoe", 0, {"batch_size": 64, "steps": 6750, "width": 0.25}),  # the budget's own override wins
     ("polymnist10", "quick", "mmvae", 0, {"batch_size": 64, "steps": 800, "width": 0.25}),  # its cap (model_notes)
     ("polymnist10", "smoke", "mld", 0, {
@@ -49,8 +49,8 @@ PINNED = [
     ("polymnist10-ablation", "smoke", "sbm-rae-N1k", 0, {  # the row's per-budget override after the scale
         "ae_batch_size": 32, "ae_steps": 4, "aux_batch_size": 32, "aux_steps": 1, "aux_width": 0.125, "dim": 16,
         "energy_batch_size": 32, "energy_steps": 1, "sampler": "pc", "sampler_steps": 8, "score_batch_size": 32,
-        "score_steps": 4, "width": 0.125, "seed": 0, "data_id": "d" * 16}),
-    ("polymnist10", "paper", "sbm-vae", 1, {"seed": 1, "data_id": "d" * 16}),  # an empty scale: paper defaults
+        "score_steps": 4, "width": 0.125, "seed": 0, "data_id": "d" * 16, "reimpose": "sbmae"}),
+    ("polymnist10", "paper", "sbm-vae", 1, {"seed": 1, "data_id": "d" * 16, "reimpose": "sbmae"}),  # an empty scale: paper defaults
     ("polymnist10-scaling", "quick", "mvae-m3", 0, {"batch_size": 64, "steps": 3750, "width": 0.25}),  # quick's MVAE
 ]
 
@@ -194,16 +194,29 @@ def test_quicks_capped_rows_carry_their_cap_in_a_note():
 
 @pytest.mark.parametrize("model", ["sbm-vae", "sbm-vae-c", "sbm-rae", "sbm-rae-c"])
 def test_the_reimposition_ablation_row_differs_only_in_its_mode_and_shares_the_plain_rows_stages(model):
-    """polymnist10-ablation's ``<model>-sbmae`` is ``<model>`` sampled with the reference code's re-imposition
-    (PROTOCOL.md §2); no reuse key holds the mode, so both rows train their autoencoders and score net once
-    (the -C rows' energy model has no reuse key: each row trains its own)."""
+    """Every budget samples the SBM rows with the reference code's re-imposition (mmbench.suites.protocol);
+    polymnist10-ablation's ``<model>-fresh`` is ``<model>`` with fresh noise instead. No reuse key holds the mode,
+    so both rows train their autoencoders and score net once (the -C rows' energy model has no reuse key: each
+    row trains its own)."""
     from mmbench import registry
 
     plain = overrides_of("polymnist10-ablation", "smoke", model)
-    sbmae = overrides_of("polymnist10-ablation", "smoke", f"{model}-sbmae")
-    assert sbmae == {**plain, "reimpose": "sbmae"}
+    fresh = overrides_of("polymnist10-ablation", "smoke", f"{model}-fresh")
+    assert plain["reimpose"] == "sbmae" and fresh == {**plain, "reimpose": "fresh"}
     modalities = tuple(f"m{i}" for i in range(10))
-    keys = [{s.name: s.reuse_key for s in registry.build(model, modalities, o).stages()} for o in (plain, sbmae)]
+    keys = [{s.name: s.reuse_key for s in registry.build(model, modalities, o).stages()} for o in (plain, fresh)]
     assert keys[0] == keys[1]
     assert all(keys[0][name] for name in [f"ae/m{i}" for i in range(10)] + ["score"])
-    assert registry.build(model, modalities, sbmae).config.reimpose == "sbmae"
+    assert registry.build(model, modalities, fresh).config.reimpose == "fresh"
+
+
+@pytest.mark.parametrize("suite", ["polymnist10", "polymnist5", "polymnist10-scaling", "polymnist10-incomplete",
+                                   "celeba-twin", "celebamaskhq"])
+def test_every_paper_budget_samples_the_sbm_rows_with_the_protocols_reimposition(suite):
+    """PROTOCOL.md section 2 (revised 2026-12-01): the reference code's mode in every budget of the paper's suites."""
+    spec = get_suite(suite)
+    for budget in spec.budgets:
+        for variant in spec.variants:
+            if variant.model.startswith("sbm-"):
+                resolved = model_overrides(budget, variant, "d" * 16, 0, model_cache.model_class(variant.model).Config)
+                assert resolved["reimpose"] == "sbmae", (budget.name, variant.label)

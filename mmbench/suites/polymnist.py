@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from mmbench.scaling import Scale
 from mmbench.suites import register_suite
+from mmbench.suites.protocol import FRESH, REIMPOSITION_NOTE, sbm_overrides
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant, overrides
 
 # The paper's twelve rows (Table 5): the method under test with its guidance variants, then the baselines.
@@ -49,6 +50,7 @@ def smoke(classifier_steps: int = 150, **extra_eval: object) -> Budget:
         seeds=(0,),
         n_train=512, n_val=64, n_test=64,
         scale=Scale(width=0.125, steps=4, batch_size=32, sampler_steps=4, score_width=16),
+        model_overrides=sbm_overrides(SBM_MODELS),
         eval_overrides=overrides(
             n_conditional=32, n_unconditional=64, batch_size=64, grid_size=4, **{"kid": False, **extra_eval},
         ),
@@ -64,14 +66,6 @@ def smoke(classifier_steps: int = 150, **extra_eval: object) -> Budget:
 # meets the bar of PC-100's quality: PC-10 keeps leave-one-out coherence (+0.6 +- 0.5 points) but loses 3.8 +- 0.3
 # points of coherence given one modality and 5.9 % of FID; PC-25 loses more.
 QUICK_SBM = overrides(unet_level_attention=False, unet_block_mult=1)
-
-# What a reader comparing SBM rows with the paper's tables must know (PROTOCOL.md §2; docs/sbm.md, measured on the
-# quick row's SBM-VAE, PC-100, 300 test tuples, 2026-12-01: given one modality 0.197 fresh, 0.324 as the reference).
-REIMPOSITION_NOTE = (
-    "The SBM rows impose observed latents with fresh noise (PROTOCOL.md section 2), except rows labelled -sbmae; "
-    "the paper's code reused the clean latent as the noise, which on quick's SBM-VAE lifts coherence given one "
-    "modality from 0.20 to 0.32 (docs/sbm.md)"
-)
 
 
 # quick's training caps (about 3 CPU-hours on one core here by the cost model: MMVAE 13.2 s, MMVAE+ 8.4 s per
@@ -102,7 +96,7 @@ def quick(**extra_eval: object) -> Budget:
         model_overrides=(("mvtcae", overrides(steps=1500)), ("mopoe", overrides(steps=6750)),
                          ("mvae", overrides(steps=3750)),
                          *((m, overrides(steps=n)) for m, n in CAP_STEPS.items()),
-                         *((m, QUICK_SBM) for m in SBM_MODELS)),
+                         *sbm_overrides(SBM_MODELS, QUICK_SBM)),
         model_notes=tuple((m, cap_note(n)) for m, n in CAP_STEPS.items()),
         # n_conditional: 500 test tuples keep the standard error of the headline coherences under one point
         # (measured on the lean SBM-VAE, 2026-12-01: 0.5 / 0.3 points at 1,000 tuples for leave-one-out / given
@@ -128,6 +122,7 @@ def paper(**extra_eval: object) -> Budget:
         name="paper",
         purpose="the paper's sizes and epochs (GPU)",
         seeds=(0, 1, 2),
+        model_overrides=sbm_overrides(SBM_MODELS),
         eval_overrides=overrides(n_conditional=None, n_unconditional=10_000, fid_extractor="inception-v3-compat",
                                  **extra_eval),
         sizing="paper",
@@ -190,15 +185,14 @@ N1K = overrides(sampler="pc", sampler_steps=1000)
 N1K_SMOKE = (("smoke", overrides(sampler_steps=8)),)  # still more steps than the other rows' 4, but cheap
 N10 = overrides(sampler="pc", sampler_steps=10)
 N10_SMOKE = (("smoke", overrides(sampler_steps=2)),)  # fewer steps than the other rows' 4
-# Re-imposition (PROTOCOL.md §2): the suites impose the observed latents with fresh noise, alpha_t z + sigma_t eps;
-# the reference code reuses the clean latent as the noise, alpha_t z + sigma_t z ("sbmae"), which made the
-# paper's numbers. Measured on quick's SBM-VAE (docs/sbm.md): PC-100 given-one coherence 0.20 fresh, 0.32 sbmae.
-SBMAE = overrides(reimpose="sbmae")
+# Re-imposition (mmbench.suites.protocol): every budget imposes the observed latents as the reference code,
+# alpha_t z + sigma_t z; the -fresh rows use fresh noise, alpha_t z + sigma_t eps (PROTOCOL.md's choice until
+# 2026-12-01). Measured on quick's SBM-VAE (docs/sbm.md): PC-100 given-one coherence 0.32 against 0.20 fresh.
 ABLATION_ROWS = tuple(
     row
     for model in ("sbm-vae", "sbm-vae-c", "sbm-rae", "sbm-rae-c")
     for row in (Variant(f"{model}-N10", model, N10, N10_SMOKE), Variant(model, model),
-                Variant(f"{model}-N1k", model, N1K, N1K_SMOKE), Variant(f"{model}-sbmae", model, SBMAE))
+                Variant(f"{model}-N1k", model, N1K, N1K_SMOKE), Variant(f"{model}-fresh", model, FRESH))
 ) + tuple(
     Variant(f"sbm-vae-beta{beta:g}-m2", "sbm-vae", overrides(vae_beta=beta), num_modalities=2) for beta in (0.1, 0.5, 1.0)
 ) + (Variant("mopoe", "mopoe"), Variant("mopoe-subset-poe", "mopoe", overrides(conditional="subset_poe")))
@@ -206,7 +200,7 @@ POLYMNIST10_ABLATION = register_suite(Suite(
     name="polymnist10-ablation",
     version=VERSION,
     description="sampler steps (10, the budget's and 1000), energy guidance on/off (paper Fig. 11) and the reference's "
-                "re-imposition of observed latents; VAE beta 0.1/0.5/1 on two modalities (paper Table 6); MoPoE's "
+                "re-imposition of observed latents against fresh noise; VAE beta 0.1/0.5/1 on two modalities (paper Table 6); MoPoE's "
                 "conditional: mixture over the given subsets vs their PoE",
     dataset=DatasetSpec("polymnist", "polymnist10", 10),
     variants=ABLATION_ROWS,
