@@ -274,3 +274,19 @@ def test_finished_jobs_are_compared_with_the_cost_model_over_the_jobs_measured_i
     assert model_check(costs, modelled) == ("finished jobs against the cost model: 2 job(s), 1m30s measured, "
                                             "1m40s estimated (×0.90; per job ×0.60–×1.20)")
     assert model_check(costs[2:], modelled) is None and model_check([], modelled) is None
+
+
+def test_the_cost_model_prices_every_stage_and_evaluation_of_polymnist10_quick():
+    """A fresh user's dry run of the main suite has no unknown part (each stage kind of every row is in
+    COST_MODEL: the -C rows' energy model and the -T rows' contrastive encoders included)."""
+    from mmbench.runner import data as run_data
+    from mmbench.runner.plan import plan_jobs
+
+    suite = get_suite("polymnist10")
+    budget = suite.budget("quick")
+    jobs = plan_jobs(suite, budget, run_data.classifier_plan(suite, budget, "h" * 16), provisional=True)
+    costs = cost.job_costs(jobs, cost.Measurements.empty(), ("cpu", 1))
+    unknown = [(c.job.label, p.name) for c in costs for p in c.estimate.parts if p.source == cost.UNKNOWN]
+    assert len(costs) == 12 and unknown == []
+    energy = next(p for c in costs if c.job.label == "sbm-vae-c" for p in c.estimate.parts if p.name == "energy")
+    assert energy.seconds == pytest.approx(750 * 0.0163)  # quick's 750 steps at the reference's batch 64

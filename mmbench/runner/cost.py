@@ -117,6 +117,14 @@ COST_MODEL: dict[tuple[str, str], Reference] = {
     # docs/harness.md, "What a quick run costs on this CPU" (polymnist10 quick: width 0.25, batch 64, 10 modalities)
     **{(m, "ae"): _AE for m in ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mld")},
     **{(m, "score"): _SCORE for m in ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mld")},
+    # the trainer's clock over 60 steps at polymnist10 quick's settings (2000 train tuples, one thread, the 2-core machine
+    # shared with two other jobs; 2026-12-01): the -C rows' pairwise energy MLP (on cached latents, so no conv width)
+    # and the -T rows' contrastive encoders (one per modality, at aux_width = width)
+    **{(m, "energy"): Reference(0.0163, width=None, modality_power=0,
+                                source="energy MLP 0.016 s per step at batch 64 (trainer clock)")
+       for m in ("sbm-vae-c", "sbm-rae-c")},
+    **{(m, "aux"): Reference(0.49, source="contrastive encoders 0.49 s per step at batch 64 (trainer clock)")
+       for m in ("sbm-vae-t", "sbm-rae-t")},
     ("mvae", "joint"): Reference(2.02, source="MVAE 2.02 s per step (bench_coherence clock median)"),
     ("mopoe", "joint"): Reference(3.4 * _H / 6750, source="MoPoE 3.4 h per 6,750 steps"),
     ("mvtcae", "joint"): Reference(0.5 * _H / 1500, source="MVTCAE 0.5 h per 1,500 steps"),
