@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mmbench.report.aggregate import Aggregate
-from mmbench.suites.polymnist import SBM_MODELS
+from mmbench.suites.protocol import SBM_MODELS
 
 HOLDS, FAILS, UNCHECKED = "holds", "does not hold", "cannot be checked"
 FLAT_RELATIVE_RANGE = 0.15  # "flat": (max − min) / min of a row's FID over k = 1..M−1 at most this

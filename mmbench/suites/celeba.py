@@ -25,15 +25,13 @@ from __future__ import annotations
 
 from mmbench.scaling import Scale
 from mmbench.suites import register_suite
-from mmbench.suites.protocol import REIMPOSITION, sbm_overrides
+from mmbench.suites.protocol import REIMPOSITION, SBM_MODELS, sbm_overrides
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant, overrides
 
 VERSION = "1"
 # "supervised": Table 1's reference row (image -> attributes and mask only; its other cells are skipped)
-ROWS = ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mopoe", "mvtcae", "mmvaeplus", "mld",
-        "supervised")
+ROWS = (*SBM_MODELS, "mopoe", "mvtcae", "mmvaeplus", "mld", "supervised")
 METRICS = ("f1", "coherence", "fid", "unconditional_fid", "fgsm")
-TWIN_SBM_ROWS = ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t")
 # quick's SBM rows: the lean UNet sampled by PC at 10 steps (as polymnist10's quick); on the twin neither the
 # net (F1 0.550 lean vs 0.552 default after 2400 score steps) nor the sampler (PC-10 0.550, PC-100 0.550, PC-10
 # with the reference's re-imposition 0.562) moves the attribute F1 given the image (docs/models.md)
@@ -67,7 +65,7 @@ CELEBA_TWIN = register_suite(Suite(
             seeds=(0,),
             n_train=256, n_val=32, n_test=48,
             scale=Scale(width=0.125, steps=3, batch_size=32, sampler_steps=4, score_width=16),
-            model_overrides=sbm_overrides(TWIN_SBM_ROWS),
+            model_overrides=sbm_overrides(SBM_MODELS),
             eval_overrides=overrides(n_conditional=24, n_unconditional=48, batch_size=48, kid=False, grid_size=4),
             classifier_steps=24,
             ranks=False,
@@ -111,13 +109,12 @@ CELEBA_TWIN = register_suite(Suite(
 
 # --- CelebAMask-HQ (the official release; its data cannot be downloaded here) -------------------------------
 
-SBM_ROWS = ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t")
 # Table 10 (score hyperparameters, CelebAMask-HQ): beta_max 20, N = 1000, EBM-scale 2000 at batch 256,
 # i.e. 2000 / 256 = 7.8125 per sample (sbm.guidance.per_sample_gamma), score batch 256.
 TABLE10 = (("beta_max", 20.0), ("sampler_steps", 1000), ("energy_gamma", 2000 / 256), ("score_batch_size", 256))
 # F1 needs no classifier; FID on Inception-v3 (the twin's label classifiers do not exist for faces).
 # MMVAE+'s conv nets take 28 and 32 pixels only, so it is not a row at 128x128.
-CELEBA_ROWS = (*SBM_ROWS, "mopoe", "mvtcae", "mld", "supervised")
+CELEBA_ROWS = (*SBM_MODELS, "mopoe", "mvtcae", "mld", "supervised")
 CELEBA_METRICS = ("f1", "fid", "unconditional_fid")
 INCEPTION = overrides(fid_extractor="inception-v3-compat", kid=False)
 
@@ -136,7 +133,7 @@ CELEBAMASKHQ = register_suite(Suite(
             seeds=(0,),
             n_train=64, n_val=16, n_test=16,
             scale=Scale(width=0.125, steps=2, batch_size=16, sampler_steps=4, score_width=16),
-            model_overrides=sbm_overrides(SBM_ROWS),
+            model_overrides=sbm_overrides(SBM_MODELS),
             eval_overrides=overrides(n_conditional=16, n_unconditional=16, batch_size=16, grid_size=4,
                                      **dict(INCEPTION)),
             ranks=False,
@@ -149,7 +146,7 @@ CELEBAMASKHQ = register_suite(Suite(
             seeds=(0,),
             n_train=None, n_val=500, n_test=1000,
             scale=Scale(width=0.25, steps=3000, batch_size=64, sampler_steps=100, score_width=64),
-            model_overrides=sbm_overrides(SBM_ROWS),
+            model_overrides=sbm_overrides(SBM_MODELS),
             eval_overrides=overrides(n_conditional=1000, n_unconditional=1000, **dict(INCEPTION)),
             sizing="unmeasured",
             note="unmeasured, to be sized: no run on the release here (it cannot be downloaded on our machines)",
@@ -158,7 +155,7 @@ CELEBAMASKHQ = register_suite(Suite(
             name="paper",
             purpose="the paper's sizes (GPU): Table 10's score settings for the SBM rows, 10,000 samples, 3 seeds",
             seeds=(0, 1, 2),
-            model_overrides=sbm_overrides(SBM_ROWS, overrides(dict(TABLE10))),
+            model_overrides=sbm_overrides(SBM_MODELS, overrides(dict(TABLE10))),
             eval_overrides=overrides(n_conditional=None, n_unconditional=10_000, **dict(INCEPTION)),
             sizing="paper",
             note="full splits, the models' paper defaults plus Table 10 (beta_max 20, N 1000, EBM-scale 2000 at batch 256)",

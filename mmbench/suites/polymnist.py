@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from mmbench.scaling import Scale
 from mmbench.suites import register_suite
-from mmbench.suites.protocol import FRESH, REIMPOSITION_NOTE, sbm_overrides
+from mmbench.suites.protocol import FRESH, REIMPOSITION_NOTE, SBM_MODELS, sbm_overrides
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant, overrides
 
 # The paper's twelve rows (Table 5): the method under test with its guidance variants, then the baselines.
-SBM_MODELS = ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t")
 BASELINES = ("mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "mld")
 PAPER_MODELS = SBM_MODELS + BASELINES
 
