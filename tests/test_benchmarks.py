@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 from benchmark_modules import load_benchmark
 
@@ -282,3 +283,19 @@ def test_twin_bench_overrides_take_sets_over_the_scale_and_name_the_data_for_reu
     assert varied == {**plain, "score_steps": 1800, "sampler_steps": 10, "data_id": data.data_hash}
     assert data.data_hash  # reuse keys are None for unnamed data: the stages would never be stored
     assert "data_id" not in twin.model_overrides("mopoe", scale, data, {}, reuse=True)  # no reusable stages
+
+
+# --- benchmarks/bench_twin_latent_probe.py: how much of the attributes a latent holds ---------------------
+def test_latent_probe_reads_attributes_a_latent_holds_and_not_those_it_lacks():
+    load_benchmark("bench_twin_models")  # the probe imports it by name, as when run from benchmarks/
+    probe = load_benchmark("bench_twin_latent_probe")
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(400, 5))
+    bits[:, 4] = 1  # a constant attribute: predicted as such, no classifier fitted
+    holds = bits[:, :4] * 2.0 - 1.0 + 0.1 * rng.standard_normal((400, 4))
+    lacks = rng.standard_normal((400, 4))
+    train, test = slice(0, 300), slice(300, 400)
+    for kind in probe.PROBES:
+        assert probe.probe_f1(holds[train], bits[train], holds[test], bits[test], kind) == pytest.approx(1.0)
+        blind = probe.probe_f1(lacks[train], bits[train], lacks[test], bits[test], kind)
+        assert 0.3 < blind < 0.9  # each bit is a coin flip the latent does not see

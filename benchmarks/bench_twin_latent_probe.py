@@ -1,0 +1,102 @@
+"""Where a latent model's attribute F1 given the image is lost on the celeba-twin: in the autoencoders or in
+the score model. Two bounds no sampler can beat, beside the training-majority floor:
+
+- **image latent → attributes**: a classifier fitted on the train split's image latents (the model's own
+  image autoencoder, encoded as its sampler sees them) predicts each test tuple's attributes; its F1 says how
+  much of the attributes the image latent holds. Logistic regression (linear) and a one-hidden-layer MLP
+  (scikit-learn; the attribute F1 of ``mmbench.metrics.f1.f1_samples``, the paper's).
+- **attribute round trip**: the attribute autoencoder decoding the test tuples' own attribute latents, i.e.
+  a perfect score model's ceiling.
+
+Usage: ``python benchmarks/bench_twin_latent_probe.py --model sbm-rae [--steps 600] [--n-train 4000]
+[--artifacts DIR] [--set KEY=VALUE ...]`` (one torch thread; quick's sizes by default). Trains the model's
+stages as ``bench_twin_models.py`` does (``--set score_steps=1`` skips most of the score net, which the
+bounds do not use) and prints one line per bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from bench_twin_models import build, majority_f1, model_overrides, train, twin
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+
+from mmbench.config import parse_sets
+from mmbench.data.dataset import MultimodalDataset
+from mmbench.metrics.f1 import f1_samples
+from mmbench.scaling import Scale
+
+PROBES = {
+    "linear": lambda: LogisticRegression(max_iter=2000),
+    "mlp": lambda: MLPClassifier((128,), max_iter=500, random_state=0),
+}
+
+
+def latents_of(model: Any, data: MultimodalDataset, modality: str) -> torch.Tensor:
+    """``(N, D)``: the model's latent of ``modality`` for every tuple of ``data`` (eval mode, no gradients)."""
+    batch, _ = data.batch(np.arange(len(data)))
+    with torch.no_grad():
+        return model.encode_latents(batch, [modality])[:, model.modalities.index(modality)]
+
+
+def attribute_bits(data: MultimodalDataset) -> np.ndarray:
+    """``(N, A)`` 0/1 attributes of ``data``."""
+    return (data.images["attributes"].reshape(len(data), -1) > 127.5).astype(np.int64)
+
+
+def probe_f1(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, kind: str) -> float:
+    """F1 of one classifier per attribute fitted on (latent, bit) pairs; a constant attribute is predicted as such."""
+    columns = []
+    for j in range(y_train.shape[1]):
+        if y_train[:, j].min() == y_train[:, j].max():
+            columns.append(np.full(len(z_test), y_train[0, j]))
+        else:
+            columns.append(PROBES[kind]().fit(z_train, y_train[:, j]).predict(z_test))
+    return f1_samples(y_test.astype(np.float64), np.stack(columns, 1).astype(np.float64), "attributes")
+
+
+def round_trip_f1(model: Any, test: MultimodalDataset) -> float:
+    """F1 of the attribute autoencoder decoding the test tuples' own attribute latents (thresholded at 0.5)."""
+    z = latents_of(model, test, "attributes")
+    full = torch.stack([z] * len(model.modalities), 1)
+    with torch.no_grad():
+        decoded = model.decode_latents(full, ["attributes"])["attributes"].reshape(len(test), -1).numpy()
+    return f1_samples(attribute_bits(test).astype(np.float64), (decoded > 0.5).astype(np.float64), "attributes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sbm-rae")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--n-train", type=int, default=4000)
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--artifacts", type=Path, default=None, help="stage store shared with bench_twin_models.py")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Config override after the scale's")
+    args = parser.parse_args()
+    try:
+        sets = parse_sets(args.set)
+    except ValueError as error:
+        parser.error(str(error))
+    torch.set_num_threads(1)
+    data, test = twin("train", args.n_train), twin("test", args.n_test)
+    scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=25, score_width=16)
+    model = build(args.model, data, model_overrides(args.model, scale, data, sets, reuse=args.artifacts is not None))
+    train(model, data, args.model, args.artifacts)
+    model.eval()
+    z_train, z_test = latents_of(model, data, "image").numpy(), latents_of(model, test, "image").numpy()
+    print(f"majority per attribute: F1 {majority_f1(data, test):.3f}")
+    for kind in PROBES:
+        f1 = probe_f1(z_train, attribute_bits(data), z_test, attribute_bits(test), kind)
+        print(f"{args.model}: image latent -> attributes ({kind} probe, {args.n_train} train tuples): F1 {f1:.3f}")
+    print(f"{args.model}: attribute autoencoder round trip: F1 {round_trip_f1(model, test):.3f}")
+
+
+if __name__ == "__main__":
+    main()
