@@ -655,3 +655,18 @@ def test_fgsm_epsilon_is_part_of_the_adversarial_cache_key(patterns3, classifier
     assert unattacked["fgsm/coherence/adv/mean"] == unattacked["fgsm/coherence/clean/mean"]
     assert unattacked["fgsm/coherence/clean/mean"] == attacked["fgsm/coherence/clean/mean"]
     assert unattacked["fgsm/coherence/drop_pct"] == 0.0
+
+
+def test_image_metrics_on_data_without_images_are_skipped_with_their_reason(classifier_path, tmp_path):
+    """Mode coverage and FGSM need image modalities (a classifier reads them): on mask and attribute
+    modalities alone each is skipped with the sentence that says so, never computed on nothing."""
+    from mmbench.data.celebatwin import generate_split
+
+    arrays, labels = generate_split(0, "test", 24)
+    kinds = {"mask": "mask", "attributes": "attributes"}
+    data = MultimodalDataset({m: arrays[m] for m in kinds}, labels, "celeba-twin.test", "no-images", kinds)
+    model = Oracle(data.modalities, OracleConfig(), data)
+    result = evaluate(model, data, ["mode_coverage", "fgsm"], _settings(classifier_path), tmp_path)
+    assert result.values == {}
+    assert result.skipped["mode_coverage"] == "mode coverage needs an image modality; the data has none"
+    assert result.skipped["fgsm"] == "FGSM attacks image modalities; the data has none"
