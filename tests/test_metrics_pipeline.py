@@ -120,6 +120,7 @@ def test_mode_coverage_counts_are_the_classifier_labels(patterns3, classifier_pa
             predicted = patterns_classifier(first[m]).argmax(1).numpy()
         assert [int(rows[m][f"class_{c}"]) for c in range(10)] == np.bincount(predicted, minlength=10).tolist()
     assert result.values["mode_coverage/mean/classes_covered"] == 10
+    assert result.provenance["mode_coverage/n"] == "100"  # how many unconditional samples the counts are of
 
 
 # --- coherence against the classifier's accuracy ------------------------------------------------------

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mmbench.metrics.coherence import agreement_shares, coherence, largest_agreement
 from mmbench.metrics.coverage import coverage_stats
 from mmbench.metrics.f1 import binarise, f1_samples
-from mmbench.metrics.fgsm import drop_pct, fgsm_attack
+from mmbench.metrics.fgsm import drop_pct, fgsm_attack, fgsm_transform
 from mmbench.metrics.latent import cosine_rows
 
 
@@ -91,6 +91,17 @@ def test_fgsm_with_zero_epsilon_is_the_identity(patterns3, patterns_classifier):
     _, test = patterns3
     batch, labels = test.batch(np.arange(16), ["m1"])
     assert torch.equal(fgsm_attack(patterns_classifier, batch["m1"], labels, 0.0), batch["m1"])
+
+
+def test_fgsm_transform_attacks_the_named_modalities_only(patterns3, patterns_classifier):
+    """The batch transform of the FGSM metric attacks the image modalities it names and hands every other
+    modality (a mask, attributes, an image left observed clean) through as the same tensor."""
+    _, test = patterns3
+    batch, labels = test.batch(np.arange(16), ["m0", "m1"])
+    attacked = fgsm_transform(patterns_classifier, 0.1, ["m0"], "cpu")(batch, labels)
+    assert torch.equal(attacked["m0"], fgsm_attack(patterns_classifier, batch["m0"], labels, 0.1))
+    assert not torch.equal(attacked["m0"], batch["m0"])
+    assert attacked["m1"] is batch["m1"]
 
 
 def test_drop_pct():
