@@ -17,19 +17,16 @@ bounds do not use) and prints one line per bound.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from bench_twin_models import build, majority_f1, model_overrides, train, twin
+from bench_twin_models import add_model_arguments, majority_f1, model_and_data, train
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from mmbench.config import parse_sets
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.metrics.f1 import f1_samples
-from mmbench.scaling import Scale
 
 PROBES = {
     "linear": lambda: LogisticRegression(max_iter=2000),
@@ -71,23 +68,8 @@ def round_trip_f1(model: Any, test: MultimodalDataset) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="sbm-rae")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--width", type=float, default=0.125)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--n-train", type=int, default=4000)
-    parser.add_argument("--n-test", type=int, default=500)
-    parser.add_argument("--artifacts", type=Path, default=None, help="stage store shared with bench_twin_models.py")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Config override after the scale's")
-    args = parser.parse_args()
-    try:
-        sets = parse_sets(args.set)
-    except ValueError as error:
-        parser.error(str(error))
-    torch.set_num_threads(1)
-    data, test = twin("train", args.n_train), twin("test", args.n_test)
-    scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=25, score_width=16)
-    model = build(args.model, data, model_overrides(args.model, scale, data, sets, reuse=args.artifacts is not None))
+    add_model_arguments(parser, "sbm-rae", 4000)
+    args, _, model, data, test = model_and_data(parser)
     train(model, data, args.model, args.artifacts)
     model.eval()
     z_train, z_test = latents_of(model, data, "image").numpy(), latents_of(model, test, "image").numpy()

@@ -95,24 +95,25 @@ def model_overrides(name: str, scale: Scale, data: MultimodalDataset, sets: dict
     return {**overrides, **sets}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="mvtcae")
+def add_model_arguments(parser: argparse.ArgumentParser, model: str, n_train: int) -> None:
+    """The options naming a model, its sizes on the twin and its overrides (shared with bench_twin_latent_probe.py)."""
+    parser.add_argument("--model", default=model)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--n-train", type=int, default=n_train)
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--sampler-steps", type=int, default=25, help="latent-diffusion rows (quick: 25)")
     parser.add_argument("--score-width", type=int, default=16, help="latent-diffusion rows (quick: 16)")
     parser.add_argument("--artifacts", type=Path, default=None,
                         help="store reusable stages here (an SBM row's autoencoders) so later runs load them")
-    parser.add_argument("--no-untrained", action="store_true", help="skip the untrained model's F1 (sampler sweeps)")
-    parser.add_argument("--eval-seeds", type=int, default=1,
-                        help="sampling seeds 0..K-1 of the trained model's F1 (mean and each); with K > 1 also the share "
-                             "of attributes on in 1,000 unconditional draws against the data's")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a Config override after the scale's (repeatable; VALUE a Python literal), e.g. score_steps=1800")
+
+
+def model_and_data(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict[str, Any], Any, MultimodalDataset, MultimodalDataset]:
+    """Parsed arguments, their ``--set`` overrides, the untrained model and the twin's train and test splits
+    (one torch thread)."""
     args = parser.parse_args()
     try:
         sets = parse_sets(args.set)
@@ -122,8 +123,18 @@ def main() -> None:
     data, test = twin("train", args.n_train), twin("test", args.n_test)
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size,
                   sampler_steps=args.sampler_steps, score_width=args.score_width)
-    overrides = model_overrides(args.model, scale, data, sets, reuse=args.artifacts is not None)
-    model = build(args.model, data, overrides)
+    model = build(args.model, data, model_overrides(args.model, scale, data, sets, reuse=args.artifacts is not None))
+    return args, sets, model, data, test
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser, "mvtcae", 2000)
+    parser.add_argument("--no-untrained", action="store_true", help="skip the untrained model's F1 (sampler sweeps)")
+    parser.add_argument("--eval-seeds", type=int, default=1,
+                        help="sampling seeds 0..K-1 of the trained model's F1 (mean and each); with K > 1 also the share "
+                             "of attributes on in 1,000 unconditional draws against the data's")
+    args, sets, model, data, test = model_and_data(parser)
     print(f"majority per attribute: F1 {majority_f1(data, test):.3f}")
     if not args.no_untrained:
         print(f"{args.model} untrained: F1 {attribute_f1_given_image(model, test):.3f}")
