@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from classifiers.store import load_classifier
 from classifiers.train import evaluate_classifier
 from mmbench.contract import Capability, MultimodalModel
 from mmbench.data.dataset import MultimodalDataset
@@ -316,15 +317,17 @@ def substitute_path(patterns3, tmp_path_factory):
     return str(save_classifier(net, "patterns3-substitute", {}, tmp_path_factory.mktemp("sub")).path)
 
 
-def _white_box_accuracy(net: nn.Module, data: MultimodalDataset, epsilon: float) -> float:
-    """``net``'s accuracy on images FGSM-attacked with its own gradient (the white-box attack), every modality."""
+def _attacked_accuracy(net: nn.Module, data: MultimodalDataset, epsilon: float, attacker: nn.Module | None = None) -> float:
+    """``net``'s accuracy, every modality, on images FGSM-attacked with ``attacker``'s gradient (default ``net``'s
+    own: the white-box attack; ε = 0: the clean images)."""
     from mmbench.metrics.fgsm import fgsm_attack
 
     images, labels = data.batch(np.arange(len(data)))
     correct = 0
     for m in data.modalities:
         with torch.no_grad():
-            correct += int((net(fgsm_attack(net, images[m], labels, epsilon)).argmax(1) == labels).sum())
+            attacked = fgsm_attack(attacker or net, images[m], labels, epsilon)
+            correct += int((net(attacked).argmax(1) == labels).sum())
     return correct / (len(data) * len(data.modalities))
 
 
@@ -351,7 +354,7 @@ def test_black_box_fgsm_transfers_but_less_than_a_white_box_attack(
     # it transfers to the evaluator (min drop 0.065) ...
     assert v["fgsm/eval_acc/adv"] < v["fgsm/eval_acc/clean"] - 0.05
     # ... but is a black-box attack: far weaker than the evaluator's own gradient (min gap 0.34)
-    assert v["fgsm/eval_acc/adv"] > _white_box_accuracy(patterns_classifier, test, FGSM_EPSILON) + 0.25
+    assert v["fgsm/eval_acc/adv"] > _attacked_accuracy(patterns_classifier, test, FGSM_EPSILON) + 0.25
     # the copy is the attacked input, stored as uint8: rounding may flip a borderline image or two of 1,500
     assert v["fgsm/coherence/adv/mean"] == pytest.approx(v["fgsm/eval_acc/adv"], abs=0.005)
     assert v["fgsm/coherence/clean/mean"] == pytest.approx(v["fgsm/eval_acc/clean"])
@@ -359,6 +362,12 @@ def test_black_box_fgsm_transfers_but_less_than_a_white_box_attack(
         100 * (v["fgsm/coherence/clean/mean"] - v["fgsm/coherence/adv/mean"]) / v["fgsm/coherence/clean/mean"]
     )
     assert result.provenance["fgsm/epsilon"] == str(FGSM_EPSILON)
+    # the four accuracies are exactly the share of correct labels over every tuple and modality
+    substitute, _ = load_classifier(substitute_path)
+    assert v["fgsm/substitute_acc/clean"] == _attacked_accuracy(substitute, test, 0.0)
+    assert v["fgsm/substitute_acc/adv"] == _attacked_accuracy(substitute, test, FGSM_EPSILON)
+    assert v["fgsm/eval_acc/clean"] == _attacked_accuracy(patterns_classifier, test, 0.0)
+    assert v["fgsm/eval_acc/adv"] == _attacked_accuracy(patterns_classifier, test, FGSM_EPSILON, substitute)
 
 
 # angles between the inferred and the encoded latent, per modality: the metric must give their cosines
