@@ -104,6 +104,21 @@ def test_fgsm_transform_attacks_the_named_modalities_only(patterns3, patterns_cl
     assert attacked["m1"] is batch["m1"]
 
 
+def test_fgsm_report_skips_the_relative_drop_of_a_zero_clean_score_with_its_reason():
+    """A relative drop from a clean score of 0 is undefined: skipped with the reason, never a division."""
+    from mmbench.metrics.base import MetricOutput
+    from mmbench.metrics.fgsm import _report
+
+    out = MetricOutput()
+    _report(out, "coherence", {"m0": 0.0, "m1": 0.0}, {"m0": 0.0, "m1": 0.0})
+    assert out.values == {"fgsm/coherence/clean/m0": 0.0, "fgsm/coherence/adv/m0": 0.0, "fgsm/coherence/clean/m1": 0.0,
+                          "fgsm/coherence/adv/m1": 0.0, "fgsm/coherence/clean/mean": 0.0, "fgsm/coherence/adv/mean": 0.0}
+    assert out.skipped == {"fgsm/coherence/drop_pct": "clean coherence is 0: a relative drop is undefined"}
+    out = MetricOutput()
+    _report(out, "f1", {"a": 0.8, "b": 0.4}, {"a": 0.6, "b": 0.3})
+    assert out.values["fgsm/f1/drop_pct"] == pytest.approx(25.0) and out.skipped == {}
+
+
 def test_drop_pct():
     assert drop_pct(0.8, 0.6) == pytest.approx(25.0)
     assert drop_pct(0.5, 0.5) == 0.0
