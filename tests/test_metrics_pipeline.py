@@ -680,3 +680,21 @@ def test_image_metrics_on_data_without_images_are_skipped_with_their_reason(clas
     assert result.values == {}
     assert result.skipped["mode_coverage"] == "mode coverage needs an image modality; the data has none"
     assert result.skipped["fgsm"] == "FGSM attacks image modalities; the data has none"
+
+
+class LooBlind(Oracle):
+    """Answers every query except m2 given all the others (as a model that declares only some queries)."""
+
+    def answers(self, given, target):
+        return not (target == "m2" and set(given) == {"m0", "m1"})
+
+
+def test_fgsm_on_a_model_that_does_not_answer_a_leave_one_out_query_is_skipped_naming_the_gap(
+    patterns3, classifier_path, tmp_path
+):
+    _, test = patterns3
+    model = LooBlind(test.modalities, OracleConfig())
+    result = evaluate(model, test, ["fgsm"], _settings(classifier_path, n_conditional=40), tmp_path)
+    assert not any(k.startswith("fgsm/") for k in result.values)
+    assert result.skipped["fgsm"] == ("FGSM compares leave-one-out generation from clean and attacked inputs; "
+                                      "LooBlind does not answer it for ['m2']")
