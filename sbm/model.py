@@ -223,22 +223,32 @@ class SBM(LatentGenerativeModel):
         return Stage(
             name="energy", module=self.energy, loss=self._energy_loss,
             hparams=StageHParams(steps=cfg.energy_steps, batch_size=cfg.energy_batch_size, lr=cfg.energy_lr),
-            prepare=self._prepare_cache,
+            prepare=self._prepare_energy,
         )
+
+    def _prepare_energy(self, batches: TrainBatches) -> None:
+        """A fresh initialisation from (seed, "energy"), as the score stage's from (seed, "score")."""
+        reset_parameters(self.energy, derive_seed(self.config.seed, "energy", "init"))
+        self._prepare_cache(batches)
 
     def _aux_stage(self) -> Stage:
         cfg = self.config
         key = None
         if cfg.data_id:
-            key = config_hash({"stage": "sbm.contrastive/1", "width": cfg.aux_width, "proj": cfg.aux_proj_dim,
+            key = config_hash({"stage": "sbm.contrastive/2", "width": cfg.aux_width, "proj": cfg.aux_proj_dim,
                                "steps": cfg.aux_steps, "lr": cfg.aux_lr, "batch": cfg.aux_batch_size,
                                "missing_rate": cfg.missing_rate, "modalities": list(self.modalities),
                                "data_id": cfg.data_id, "seed": cfg.seed}, length=32)
         return Stage(
             name="aux", module=self.aux, loss=self._aux_loss,
             hparams=StageHParams(steps=cfg.aux_steps, batch_size=cfg.aux_batch_size, lr=cfg.aux_lr),
-            reuse_key=key,
+            reuse_key=key, prepare=self._prepare_aux,
         )
+
+    def _prepare_aux(self, _batches: TrainBatches) -> None:
+        """A fresh initialisation from (seed, "aux"): SBM-VAE-T and SBM-RAE-T share this stage's key, so what
+        it trains must not depend on what each model built before it (version 2 of the key: version 1 did)."""
+        reset_parameters(self.aux, derive_seed(self.config.seed, "aux", "init"))
 
     def _prepare_cache(self, batches: TrainBatches) -> None:
         cache = self.ensure_cache(batches)

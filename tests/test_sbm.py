@@ -158,6 +158,38 @@ def test_sbm_c_loads_the_score_net_it_would_have_trained(tmp_path: Path):
         assert torch.equal(a, b)
 
 
+def _train_tiny(name: str, data, workdir: Path, store: ArtifactStore | None = None, rng_seed: int = 0):
+    torch.manual_seed(rng_seed)  # the global stream at construction: the stages must not depend on it
+    model = tiny(name, data_id=data.data_hash, score_steps=3, aux_steps=3, energy_steps=3)
+    options = TrainerOptions(workdir=workdir, config_hash=name, quiet=True, artifacts=store)
+    return model, train_model(model, data, None, options)
+
+
+def test_sbm_rae_t_loads_the_contrastive_encoders_it_would_have_trained(tmp_path: Path):
+    """SBM-VAE-T and SBM-RAE-T share one contrastive-encoder stage (its key names neither family), so the
+    stage must not depend on what the model built before it or on the global random stream: loaded from the
+    other family's run or trained alone in a fresh store, the encoders are the same (else the numbers depend on
+    which row ran first)."""
+    data = make_patterns(3, n=32, seed=0)
+    shared = ArtifactStore(tmp_path / "shared")
+    _train_tiny("sbm-vae-t", data, tmp_path / "vae", shared, rng_seed=1)
+    loaded, reports = _train_tiny("sbm-rae-t", data, tmp_path / "rae-shared", shared)
+    assert "aux" in {r.name for r in reports if r.reused}
+    alone, _ = _train_tiny("sbm-rae-t", data, tmp_path / "rae-alone", ArtifactStore(tmp_path / "fresh"))
+    for a, b in zip(loaded.aux.state_dict().values(), alone.aux.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_energy_model_does_not_depend_on_the_global_random_stream(tmp_path: Path):
+    """-C's energy stage starts from (seed, "energy") as the score stage starts from (seed, "score"): the
+    same seed trains the same energy model whatever the global stream held when the model was built."""
+    data = make_patterns(3, n=32, seed=0)
+    first, _ = _train_tiny("sbm-vae-c", data, tmp_path / "a", rng_seed=0)
+    second, _ = _train_tiny("sbm-vae-c", data, tmp_path / "b", rng_seed=1)
+    for a, b in zip(first.energy.state_dict().values(), second.energy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 # --- energy-based guidance --------------------------------------------------------------------------
 CENTRES = torch.randn(10, 4, generator=torch.Generator().manual_seed(0)) * 2
 OFFSETS = torch.randn(6, 4, generator=torch.Generator().manual_seed(1)) * 4  # each modality's own region
