@@ -22,7 +22,7 @@ from mmbench import tracking
 from mmbench.config import flatten
 from mmbench.hashing import canonical_json
 from mmbench.records import Artifact, Tag, is_training_metric
-from mmbench.runner.extra import with_rows_of_runs
+from mmbench.suites.extra_rows import with_rows_of_runs
 from mmbench.suites.spec import Budget, Suite
 
 NO_RUN, RUN_FAILED, RUN_UNFINISHED = "no run yet", "run failed", "run unfinished"

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mmbench.hashing import config_hash, sha256_file
-from mmbench.runner.extra import add_rows, extra_variant
 from mmbench.runner.plan import Job, job_specs
 from mmbench.runner.prepare import RunOptions
 from mmbench.runner.weights import CheckpointError, checkpoint_file, load_weights, read_checkpoint
+from mmbench.suites.extra_rows import add_rows, extra_variant
 from mmbench.suites.spec import Budget, Suite, Variant
 
 Say = Callable[[str], None]

@@ -40,7 +40,7 @@ class Job:
     metrics: tuple[str, ...]
     ranks: bool
     workdir: str
-    extra_row: bool = False  # a row the user added to the suite's (mmbench.runner.extra)
+    extra_row: bool = False  # a row the user added to the suite's (mmbench.suites.extra_rows)
     checkpoint: str = ""  # evaluate these weights instead of training (`mmbench eval`); "" trains
     checkpoint_sha256: str = ""
     row_settings: str = ""  # canonical JSON of what the budget set for the row (Budget.row_settings); not hashed
