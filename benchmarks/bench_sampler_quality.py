@@ -66,6 +66,7 @@ from mmbench.suites.spec import Scale
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
 from mmbench.training.device import resolve_device
+from mmbench.training.ema import copy_average
 from mmbench.training.trainer import TrainerOptions, _checkpoint_path
 
 FEWSTEP = ("dpmpp2m", "unipc", "dpmpp2m-sde")
@@ -188,31 +189,39 @@ class StageMissingError(RuntimeError):
 
 # --- loading ---------------------------------------------------------------------------------------------
 def load_stages(model: MultimodalModel, store: ArtifactStore | None, workdir: Path | None = None,
-                run_hash: str = "") -> list[str]:
-    """Load every stage's weights from a checkpoint in ``workdir`` (finished or not) or the store; one line each."""
+                run_hash: str = "", finished_only: bool = False) -> list[str]:
+    """Load every stage's weights from a checkpoint in ``workdir`` or the store; one line each. A checkpoint
+    gives the weights the trainer samples from (its EMA average where the stage keeps one); ``finished_only``
+    refuses a checkpoint of a stage still training (a run's job), which a ``--state`` folder may hold."""
     lines = []
     for stage in model.stages():
         path = _checkpoint_path(TrainerOptions(workdir=workdir, config_hash=run_hash), stage) if workdir else None
-        if path is not None and path.exists():
-            state = ckpt.load(path, run_hash)
+        state = ckpt.load(path, run_hash) if path is not None and path.exists() else None
+        if state is not None and (state.done or not finished_only):
             stage.module.load_state_dict(state.module)
+            if state.ema is not None:
+                copy_average(stage.module, state.ema["shadow"])
             lines.append(f"{stage.name}: checkpoint at step {state.step}{'' if state.done else ' (stopped early)'}")
         elif stage.reuse_key and store is not None and store.has(stage.reuse_key):
             state_dict, _ = store.load(stage.reuse_key)
             stage.module.load_state_dict(state_dict)
             lines.append(f"{stage.name}: artifact {stage.reuse_key[:12]}")
         else:
-            where = [f"artifact store {store.root}" if store else "no artifact store"]
-            if workdir:
-                where.append(f"checkpoints in {workdir}")
-            raise StageMissingError(
-                f"stage {stage.name!r} is not trained ({'; '.join(where)}; reuse key {stage.reuse_key}): this benchmark "
-                "never trains. Train the model first (benchmarks/bench_coherence.py with --artifacts/--state, or "
-                "mmbench run) with the same scale options, or pass that run's --state folder."
-            )
+            raise _missing(stage, store, workdir, state)
         if stage.finalize is not None:
             stage.finalize()
     return lines
+
+
+def _missing(stage: Any, store: ArtifactStore | None, workdir: Path | None, state: Any) -> StageMissingError:
+    where = [f"artifact store {store.root}" if store else "no artifact store"]
+    if workdir:
+        where.append(f"checkpoints in {workdir}" + (f" (still training: step {state.step})" if state else ""))
+    return StageMissingError(
+        f"stage {stage.name!r} is not trained ({'; '.join(where)}; reuse key {stage.reuse_key}): this benchmark "
+        "never trains. Train the model first (benchmarks/bench_coherence.py with --artifacts/--state, or "
+        "mmbench run) with the same scale options, or pass that run's --state folder."
+    )
 
 
 def model_from_state(folder: Path, modalities: Sequence[str], store: ArtifactStore | None) -> tuple[MultimodalModel, list[str]]:
@@ -240,11 +249,12 @@ def suite_jobs(args: argparse.Namespace) -> list[Any]:
 
 def model_of_job(job: Any, store: ArtifactStore) -> tuple[MultimodalModel, list[str]]:
     """The model a run's job builds (its budget's config, the lean net and sampler included), its stages from
-    the run's artifact store."""
+    the job's finished checkpoints (a stage without a reuse key, e.g. MLD's score net) or the run's artifact store."""
     from mmbench.runner.plan import job_specs
 
     model = registry.build(job.model, list(job.data.modalities), dict(job.overrides), job_specs(job))
-    return model, [f"job {job.job_id} ({job.title})", *load_stages(model, store)]
+    stages = load_stages(model, store, Path(job.workdir), job.job_id, finished_only=True)
+    return model, [f"job {job.job_id} ({job.title})", *stages]
 
 
 def model_from_store(name: str, scale_overrides: dict, modalities: Sequence[str], store: ArtifactStore) -> tuple[MultimodalModel, list[str]]:

@@ -247,6 +247,42 @@ def test_sampler_quality_loads_a_runs_models_as_its_jobs_build_them(quality, tmp
         assert torch.equal(model.state_dict()[key], value), key
 
 
+def test_sampler_quality_loads_an_unshared_stage_from_its_jobs_finished_checkpoint(quality, tmp_path, monkeypatch):
+    """MLD's score net has no reuse key, so it lives only in its job's checkpoints: the benchmark loads it from
+    there as the run samples it (the EMA average, not the raw weights), and refuses a stage still training."""
+    import argparse
+    from pathlib import Path
+
+    import torch
+
+    from mmbench import registry
+    from mmbench.data.synthetic import make_patterns
+    from mmbench.runner.plan import job_specs
+    from mmbench.training import checkpoint as ckpt
+    from mmbench.training.artifacts import ArtifactStore
+    from mmbench.training.trainer import TrainerOptions, train_model
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path / "home"))
+    (job,) = quality.suite_jobs(argparse.Namespace(suite="synthetic", budget="smoke", models="mld"))
+    overrides = {**dict(job.overrides), "score_steps": 4, "score_ema_decay": 0.5}
+    job = dataclasses.replace(job, overrides=tuple(overrides.items()))
+    store = ArtifactStore(tmp_path / "store")
+    torch.manual_seed(0)
+    trained = registry.build(job.model, list(job.data.modalities), dict(job.overrides), job_specs(job))
+    assert next(s for s in trained.stages() if s.name == "score").reuse_key is None
+    train_model(trained, make_patterns(3, n=64, seed=0), None,
+                TrainerOptions(workdir=Path(job.workdir), config_hash=job.job_id, quiet=True, artifacts=store))
+    model, lines = quality.model_of_job(job, store)
+    assert lines[-1] == "score: checkpoint at step 4"
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    path = Path(job.workdir) / "checkpoints" / "score.pt"
+    state = ckpt.load(path, job.job_id)
+    ckpt.save(path, dataclasses.replace(state, done=False), job.job_id, {})
+    with pytest.raises(quality.StageMissingError, match=r"'score' is not trained .*still training: step 4"):
+        quality.model_of_job(job, store)
+
+
 def test_sampler_quality_corrector_counts_for_pc_rows(quality, patterns3):
     """--correctors: PC rows with K Langevin steps per predictor step at each evaluation count (N = count /
     (1 + K)); the journal key of a row without them is the one it had before the field existed."""
