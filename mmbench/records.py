@@ -54,6 +54,7 @@ class Tag:
     THREADS = "threads"  # job: torch's CPU threads it ran with
     COST_KEY = "cost_key"  # job: what fixes its time per step and per sample (mmbench.runner.cost.cost_key)
     RESUMED_FROM = "resumed_from"  # the run id of the attempt this one resumes
+    STAGE_CODE = "stage_code_versions"  # JSON {stage: [the code (git commits) its steps were trained with]}
     EXTRA_ROW = "extra_row"  # "true": a row the user added to the suite's (mmbench.suites.extra_rows)
     EVALUATED_ONLY = "evaluated_only"  # "true": a checkpoint scored by `mmbench eval`, not trained by the job
     CHECKPOINT = "checkpoint"  # the file `mmbench eval` loaded (its sha256: provenance.checkpoint_sha256)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -211,6 +212,28 @@ def test_provenance_names_each_rows_generation_settings():
                                   "beta_model": {"sampler": "pc", "sampler_steps": "100", "energy_gamma": "3.90625"}}
     text = provenance_markdown(prov)
     assert "  - alpha: conditional=mixture" in text and "energy_gamma=3.90625" in text
+
+
+def test_provenance_names_the_stages_trained_with_other_code_than_their_run():
+    """A job resumed across code versions, or a stage loaded from a store another version filled: the run's
+    own commit does not describe it, so the provenance lists those stages with their commits; stages
+    trained with the run's commit alone, and runs without the tag, add nothing."""
+    from mmbench.report.provenance import provenance, provenance_markdown
+
+    collected = _collected()
+    runs = {run.tags["variant"]: run for run in collected.runs if run.tags.get("seed", "0") == "0"}
+    for run in collected.runs:
+        run.tags["git_commit"] = "c2"
+    runs["alpha"].tags["stage_code_versions"] = json.dumps({"ae": ["c1", "c2"], "head": ["c2"]})
+    runs["beta_model"].tags["stage_code_versions"] = json.dumps({"ae": [], "head": ["c2"]})
+    prov = provenance(collected)
+    assert prov["stage_code"] == {"alpha seed 0": {"ae": ["c1", "c2"]}, "beta_model seed 0": {"ae": ["unknown"]}}
+    text = provenance_markdown(prov)
+    assert "  - alpha seed 0: ae ← c1, c2" in text and "  - beta_model seed 0: ae ← unknown" in text
+    runs["alpha"].tags["stage_code_versions"] = json.dumps({"ae": ["c2"]})
+    runs["beta_model"].tags.pop("stage_code_versions")
+    assert provenance(collected)["stage_code"] == {}
+    assert "other code" not in provenance_markdown(provenance(collected))
 
 
 def test_a_budgets_note_on_a_model_marks_its_rows_in_every_rendering():

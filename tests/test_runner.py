@@ -308,7 +308,10 @@ def _run(suite: str, home: Path, should_stop=None, **options):
     return summary, lines
 
 
-def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, tiny_model):
+def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, tiny_model, monkeypatch):
+    import mmbench.runner.provenance
+
+    monkeypatch.setattr(mmbench.runner.provenance, "git_commit", lambda root=None: "c1")
     seed_classifiers(_isolated_home)
     tiny_suite("t-resume", (Variant("ae", "tiny-ae"),))
     calls = {"n": 0}
@@ -326,6 +329,7 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     assert store.run(killed).metrics["job/seconds"] == pytest.approx(summary.outcomes[0].seconds)
 
     TRAINING_CALLS.clear()
+    monkeypatch.setattr(mmbench.runner.provenance, "git_commit", lambda root=None: "c2")  # the code changed
     resumed, _ = _run("t-resume", _isolated_home)
     (outcome,) = resumed.outcomes
     assert outcome.status == "FINISHED" and not resumed.failed
@@ -336,6 +340,8 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     assert run.metrics["stage/ae/m1/reused"] == 0.0
     # m0 was done: loaded; m1 stopped after 5 of 12 steps: only the other 7 trained; m2 never started
     assert TRAINING_CALLS == {"m1": 12 - 5, "m2": 12}
+    # each stage says which code trained its steps (the run's own git_commit tag names only the last)
+    assert json.loads(run.tags["stage_code_versions"]) == {"ae/m0": ["c1"], "ae/m1": ["c1", "c2"], "ae/m2": ["c2"]}
     assert [s for s, _ in store.metric_history(outcome.run_id, "train/ae/m1/loss")] == [12]
     assert "coherence/loo/mean" in run.metrics
     # the attempt's wall time: what the outcome reports, and at least its training stages' time

@@ -162,6 +162,24 @@ def test_resume_after_stop_is_bit_identical(data, tmp_path, steps_before_stop):
     assert_same_state(resumed, reference)
 
 
+def test_each_stage_records_the_code_its_steps_were_trained_with(data, tmp_path):
+    """A stage stopped under one code version and finished under another records both, in order, in its
+    checkpoint and its stored artifact; a rerun that loads it (checkpoint or store) reports them, so a run
+    can say which of its stages were trained with code other than its own."""
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(TrainingStopped):  # stops inside "recon"
+        train_model(build(reuse_key="k"), data, None,
+                    options(tmp_path / "a", artifacts=store, code_version="c1", should_stop=stop_after(3)))
+    reports = train_model(build(reuse_key="k"), data, None, options(tmp_path / "a", artifacts=store, code_version="c2"))
+    assert [(r.name, r.code_versions) for r in reports] == [("recon", ("c1", "c2")), ("head", ("c2",))]
+    again = train_model(build(reuse_key="k"), data, None, options(tmp_path / "a", artifacts=store, code_version="c3"))
+    assert [r.code_versions for r in again] == [("c1", "c2"), ("c2",)]  # loaded from finished checkpoints
+    other = train_model(build(reuse_key="k"), data, None, options(tmp_path / "b", artifacts=store, code_version="c3"))
+    assert other[0].reused and other[0].code_versions == ("c1", "c2")  # "recon" from the store
+    assert other[1].code_versions == ("c3",)
+    assert train_model(build(), data, None, options(tmp_path / "c"))[0].code_versions == ()  # none given: none kept
+
+
 def test_checkpoint_of_another_config_is_refused(data, tmp_path):
     with pytest.raises(TrainingStopped):
         train_model(build(), data, None, options(tmp_path, config_hash="aaaa", should_stop=stop_after(3)))

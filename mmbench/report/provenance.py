@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +30,26 @@ def generation_settings(collected: Collected) -> dict[str, dict[str, str]]:
     return rows
 
 
+def stage_code(collected: Collected) -> dict[str, dict[str, list[str]]]:
+    """Per run (``<row> seed <s>``), the stages trained wholly or partly with other code than the run's commit
+    (a job resumed across versions, or a stage loaded from a store filled by another version), with the
+    commits in training order; ``unknown`` for a stage stored before stages recorded their code."""
+    runs: dict[str, dict[str, list[str]]] = {}
+    for run in collected.runs:
+        text = run.tags.get(Tag.STAGE_CODE)
+        if text is None:  # a run that trained nothing, or one made before the tag existed
+            continue
+        commit = run.tags.get(Tag.GIT_COMMIT, "")
+        try:
+            stages = json.loads(text)
+        except ValueError:
+            stages = {"(all)": [f"unreadable {Tag.STAGE_CODE} tag"]}
+        other = {name: versions or ["unknown"] for name, versions in stages.items() if versions != [commit]}
+        if other:
+            runs[f"{run.tags[Tag.VARIANT]} seed {run.tags.get(Tag.SEED, '0')}"] = other
+    return runs
+
+
 def provenance(collected: Collected) -> dict[str, Any]:
     """Everything a reader needs to trust (or reproduce) the numbers, as JSON-able data."""
     shared: dict[str, list[str]] = defaultdict(list)
@@ -47,6 +68,7 @@ def provenance(collected: Collected) -> dict[str, Any]:
         "budget_status": budget.status, "ranks": budget.ranks, "tracking_uri": collected.tracking_uri,
         "shared": {k: v for k, v in shared.items() if v}, "versions": versions, "runs": dict(runs),
         "ignored_runs": collected.ignored, "generation": generation_settings(collected),
+        "stage_code": stage_code(collected),
     }
 
 
@@ -67,6 +89,10 @@ def provenance_markdown(prov: dict[str, Any]) -> str:
         lines.append("- generation settings (row: model settings that define its samples):")
         for variant, settings in prov["generation"].items():
             lines.append(f"  - {variant}: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    if prov.get("stage_code"):
+        lines.append("- stages trained with other code than their run's commit (run: stage ← commits, oldest first):")
+        for run, stages in prov["stage_code"].items():
+            lines.append(f"  - {run}: " + "; ".join(f"{s} ← {', '.join(v)}" for s, v in stages.items()))
     for reason, count in prov["ignored_runs"].items():
         lines.append(f"- ignored {count} run(s): {reason}")
     return "\n".join(lines) + "\n"

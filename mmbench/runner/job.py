@@ -299,6 +299,7 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
     from mmbench import paths
     from mmbench.persist import save_model
     from mmbench.runner.cost import PER_STEP
+    from mmbench.runner.provenance import git_commit
     from mmbench.training.artifacts import ArtifactStore
     from mmbench.training.trainer import TrainerOptions, train_model
 
@@ -308,6 +309,7 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
         callback=lambda stage, step, values: buffer.add(curve_keys(stage, values), step),
         artifacts=ArtifactStore(paths.artifacts_dir()), should_stop=_should_stop(ctx), model_name=job.label,
         progress_label=job.title.replace(" ", "-"),  # `sbm-vae-seed-0:score: …`: parallel jobs' lines apart
+        code_version=git_commit(),
     )
     try:
         reports = train_model(model, train, val, options)
@@ -322,6 +324,7 @@ def _train(job: Job, ctx: JobContext, store: tracking.Store, run_id: str, model:
         if r.seconds_per_step is not None:
             stage_values[stage_metric(r.name, PER_STEP)] = r.seconds_per_step
     store.log_metrics(run_id, [(k, v, 0) for k, v in stage_values.items()], _now_ms())
+    store.set_tags(run_id, {Tag.STAGE_CODE: json.dumps({r.name: list(r.code_versions) for r in reports})})
     save_model(model, Path(job.workdir) / "model.pt", job.model, {"job_id": job.job_id, "seed": job.seed})
 
 

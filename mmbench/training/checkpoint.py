@@ -8,7 +8,7 @@ None, so the trainer restarts that stage from step 0.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class TrainState:
     rng_cuda: list[torch.Tensor]
     history: dict[str, list[float]]
     ema: dict[str, Any] | None = None  # the stage's parameter average (StageHParams.ema_decay > 0)
+    code_versions: list[str] = field(default_factory=list)  # the code (git commits) its steps were trained with, in order
 
 
 def rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -61,6 +62,7 @@ def save(path: Path, state: TrainState, config_hash: str, meta: dict[str, Any]) 
         "rng_cuda": state.rng_cuda,
         "history": state.history,
         "ema": state.ema,
+        "code_versions": state.code_versions,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -102,4 +104,5 @@ def load(path: Path, config_hash: str, map_location: str | torch.device = "cpu")
         rng_cuda=list(payload["rng_cuda"]),
         history={k: list(v) for k, v in payload["history"].items()},
         ema=payload.get("ema"),
+        code_versions=list(payload.get("code_versions") or []),
     )

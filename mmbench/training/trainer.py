@@ -56,6 +56,7 @@ class TrainerOptions:
     should_stop: Callable[[], bool] | None = None  # checked between steps (no signal handlers here)
     model_name: str = "model"
     progress_label: str | None = None  # names the progress lines (default: model_name); parallel jobs differ here
+    code_version: str = ""  # the code training this call's steps (the runner: its git commit); kept per stage
 
 
 @dataclass
@@ -67,6 +68,7 @@ class StageReport:
     final_loss: float | None
     samples_per_second: float | None
     trained_steps: int = 0  # optimiser steps taken in this call (a resumed stage: those since the resume)
+    code_versions: tuple[str, ...] = ()  # the code its steps were trained with, in order (several: resumed across versions)
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -114,7 +116,7 @@ def _run_stage(
             if state.ema is not None:
                 copy_average(stage.module, state.ema["shadow"])
             _finalize(stage)
-            return StageReport(stage.name, state.step, 0.0, True, None, None)
+            return StageReport(stage.name, state.step, 0.0, True, None, None, code_versions=tuple(state.code_versions))
     store = options.artifacts if stage.reuse_key else None
     lock = store.lock(stage.reuse_key) if store else contextlib.nullcontext()  # type: ignore[arg-type]
     with lock:
@@ -122,7 +124,8 @@ def _run_stage(
         if stored is not None:
             stage.module.load_state_dict(stored[0])
             _finalize(stage)
-            return StageReport(stage.name, 0, 0.0, True, None, None)
+            return StageReport(stage.name, 0, 0.0, True, None, None,
+                               code_versions=tuple(stored[1].get("code_versions") or ()))
         report = _train_stage(model, stage, train, val, options, path)
         if store:
             store.save(stage.reuse_key, _cpu_state(stage.module), stage_meta(stage, report, options))  # type: ignore[arg-type]
@@ -136,6 +139,7 @@ def stage_meta(stage: Stage, report: StageReport, options: TrainerOptions) -> di
         "stage": stage.name, "model": options.model_name, "steps": report.steps,
         "seconds_per_step": report.seconds_per_step, "trained_steps": report.trained_steps,
         "device": options.device.type, "threads": torch.get_num_threads(), "batch_size": stage.hparams.batch_size,
+        "code_versions": list(report.code_versions),
     }
 
 
@@ -216,6 +220,7 @@ class _Loop:
     history: dict[str, list[float]]
     ema: ParameterEMA | None = None
     step: int = 0
+    code_versions: list[str] = field(default_factory=list)
 
 
 def _train_stage(
@@ -228,6 +233,8 @@ def _train_stage(
             stage.prepare(lambda: _iterate(train, stage, options, shuffle=False))
         loop = _new_loop(stage, options)
         _maybe_resume(loop, path, options)
+        if options.code_version and loop.code_versions[-1:] != [options.code_version]:
+            loop.code_versions.append(options.code_version)
         start, start_step = time.perf_counter(), loop.step
         track(stage.module, loop.ema)
         try:
@@ -241,7 +248,7 @@ def _train_stage(
     _finalize(stage)
     done_steps = loop.step - start_step
     rate = done_steps * stage.hparams.batch_size / seconds if seconds > 0 and done_steps else None
-    return StageReport(stage.name, loop.step, seconds, False, last_loss, rate, done_steps)
+    return StageReport(stage.name, loop.step, seconds, False, last_loss, rate, done_steps, tuple(loop.code_versions))
 
 
 def _new_loop(stage: Stage, options: TrainerOptions) -> _Loop:
@@ -260,7 +267,7 @@ def _maybe_resume(loop: _Loop, path: Path, options: TrainerOptions) -> None:
         loop.optimizer.load_state_dict(state.optimizer)
     if state.scheduler is not None:
         loop.scheduler.load_state_dict(state.scheduler)
-    loop.step, loop.history = state.step, state.history
+    loop.step, loop.history, loop.code_versions = state.step, state.history, list(state.code_versions)
     if loop.ema is not None and state.ema is not None:
         loop.ema.load_state_dict(state.ema)
     ckpt.restore_rng(state.rng_cpu, state.rng_cuda)
@@ -272,6 +279,7 @@ def _save(loop: _Loop, path: Path, options: TrainerOptions, done: bool) -> None:
         step=loop.step, done=done, module=_cpu_state(loop.stage.module),
         optimizer=loop.optimizer.state_dict(), scheduler=loop.scheduler.state_dict(),
         rng_cpu=cpu, rng_cuda=cuda, history=loop.history, ema=None if loop.ema is None else loop.ema.state_dict(),
+        code_versions=loop.code_versions,
     )
     ckpt.save(path, state, options.config_hash, {"stage": loop.stage.name, "model": options.model_name})
 
