@@ -118,6 +118,32 @@ def test_each_verdict_flips_when_its_numbers_flip_and_only_that_one(name):
     assert all(v.status == fnd.HOLDS for other, v in verdicts.items() if other != name)
 
 
+def test_a_capped_row_below_mvae_is_no_evidence_against_mvae_being_lowest():
+    """A row the budget trains to a step cap (under-trained by design) that stays below MVAE is left out of
+    "MVAE has the lowest coherence" and named; above MVAE it counts as any row; with nothing else left the
+    claim cannot be checked."""
+    import dataclasses
+
+    def verdict(budget: Budget, values: dict[str, dict[str, float]]) -> fnd.Verdict:
+        suite = dataclasses.replace(SUITE, budgets=(budget,))
+        runs = [_run(v, m) for v, m in values.items()]
+        return fnd.check_mvae_lowest(Aggregate(Collected(suite, budget, "sqlite:///x.db", runs, _tidy(runs, suite),
+                                                         {}, DIRECTIONS, {}, {})))
+
+    values = paper_like()
+    values["mopoe"]["coherence/loo/mean"] = 0.20  # below MVAE's 0.30
+    plain, capped = SUITE.budgets[0], Budget("quick", "test", seeds=(0,), capped=("mopoe",))
+    assert verdict(plain, values).status == fnd.FAILS
+    held = verdict(capped, values)
+    assert held.status == fnd.HOLDS and "lowest other row sbm-vae 0.800" in held.evidence
+    assert "left out, trained to the budget's step cap" in held.evidence and "mopoe 0.200" in held.evidence
+    values["sbm-vae"]["coherence/loo/mean"] = 0.25  # an uncapped row below MVAE still refutes it
+    assert verdict(capped, values).status == fnd.FAILS
+    assert verdict(capped, paper_like()).evidence == verdict(plain, paper_like()).evidence  # capped above: counted
+    alone = {"mvae": values["mvae"], "mopoe": values["mopoe"]}
+    assert verdict(capped, alone).status == fnd.UNCHECKED
+
+
 def test_flat_means_a_relative_range_of_at_most_fifteen_percent():
     for top, status in ((70.0 * 1.149, fnd.HOLDS), (70.0 * 1.151, fnd.FAILS)):
         values = paper_like()

@@ -96,7 +96,7 @@ def quick(**extra_eval: object) -> Budget:
                          ("mvae", overrides(steps=3750)),
                          *((m, overrides(steps=n)) for m, n in CAP_STEPS.items()),
                          *sbm_overrides(SBM_MODELS, QUICK_SBM)),
-        model_notes=tuple((m, cap_note(n)) for m, n in CAP_STEPS.items()),
+        model_notes=tuple((m, cap_note(n)) for m, n in CAP_STEPS.items()), capped=tuple(CAP_STEPS),
         # n_conditional: 500 test tuples keep the standard error of the headline coherences under one point
         # (measured on the lean SBM-VAE, 2026-12-01: 0.5 / 0.3 points at 1,000 tuples for leave-one-out / given
         # one, so 0.7 / 0.4 at 500) and halve the PC-100 evaluations of the SBM rows (docs/harness.md).

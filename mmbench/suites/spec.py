@@ -98,6 +98,8 @@ class Budget:
     values, to be sized by measuring coherence), ``"measured"`` (sized by measurement), ``"paper"``.
     ``model_notes``: per-model remarks the report prints next to every row training that model (e.g. that
     it trains to a cap without reaching the budget's target), keyed like ``model_overrides``.
+    ``capped``: models trained to a step cap whether or not they reach the budget's target (their note says
+    so); a findings check does not count such a row's shortfall as evidence against a claim.
     """
 
     name: str
@@ -114,6 +116,7 @@ class Budget:
     sizing: Sizing = "unmeasured"
     note: str = ""
     model_notes: tuple[tuple[str, str], ...] = ()
+    capped: tuple[str, ...] = ()
 
     def overrides_of(self, model: str) -> dict[str, Any]:
         """The budget's explicit config overrides for ``model`` (applied after its scale's)."""
