@@ -396,3 +396,51 @@ def test_a_run_retrains_a_damaged_shared_stage_and_finishes(_isolated_home, caps
     assert metrics["stage/ae/m1/reused"] == metrics["stage/ae/m2/reused"] == 1.0
     assert len(set_aside_copies(stage_file)) == 1
     unregister_suite("t-integrity")
+
+
+def _killed_writer(target: Path) -> Path:
+    """Start a process that writes ``target`` through ``atomic_path``, kill it (SIGKILL) mid-write and return
+    the temporary folder it left beside the target."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom mmbench import atomic\nwith atomic.atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half')\n    print('writing', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (left,) = [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]
+    return left
+
+
+def test_temporary_folders_of_killed_writers_are_swept_and_others_stay(tmp_path):
+    """A writer killed outright leaves its hidden temporary folder; the sweep removes it, and keeps those of
+    live processes (this one) and of other machines, and everything else."""
+    from mmbench import atomic
+
+    left = _killed_writer(tmp_path / "joint.pt")
+    with atomic.atomic_path(tmp_path / "live.npy") as mine:  # this process is still writing it
+        mine.write_bytes(b"x")
+        other_machine = tmp_path / ".m0.npy.00000000-1.abcd_123.tmp"
+        other_machine.mkdir()
+        (tmp_path / "kept.npy").write_bytes(b"y")
+        assert atomic.sweep_stale(tmp_path) == [left]
+        assert not left.exists() and mine.parent.exists() and other_machine.exists() and (tmp_path / "kept.npy").exists()
+    assert (tmp_path / "live.npy").read_bytes() == b"x" and not (tmp_path / "joint.pt").exists()
+
+
+def test_a_rerun_sweeps_what_a_killed_job_left_in_its_checkpoints_and_sample_sets(tmp_path):
+    """The trainer sweeps its checkpoint folder, the sample cache its folder, the artifact store its root."""
+    checkpoints, samples, store = tmp_path / "run" / "checkpoints", tmp_path / "samples", tmp_path / "store"
+    for folder in (checkpoints, samples, store):
+        folder.mkdir(parents=True)
+    stale = [_killed_writer(checkpoints / "recon.pt"), _killed_writer(samples / "loo-abc"),
+             _killed_writer(store / "k.pt")]
+    data = make_patterns(2, n=32, seed=0)
+    ArtifactStore(store)
+    train_model(Tiny(("m0", "m1"), TinyConfig()), data, None,
+                TrainerOptions(workdir=tmp_path / "run", config_hash="h", quiet=True))
+    SampleCache(samples, tiny("sbm-vae"), make_patterns(3, n=8, seed=1), n_unconditional=2, batch_size=4, seed=0)
+    assert not any(p.exists() for p in stale)

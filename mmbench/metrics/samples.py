@@ -106,6 +106,7 @@ class SampleCache:
         kinds: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root)
+        atomic.sweep_stale(self.root)  # sample sets a killed evaluation left half-written
         self.model = model
         self.names = tuple(model.modalities)
         self.data = data

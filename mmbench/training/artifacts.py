@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from mmbench import integrity
+from mmbench import atomic, integrity
 
 
 class ArtifactStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        atomic.sweep_stale(self.root)  # stages a killed process left half-written
 
     def path(self, key: str) -> Path:
         if not key or "/" in key or key.startswith("."):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmbench import atomic
 from mmbench.contract import MultimodalModel, Stage
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.progress import progress_bar
@@ -82,6 +83,7 @@ def train_model(
 ) -> list[StageReport]:
     """Train every stage of ``model`` in order (resuming, reusing or skipping finished ones)."""
     model.to(options.device)
+    atomic.sweep_stale(options.workdir / "checkpoints")  # checkpoints a killed process left half-written
     return [_run_stage(model, stage, train, val, options) for stage in model.stages()]
 
 
