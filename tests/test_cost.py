@@ -20,6 +20,7 @@ from mmbench import paths, tracking
 from mmbench.runner import cost
 from mmbench.runner.dryrun import dry_run
 from mmbench.runner.job import CLAIMED, JobOutcome
+from mmbench.runner.plan import stage_costs
 from mmbench.runner.prepare import RunOptions
 from mmbench.runner.run import Progress
 from mmbench.suites import get_suite, suite_names, unregister_suite
@@ -290,3 +291,51 @@ def test_the_cost_model_prices_every_stage_and_evaluation_of_polymnist10_quick()
     assert len(costs) == 12 and unknown == []
     energy = next(p for c in costs if c.job.label == "sbm-vae-c" for p in c.estimate.parts if p.name == "energy")
     assert energy.seconds == pytest.approx(750 * 0.0163)  # quick's 750 steps at the reference's batch 64
+
+
+def test_stages_the_artifact_store_holds_are_not_priced_as_training():
+    """`mmbench run` prices only the jobs still to run, so a stage trained by an earlier, finished job is
+    known only through the artifact store: with it stored, SBM-VAE-C costs its energy model, not the
+    autoencoders and score net it loads (the dry run said 12 s while the run's own line said 1h07m)."""
+    from mmbench.runner import data as run_data
+    from mmbench.runner.plan import plan_jobs
+
+    suite = get_suite("polymnist10")
+    budget = suite.budget("quick")
+    jobs = plan_jobs(suite, budget, run_data.classifier_plan(suite, budget, "h" * 16), provisional=True)
+    (job,) = [j for j in jobs if j.label == "sbm-vae-c"]
+    keys = {s.name: s.reuse_key for s in stage_costs(job)}
+
+    def training(c: cost.JobCost) -> float:
+        return sum(p.seconds for p in c.estimate.group(training=True))
+
+    (alone,) = cost.job_costs([job], cost.Measurements.empty(), ("cpu", 1))
+    (loaded,) = cost.job_costs([job], cost.Measurements.empty(), ("cpu", 1), stored=lambda key: key in keys.values())
+    assert alone.shared == [] and training(alone) > 3600
+    assert set(loaded.shared) == {name for name, key in keys.items() if key} and "energy" not in loaded.shared
+    assert training(loaded) == pytest.approx(750 * 0.0163)
+
+
+def test_a_runs_own_job_lines_count_the_stages_its_artifact_store_holds(tmp_path, monkeypatch):
+    """The estimate `mmbench run` prints as a job starts (`[2/6] sbm-vae-c ... ~1h12m`) reads this home's
+    artifact store, as the dry run does."""
+    from mmbench.runner import data as run_data
+    from mmbench.runner import run as run_mod
+    from mmbench.runner.plan import plan_jobs
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path))
+    suite = get_suite("polymnist10")
+    budget = suite.budget("quick")
+    jobs = plan_jobs(suite, budget, run_data.classifier_plan(suite, budget, "h" * 16), provisional=True)
+    (job,) = [j for j in jobs if j.label == "sbm-vae-c"]
+    paths.artifacts_dir().mkdir(parents=True)
+    for stage in stage_costs(job):
+        if stage.reuse_key:
+            (paths.artifacts_dir() / f"{stage.reuse_key}.pt").write_bytes(b"stored by an earlier job")
+
+    class NoFinishedRuns:
+        def job_runs(self, *args):
+            return []
+
+    estimate = run_mod._estimates(NoFinishedRuns(), "e", [job], RunOptions(threads=1, device="cpu"))[job.job_id]
+    assert [p.name for p in estimate.group(training=True)] == ["energy"]

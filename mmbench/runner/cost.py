@@ -347,19 +347,29 @@ class JobCost:
         return self.estimate.seconds
 
 
-def job_costs(jobs: list[Job], measured: Measurements, place: Where) -> list[JobCost]:
-    """Each job's stages (those an earlier job of ``jobs`` trains count as shared), generation and time."""
+def job_costs(jobs: list[Job], measured: Measurements, place: Where,
+              stored: Callable[[str], bool] = lambda key: False) -> list[JobCost]:
+    """Each job's stages (those an earlier job of ``jobs`` trains, or that ``stored`` says the artifact store
+    holds, count as shared: loaded, not trained), generation and time."""
     seen: set[str] = set()
     out = []
     for job in jobs:
         stages = [] if job.checkpoint else stage_costs(job)  # `mmbench eval` trains nothing
-        shared = [s.name for s in stages if s.reuse_key and s.reuse_key in seen]
+        shared = [s.name for s in stages if s.reuse_key and (s.reuse_key in seen or stored(s.reuse_key))]
         seen.update(s.reuse_key for s in stages if s.reuse_key)
         conditional, unconditional = evaluation_generation(job)
         generated = None if conditional is None else conditional + unconditional
         priced = estimate(job, stages, shared, generated, measured, place)
         out.append(JobCost(job, stages, shared, priced, conditional, unconditional))
     return out
+
+
+def artifact_store_has() -> Callable[[str], bool]:
+    """Whether this home's artifact store holds a stage, by its reuse key (for :func:`job_costs`)."""
+    from mmbench import paths
+    from mmbench.training.artifacts import ArtifactStore
+
+    return ArtifactStore(paths.artifacts_dir()).has
 
 
 def format_seconds(seconds: float) -> str:

@@ -15,11 +15,21 @@ from mmbench import tracking
 from mmbench.runner import cost as cost_mod
 from mmbench.runner.cost import JobCost, Measurements, evaluation_generation, format_seconds, job_costs
 from mmbench.runner.parallel import job_threads
+from mmbench.runner.plan import Job
 from mmbench.runner.prepare import RunOptions, prepare, resolve
 from mmbench.suites.spec import Suite
 
 Say = Callable[[str], None]
 __all__ = ["JobCost", "dry_run", "evaluation_generation", "job_costs", "stage_summary", "store_facts"]
+
+
+def _plan_costs(jobs: list[Job], finished: set[str], measured: Measurements, where: cost_mod.Where) -> list[JobCost]:
+    """The jobs' costs in plan order: those to run count the stages the artifact store holds as shared (loaded,
+    not trained); finished jobs are priced as they ran (their own stages trained), for the check below."""
+    todo = job_costs([j for j in jobs if j.job_id not in finished], measured, where, cost_mod.artifact_store_has())
+    done = job_costs([j for j in jobs if j.job_id in finished], measured, where)
+    by_id = {c.job.job_id: c for c in todo + done}
+    return [by_id[j.job_id] for j in jobs]
 
 
 def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[JobCost]:
@@ -28,7 +38,7 @@ def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[J
     plan = prepare(suite, budget, options, say, provisional_ok=True)
     finished, measured = store_facts(options.tracking_uri, suite.name, budget.name)
     where = cost_mod.where(options.device, job_threads(options.threads, options.n_jobs, options.backend))
-    costs = job_costs(plan.jobs, measured, where)
+    costs = _plan_costs(plan.jobs, finished, measured, where)
     modelled = {c.job.job_id: c.estimate.seconds for c in job_costs(plan.jobs, Measurements.empty(), where)}
     say(f"{suite.name} v{suite.version}, budget {budget.name} ({budget.status}): {len(plan.jobs)} jobs; "
         f"classifiers {plan.classifiers.eval_name}, {plan.classifiers.substitute_name}; "

@@ -19,7 +19,15 @@ from typing import Any
 from mmbench import paths, tracking
 from mmbench.records import Artifact, Kind, Metric, Tag, flag, version_tags
 from mmbench.runner import data as data_mod
-from mmbench.runner.cost import JobEstimate, Measurements, describe, format_seconds, job_costs, where
+from mmbench.runner.cost import (
+    JobEstimate,
+    Measurements,
+    artifact_store_has,
+    describe,
+    format_seconds,
+    job_costs,
+    where,
+)
 from mmbench.runner.job import (
     CLAIMED,
     SKIPPED,
@@ -212,10 +220,10 @@ def _run_jobs(store: tracking.Store, experiment_id: str, parent: str, todo: list
 
 def _estimates(store: tracking.Store, experiment_id: str, todo: list[Job], options: RunOptions) -> dict[str, JobEstimate]:
     """Each job's own time estimate (:mod:`mmbench.runner.cost`): measured by the store's finished runs on
-    this device and thread count, else the cost model."""
+    this device and thread count, else the cost model; stages the artifact store holds are not priced."""
     measured = Measurements.from_runs(store.job_runs(experiment_id, None, tracking.FINISHED))
     placed = where(options.device, job_threads(options.threads, options.n_jobs, options.backend))
-    return {c.job.job_id: c.estimate for c in job_costs(todo, measured, placed)}
+    return {c.job.job_id: c.estimate for c in job_costs(todo, measured, placed, artifact_store_has())}
 
 
 def _wait_for_claimed(tasks: list[tuple[Job, str | None]], outcomes: list[JobOutcome], ctx: JobContext,
