@@ -698,3 +698,53 @@ def test_fgsm_on_a_model_that_does_not_answer_a_leave_one_out_query_is_skipped_n
     assert not any(k.startswith("fgsm/") for k in result.values)
     assert result.skipped["fgsm"] == ("FGSM compares leave-one-out generation from clean and attacked inputs; "
                                       "LooBlind does not answer it for ['m2']")
+
+
+def _binary(kind: str, pixels: np.ndarray) -> np.ndarray:
+    """What F1 scores of an attribute (bit > 127.5) or mask (rounded pixel) array, one row per tuple: written
+    out here, not taken from mmbench.metrics.f1."""
+    flat = pixels.reshape(len(pixels), -1)
+    return (flat > 127.5 if kind == "attributes" else np.rint(flat / 255.0)).astype(int)
+
+
+class ImageReader(Oracle):
+    """Generates every non-image target from the given image alone (its first pixels, thresholded at 0.5),
+    so an attack on the image changes what it generates; an image target is returned as it is."""
+
+    def _sample_conditional_many(self, batch, queries):
+        pixels = batch["image"].flatten(1)
+        return [{t: batch[t].clone() if t == "image" else
+                 (pixels[:, : batch[t][0].numel()] > 0.5).float().reshape(batch[t].shape) for t in targets}
+                for _, targets in queries]
+
+
+def test_attribute_fgsm_f1_equals_an_independent_computation_from_the_cached_samples(tmp_path):
+    """On CelebA-shaped data FGSM also scores the attribute and mask modalities generated from the clean and
+    from the attacked rest (paper Table 3): each F1 equals sklearn's sample-averaged F1 of the stored samples
+    against the test tuples, and the drop is their relative difference in percent."""
+    from sklearn.metrics import f1_score
+    from test_table1 import KINDS, twin
+    from test_table1 import settings as twin_settings
+
+    from classifiers.nets import build_classifier
+    from classifiers.store import save_classifier
+
+    torch.manual_seed(0)  # an untrained net's gradient signs attack the images as well as a trained one's
+    oracle = str(save_classifier(build_classifier("substitute-cnn"), "twin-untrained", {}, tmp_path / "clf").path)
+    test = twin("test", 24)
+    result = evaluate(ImageReader(test.modalities, OracleConfig(), test), test, ["fgsm"],
+                      twin_settings(classifier=oracle, substitute=oracle, fgsm_epsilon=0.3), tmp_path / "eval")
+    values, samples = result.values, tmp_path / "eval" / "samples"
+    clean, adv = {}, {}
+    for target in ("mask", "attributes"):
+        name = f"{'.'.join(m for m in KINDS if m != target)}__{target}.npy"
+        truth = _binary(KINDS[target], test.images[target])
+        (clean_file,), (adv_file,) = samples.glob(f"loo-*/{name}"), samples.glob(f"loo_fgsm-*/{name}")
+        clean[target] = f1_score(truth, _binary(KINDS[target], np.load(clean_file)), average="samples", zero_division=0)
+        adv[target] = f1_score(truth, _binary(KINDS[target], np.load(adv_file)), average="samples", zero_division=0)
+        assert values[f"fgsm/f1/clean/{target}"] == pytest.approx(clean[target], abs=1e-12), target
+        assert values[f"fgsm/f1/adv/{target}"] == pytest.approx(adv[target], abs=1e-12), target
+    assert all(adv[t] != pytest.approx(clean[t], abs=0.01) for t in clean)  # the attack changed what was generated
+    mean_clean, mean_adv = np.mean(list(clean.values())), np.mean(list(adv.values()))
+    assert values["fgsm/f1/clean/mean"] == pytest.approx(mean_clean) and values["fgsm/f1/adv/mean"] == pytest.approx(mean_adv)
+    assert values["fgsm/f1/drop_pct"] == pytest.approx(100 * (mean_clean - mean_adv) / mean_clean)
