@@ -748,6 +748,7 @@ def test_attribute_fgsm_f1_equals_an_independent_computation_from_the_cached_sam
     mean_clean, mean_adv = np.mean(list(clean.values())), np.mean(list(adv.values()))
     assert values["fgsm/f1/clean/mean"] == pytest.approx(mean_clean) and values["fgsm/f1/adv/mean"] == pytest.approx(mean_adv)
     assert values["fgsm/f1/drop_pct"] == pytest.approx(100 * (mean_clean - mean_adv) / mean_clean)
+    assert result.provenance["fgsm/n"] == str(len(test)) and result.artifacts["fgsm.csv"].name == "fgsm.csv"
     with open(result.artifacts["fgsm.csv"]) as fh:  # the run's artifact holds every FGSM number, as logged
         assert {row["key"]: float(row["value"]) for row in csv.DictReader(fh)} == {
             k: pytest.approx(v) for k, v in values.items() if k.startswith("fgsm/")}
