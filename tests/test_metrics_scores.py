@@ -87,6 +87,30 @@ def test_fgsm_raises_the_substitute_loss_and_lowers_its_accuracy(patterns3, patt
     assert net.training is False  # the attack restores the mode
 
 
+def test_fgsm_is_one_signed_gradient_step_and_leaves_pixels_without_gradient_alone():
+    """Closed form on a linear net that reads only the first channel: the attack adds ε·sign(∂loss/∂x) there
+    (the gradient written out: W_y·(softmax − onehot)), and pixels the net never reads keep their value."""
+    torch.manual_seed(0)
+    weights = torch.randn(10, 28 * 28)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Unflatten(1, (3, 28 * 28)))
+    reads_first_channel = torch.nn.Sequential(net, _FirstChannel(weights))
+    x, labels = torch.rand(4, 3, 28, 28) * 0.5 + 0.25, torch.tensor([0, 3, 5, 9])
+    adv = fgsm_attack(reads_first_channel, x, labels, epsilon=0.1)
+    probs = torch.softmax(x[:, 0].flatten(1) @ weights.T, dim=1)
+    grad = ((probs - F.one_hot(labels, 10).float()) @ weights).reshape(4, 28, 28)
+    assert torch.allclose(adv[:, 0], x[:, 0] + 0.1 * grad.sign(), atol=1e-6)
+    assert torch.equal(adv[:, 1:], x[:, 1:])  # no gradient, no change
+
+
+class _FirstChannel(torch.nn.Module):
+    def __init__(self, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat[:, 0] @ self.weights.T
+
+
 def test_fgsm_with_zero_epsilon_is_the_identity(patterns3, patterns_classifier):
     _, test = patterns3
     batch, labels = test.batch(np.arange(16), ["m1"])
