@@ -66,8 +66,7 @@ from mmbench.suites.spec import Scale
 from mmbench.training import checkpoint as ckpt
 from mmbench.training.artifacts import ArtifactStore
 from mmbench.training.device import resolve_device
-from mmbench.training.ema import copy_average
-from mmbench.training.trainer import TrainerOptions, _checkpoint_path
+from mmbench.training.trainer import TrainerOptions, checkpoint_path, restore_weights
 
 FEWSTEP = ("dpmpp2m", "unipc", "dpmpp2m-sde")
 EVALUATIONS = (100, 50, 20, 10)
@@ -195,12 +194,10 @@ def load_stages(model: MultimodalModel, store: ArtifactStore | None, workdir: Pa
     refuses a checkpoint of a stage still training (a run's job), which a ``--state`` folder may hold."""
     lines = []
     for stage in model.stages():
-        path = _checkpoint_path(TrainerOptions(workdir=workdir, config_hash=run_hash), stage) if workdir else None
+        path = checkpoint_path(TrainerOptions(workdir=workdir, config_hash=run_hash), stage) if workdir else None
         state = ckpt.load(path, run_hash) if path is not None and path.exists() else None
         if state is not None and (state.done or not finished_only):
-            stage.module.load_state_dict(state.module)
-            if state.ema is not None:
-                copy_average(stage.module, state.ema["shadow"])
+            restore_weights(stage.module, state)
             lines.append(f"{stage.name}: checkpoint at step {state.step}{'' if state.done else ' (stopped early)'}")
         elif stage.reuse_key and store is not None and store.has(stage.reuse_key):
             state_dict, _ = store.load(stage.reuse_key)

@@ -230,6 +230,10 @@ def test_provenance_names_the_stages_trained_with_other_code_than_their_run():
     assert prov["stage_code"] == {"alpha seed 0": {"ae": ["c1", "c2"]}, "beta_model seed 0": {"ae": ["unknown"]}}
     text = provenance_markdown(prov)
     assert "  - alpha seed 0: ae ← c1, c2" in text and "  - beta_model seed 0: ae ← unknown" in text
+    # stages with the same history print once, named together, in the order they were trained
+    runs["alpha"].tags["stage_code_versions"] = json.dumps({"ae/m0": [], "ae/m1": ["c1"], "score": [], "head": ["c2"]})
+    text = provenance_markdown(provenance(collected))
+    assert "  - alpha seed 0: ae/m0, score ← unknown; ae/m1 ← c1\n" in text
     runs["alpha"].tags["stage_code_versions"] = json.dumps({"ae": ["c2"]})
     runs["beta_model"].tags.pop("stage_code_versions")
     assert provenance(collected)["stage_code"] == {}

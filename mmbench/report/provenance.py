@@ -92,7 +92,16 @@ def provenance_markdown(prov: dict[str, Any]) -> str:
     if prov.get("stage_code"):
         lines.append("- stages trained with other code than their run's commit (run: stage ← commits, oldest first):")
         for run, stages in prov["stage_code"].items():
-            lines.append(f"  - {run}: " + "; ".join(f"{s} ← {', '.join(v)}" for s, v in stages.items()))
+            lines.append(f"  - {run}: " + "; ".join(f"{', '.join(names)} ← {', '.join(commits)}"
+                                                    for commits, names in _by_commits(stages).items()))
     for reason, count in prov["ignored_runs"].items():
         lines.append(f"- ignored {count} run(s): {reason}")
     return "\n".join(lines) + "\n"
+
+
+def _by_commits(stages: dict[str, list[str]]) -> dict[tuple[str, ...], list[str]]:
+    """The stages grouped by their commit lists (first appearance order), so equal histories print once."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, commits in stages.items():
+        groups.setdefault(tuple(commits), []).append(name)
+    return groups

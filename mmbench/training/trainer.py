@@ -92,7 +92,7 @@ def stage_progress(model: MultimodalModel, options: TrainerOptions) -> list[tupl
     options would find them: a stage is finished when its checkpoint says so or its artifact is stored."""
     progress = []
     for stage in model.stages():
-        path = _checkpoint_path(options, stage)
+        path = checkpoint_path(options, stage)
         stored = bool(stage.reuse_key and options.artifacts and options.artifacts.has(stage.reuse_key))
         state = ckpt.load_if_verified(path, options.config_hash)
         if state is not None:
@@ -102,7 +102,8 @@ def stage_progress(model: MultimodalModel, options: TrainerOptions) -> list[tupl
     return progress
 
 
-def _checkpoint_path(options: TrainerOptions, stage: Stage) -> Path:
+def checkpoint_path(options: TrainerOptions, stage: Stage) -> Path:
+    """Where the trainer keeps ``stage``'s resumable checkpoint inside the job's work folder."""
     return options.workdir / "checkpoints" / f"{stage.name.replace('/', '__')}.pt"
 
 
@@ -110,13 +111,11 @@ def _run_stage(
     model: MultimodalModel, stage: Stage, train: MultimodalDataset, val: MultimodalDataset | None,
     options: TrainerOptions,
 ) -> StageReport:
-    path = _checkpoint_path(options, stage)
+    path = checkpoint_path(options, stage)
     state = ckpt.load_or_recover(path, options.config_hash, map_location=options.device)
     if state is not None:
         if state.done:
-            stage.module.load_state_dict(state.module)
-            if state.ema is not None:
-                copy_average(stage.module, state.ema["shadow"])
+            restore_weights(stage.module, state)
             _finalize(stage)
             return StageReport(stage.name, state.step, 0.0, True, None, None, code_versions=tuple(state.code_versions))
     store = options.artifacts if stage.reuse_key else None
@@ -132,6 +131,14 @@ def _run_stage(
         if store:
             store.save(stage.reuse_key, _cpu_state(stage.module), stage_meta(stage, report, options))  # type: ignore[arg-type]
     return report
+
+
+def restore_weights(module: torch.nn.Module, state: ckpt.TrainState) -> None:
+    """Load a checkpoint's weights into ``module``: the ones the trainer samples from, i.e. the EMA average
+    where the stage keeps one (its raw weights otherwise)."""
+    module.load_state_dict(state.module)
+    if state.ema is not None:
+        copy_average(module, state.ema["shadow"])
 
 
 def stage_meta(stage: Stage, report: StageReport, options: TrainerOptions) -> dict[str, object]:
