@@ -85,6 +85,18 @@ def _all_keys(result) -> set[str]:
     return set(result.values) | {k for k in result.skipped if "/" in k}
 
 
+def test_unconditional_coherence_keys_start_at_two_image_modalities():
+    """Agreement needs two image modalities: one gives no keys (the metric skips), two give ``atleast_2`` and
+    ``all_agree`` (the same share), M give ``atleast_2..M`` and ``all_agree``, whatever other kinds exist."""
+    def keys(kinds: dict[str, str]) -> list[str]:
+        return expected_keys("unconditional_coherence", kinds, None)
+
+    assert keys({"m0": "image", "attrs": "attributes"}) == []
+    assert keys({"m0": "image", "m1": "image"}) == ["coherence/uncond/atleast_2", "coherence/uncond/all_agree"]
+    assert keys({"m0": "image", "mask": "mask", "m1": "image", "m2": "image"}) == [
+        "coherence/uncond/atleast_2", "coherence/uncond/atleast_3", "coherence/uncond/all_agree"]
+
+
 # --- every metric on the dummy model ------------------------------------------------------------------
 def test_every_metric_runs_on_the_dummy_model(patterns3, classifier_path, tmp_path):
     _, test = patterns3
