@@ -335,3 +335,24 @@ def test_latent_probe_reads_attributes_a_latent_holds_and_not_those_it_lacks():
         assert probe.probe_f1(holds[train], bits[train], holds[test], bits[test], kind) == pytest.approx(1.0)
         blind = probe.probe_f1(lacks[train], bits[train], lacks[test], bits[test], kind)
         assert 0.3 < blind < 0.9  # each bit is a coin flip the latent does not see
+
+
+# --- benchmarks/bench_twin_energy.py: what a -C row's energy model knows --------------------------------
+def test_energy_diagnostics_of_a_closed_form_energy_and_its_opposite():
+    """E = |z_b − z_a|² on tuples whose own partner equals z_a: the own pair always has the lower energy
+    (AUC 1) and −∇E at a shuffled partner points straight at the own one (cosine 1); the opposite energy
+    gives AUC 0 and cosine −1. The SDE kernel is the identity here, so both are exact."""
+    from types import SimpleNamespace
+
+    import torch
+
+    load_benchmark("bench_twin_models")  # imported by name, as when run from benchmarks/
+    energy_bench = load_benchmark("bench_twin_energy")
+    z_a = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    z = torch.stack([z_a, torch.randn(64, 8), z_a.clone()], 1)  # modality 2 = modality 0
+    sde = SimpleNamespace(perturb=lambda v, t: v)
+    for sign, auc, cosine in ((1.0, 1.0, 1.0), (-1.0, 0.0, -1.0)):
+        model = SimpleNamespace(sde=sde, energy=lambda za, zb, t, a, b, s=sign: s * (zb - za).pow(2).sum(1))
+        got_auc, got_cosine = energy_bench.pair_diagnostics(model, z, 0, 2, 0.1)
+        # the shuffled partner is sometimes the tuple itself (a tie: not "lower", no direction)
+        assert got_auc == pytest.approx(auc, abs=2 / 64) and got_cosine == pytest.approx(cosine, abs=2 / 64)
