@@ -337,7 +337,7 @@ def test_latent_probe_reads_attributes_a_latent_holds_and_not_those_it_lacks():
         assert 0.3 < blind < 0.9  # each bit is a coin flip the latent does not see
 
 
-# --- benchmarks/bench_twin_energy.py: what a -C row's energy model knows --------------------------------
+# --- benchmarks/bench_energy.py: what a -C row's energy model knows --------------------------------
 def test_energy_diagnostics_of_a_closed_form_energy_and_its_opposite():
     """E = |z_b − z_a|² on tuples whose own partner equals z_a: the own pair always has the lower energy
     (AUC 1) and −∇E at a shuffled partner points straight at the own one (cosine 1); the opposite energy
@@ -347,7 +347,7 @@ def test_energy_diagnostics_of_a_closed_form_energy_and_its_opposite():
     import torch
 
     load_benchmark("bench_twin_models")  # imported by name, as when run from benchmarks/
-    energy_bench = load_benchmark("bench_twin_energy")
+    energy_bench = load_benchmark("bench_energy")
     z_a = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
     z = torch.stack([z_a, torch.randn(64, 8), z_a.clone()], 1)  # modality 2 = modality 0
     sde = SimpleNamespace(perturb=lambda v, t: v)

@@ -118,6 +118,24 @@ def test_each_verdict_flips_when_its_numbers_flip_and_only_that_one(name):
     assert all(v.status == fnd.HOLDS for other, v in verdicts.items() if other != name)
 
 
+def test_the_budgets_note_on_a_guided_model_travels_with_the_guidance_verdict():
+    """A budget that knows its -C rows' energy learnt nothing says so in the guidance verdict's evidence, after
+    the numbers; the verdict itself is still computed from the numbers, and other verdicts carry no note."""
+    import dataclasses
+
+    note = "its energy model does not tell own pairs from shuffled ones"
+    runs = [_run(v, m) for v, m in paper_like().items()]
+    budget = dataclasses.replace(SUITE.budgets[0], model_notes=(("sbm-vae-c", note), ("mopoe", "unrelated")))
+    agg = Aggregate(Collected(SUITE, budget, "sqlite:///x.db", runs, _tidy(runs, SUITE), {}, DIRECTIONS, {}, {}))
+    verdicts = _verdicts(agg)
+    guided = verdicts["guidance_lifts_few_observed"]
+    assert guided.status == fnd.HOLDS
+    assert guided.evidence.endswith(f"(mean +0.100); the budget's note on sbm-vae-c: {note}")
+    assert "unrelated" not in guided.evidence and not any(note in v.evidence for k, v in verdicts.items()
+                                                          if k != "guidance_lifts_few_observed")
+    assert "budget's note" not in _verdicts(_agg(paper_like()))["guidance_lifts_few_observed"].evidence
+
+
 def test_a_capped_row_below_mvae_is_no_evidence_against_mvae_being_lowest():
     """A row the budget trains to a step cap (under-trained by design) that stays below MVAE is left out of
     "MVAE has the lowest coherence" and named; above MVAE it counts as any row; with nothing else left the

@@ -190,6 +190,9 @@ def test_quicks_capped_rows_carry_their_cap_in_a_note():
     assert quick.notes_for(["mvae", "mmvae", "mmvaeplus"]) == {
         "mmvae": cap_note(800), "mmvaeplus": cap_note(1250)}
     assert "cap of 800 steps" in cap_note(800)
+    # the guided rows carry the measured fact that their energy learns no coherence at this budget
+    guided = quick.notes_for(["sbm-vae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t"])
+    assert list(guided) == ["sbm-vae-c", "sbm-rae-c"] and all("AUC 0.50" in n for n in guided.values())
 
 
 @pytest.mark.parametrize("model", ["sbm-vae", "sbm-vae-c", "sbm-rae", "sbm-rae-c"])

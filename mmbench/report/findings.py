@@ -202,7 +202,14 @@ def check_guidance_lifts_few_observed(agg: Aggregate) -> Verdict:
     status = HOLDS if all(m > 0 for m in means.values()) else FAILS
     return reader.verdict(status, "guided − unguided coherence of the last modality given the first k: " + "; ".join(
         f"{g} − {p} at k = {', '.join(map(str, ks))}: {', '.join(f'{d:+.3f}' for d in diffs)} "
-        f"(mean {means[(g, p)]:+.3f})" for (g, p), (ks, diffs) in lifts.items()))
+        f"(mean {means[(g, p)]:+.3f})" for (g, p), (ks, diffs) in lifts.items()) + _budget_notes(agg, [g for g, _ in lifts]))
+
+
+def _budget_notes(agg: Aggregate, rows: Sequence[str]) -> str:
+    """The budget's remarks on the models of ``rows`` (e.g. that a guided row's energy learnt nothing at this
+    budget), appended to a verdict's evidence so that it is never read without them."""
+    notes = agg.collected.budget.notes_for(_model(agg, r) for r in rows)
+    return "".join(f"; the budget's note on {model}: {note}" for model, note in notes.items())
 
 
 def check_mvae_lowest(agg: Aggregate) -> Verdict:
@@ -262,7 +269,8 @@ FINDINGS: dict[str, Finding] = {f.name: f for f in (
         "Wesego & Rooshenas 2024 §4.1, Figs. 9, 11",
         (COHERENCE_CURVE,),
         f"holds when, for every SBM-X-C / SBM-X pair, the mean over k = 1..{FEW_OBSERVED} of the coherence "
-        "difference (guided − unguided) of the last modality given the first k is positive",
+        "difference (guided − unguided) of the last modality given the first k is positive; the budget's notes "
+        "on the guided models follow the numbers",
         check_guidance_lifts_few_observed,
     ),
     Finding(

@@ -77,6 +77,14 @@ def cap_note(steps: int) -> str:
             "reaches the budget's target (leave-one-out coherence 0.5); its record: docs/harness.md, 'Sizing quick'")
 
 
+# measured on polymnist10's quick SBM-VAE-C (docs/sbm.md, "What the quick energy model knows"); a note, not a
+# setting: no energy training measured so far (up to 12,000 steps, lr 2e-4 or 2e-3) learns coherence here
+ENERGY_NOTE = ("its energy model does not tell a tuple's own latent pair from a shuffled one at this budget (AUC "
+               "0.50 on 500 polymnist10 test tuples; docs/sbm.md, 'What the quick energy model knows'), so its "
+               "guidance carries no coherence information: compare it with its unguided row as a sampler variant")
+GUIDED_MODELS = ("sbm-vae-c", "sbm-rae-c")
+
+
 def quick(**extra_eval: object) -> Budget:
     """Reduced widths, steps and eval sizes: partly measured, to be sized by measuring coherence."""
     return Budget(
@@ -96,7 +104,8 @@ def quick(**extra_eval: object) -> Budget:
                          ("mvae", overrides(steps=3750)),
                          *((m, overrides(steps=n)) for m, n in CAP_STEPS.items()),
                          *sbm_overrides(SBM_MODELS, QUICK_SBM)),
-        model_notes=tuple((m, cap_note(n)) for m, n in CAP_STEPS.items()), capped=tuple(CAP_STEPS),
+        model_notes=(*((m, cap_note(n)) for m, n in CAP_STEPS.items()), *((m, ENERGY_NOTE) for m in GUIDED_MODELS)),
+        capped=tuple(CAP_STEPS),
         # n_conditional: 500 test tuples keep the standard error of the headline coherences under one point
         # (measured on the lean SBM-VAE, 2026-12-01: 0.5 / 0.3 points at 1,000 tuples for leave-one-out / given
         # one, so 0.7 / 0.4 at 500) and halve the PC-100 evaluations of the SBM rows (docs/harness.md).
