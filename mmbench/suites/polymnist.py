@@ -80,7 +80,7 @@ def cap_note(steps: int) -> str:
 # measured on polymnist10's quick SBM-VAE-C (docs/sbm.md, "What the quick energy model knows"); a note, not a
 # setting: no energy training measured so far (up to 12,000 steps, lr 2e-4 or 2e-3) learns coherence here
 ENERGY_NOTE = ("its energy model does not tell a tuple's own latent pair from a shuffled one at this budget (AUC "
-               "0.50 on 500 polymnist10 test tuples; docs/sbm.md, 'What the quick energy model knows'), so its "
+               "0.50 to 0.52 on 500 polymnist10 test tuples; docs/sbm.md, 'What the quick energy model knows'), so its "
                "guidance carries no coherence information: compare it with its unguided row as a sampler variant")
 GUIDED_MODELS = ("sbm-vae-c", "sbm-rae-c")
 
