@@ -35,7 +35,6 @@ from bench_twin_models import (
     train,
 )
 
-from mmbench import registry
 from mmbench.config import parse_sets
 from mmbench.data.dataset import MultimodalDataset
 from mmbench.seeding import seed_everything
@@ -74,11 +73,10 @@ def run_model(suite: str, budget: str, name: str, n_test: int, sets: dict[str, A
     test tuples. Without ``sets`` its stages load from the job's finished checkpoints and the artifact store;
     with them (``--set energy_steps=N``) the job's config takes them and the stages the store lacks (the
     energy model) train here on the job's train split."""
-    from bench_sampler_quality import model_of_job, suite_jobs
+    from bench_sampler_quality import build_job_model, model_of_job, suite_jobs
 
     from mmbench import paths
     from mmbench.data.store import load_dataset
-    from mmbench.runner.plan import job_specs
     from mmbench.training.artifacts import ArtifactStore
 
     job = suite_jobs(argparse.Namespace(suite=suite, budget=budget, models=name))[0]
@@ -89,7 +87,7 @@ def run_model(suite: str, budget: str, name: str, n_test: int, sets: dict[str, A
         print("; ".join(lines))
         return model, test
     seed_everything(job.seed)
-    model = registry.build(job.model, list(job.data.modalities), {**dict(job.overrides), **sets}, job_specs(job))
+    model = build_job_model(job, sets)
     seconds = train(model, load_dataset(job.data.name, "train", verify=False), name, paths.artifacts_dir())
     print(f"{name} with {sets}: trained in {seconds:.0f} s")
     return model, test

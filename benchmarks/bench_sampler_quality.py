@@ -43,7 +43,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,12 +244,18 @@ def suite_jobs(args: argparse.Namespace) -> list[Any]:
     return plan_jobs(suite, budget, classifier_plan(suite, budget, dataset_hash), args.models.split(","), seeds=[0])
 
 
-def model_of_job(job: Any, store: ArtifactStore) -> tuple[MultimodalModel, list[str]]:
-    """The model a run's job builds (its budget's config, the lean net and sampler included), its stages from
-    the job's finished checkpoints (a stage without a reuse key, e.g. MLD's score net) or the run's artifact store."""
+def build_job_model(job: Any, sets: Mapping[str, Any] | None = None) -> MultimodalModel:
+    """The untrained model a run's job builds (its budget's config, the lean net and sampler included), with
+    ``sets`` (Config fields) over the job's overrides."""
     from mmbench.runner.plan import job_specs
 
-    model = registry.build(job.model, list(job.data.modalities), dict(job.overrides), job_specs(job))
+    return registry.build(job.model, list(job.data.modalities), {**dict(job.overrides), **(sets or {})}, job_specs(job))
+
+
+def model_of_job(job: Any, store: ArtifactStore) -> tuple[MultimodalModel, list[str]]:
+    """The model a run's job builds, its stages from the job's finished checkpoints (a stage without a reuse
+    key, e.g. MLD's score net) or the run's artifact store."""
+    model = build_job_model(job)
     stages = load_stages(model, store, Path(job.workdir), job.job_id, finished_only=True)
     return model, [f"job {job.job_id} ({job.title})", *stages]
 

@@ -245,6 +245,8 @@ def test_sampler_quality_loads_a_runs_models_as_its_jobs_build_them(quality, tmp
     assert model.config == trained.config and model.config.score_steps == job.config["score_steps"]
     for key, value in trained.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+    varied = quality.build_job_model(job, {"score_steps": 7})  # bench_energy's --set: the job's config, then the set
+    assert varied.config == dataclasses.replace(trained.config, score_steps=7)
 
 
 def test_sampler_quality_loads_an_unshared_stage_from_its_jobs_finished_checkpoint(quality, tmp_path, monkeypatch):
