@@ -339,6 +339,22 @@ def test_latent_probe_reads_attributes_a_latent_holds_and_not_those_it_lacks():
         assert 0.3 < blind < 0.9  # each bit is a coin flip the latent does not see
 
 
+def test_gaussian_joint_bound_draws_the_closed_form_conditional():
+    """target = A·given + 0.3·noise: the fitted Gaussian's conditional given a test row has mean A·given and
+    covariance 0.09·I (the closed form), whatever the given latent's own correlations."""
+    load_benchmark("bench_twin_models")
+    probe = load_benchmark("bench_twin_latent_probe")
+    rng = np.random.default_rng(0)
+    mixing, a = rng.standard_normal((3, 3)), rng.standard_normal((2, 3))
+    given = rng.standard_normal((20000, 3)) @ mixing + 1.5
+    target = given @ a.T + 0.3 * rng.standard_normal((20000, 2)) - 2.0
+    test_row = given[:1]
+    draws = probe.gaussian_conditional(given, target, np.repeat(test_row, 20000, axis=0), seed=1)
+    expected_mean = test_row @ a.T - 2.0
+    np.testing.assert_allclose(draws.mean(0), expected_mean[0], atol=0.02)
+    np.testing.assert_allclose(np.cov(draws, rowvar=False), 0.09 * np.eye(2), atol=0.01)
+
+
 # --- benchmarks/bench_energy.py: what a -C row's energy model knows --------------------------------
 def test_energy_diagnostics_of_a_closed_form_energy_and_its_opposite():
     """E = |z_b − z_a|² on tuples whose own partner equals z_a: the own pair always has the lower energy
