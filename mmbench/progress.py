@@ -90,6 +90,16 @@ class CountLines:
         self.say(f"{phase}: generating {done}/{total} {noun}{left}")
 
 
+def format_seconds(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``2h19m``: a duration as the dry run, the report and the logs print it."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)

@@ -52,6 +52,9 @@ def test_report_writes_html_beside_markdown_by_default(report):
     page = (report / "index.html").read_text()
     assert (report / "report.md").exists() and page.startswith("<!DOCTYPE html>")
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched from a network
+    # what each run took, in both renderings (the runner logs job/seconds and job/cpu_seconds on every run)
+    assert "<h2 id=cost>Cost</h2>" in page and "<td>mvae</td><td>0</td>" in page
+    assert "## Cost" in (report / "report.md").read_text() and "(logged by 2 of 2), CPU" in page
     # every "—" carries its reason as a tooltip and a footnote number
     dashes = page.count(">—<sup>")
     assert dashes > 0 and page.count("class='num missing' data-sort='' title='") == dashes

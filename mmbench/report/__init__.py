@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mmbench import atomic, tracking
 from mmbench.records import Artifact, Tag, artifact_path, data_param
-from mmbench.report import fig10
+from mmbench.report import cost, fig10
 from mmbench.report import figures as figs
 from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
@@ -242,5 +242,6 @@ def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTabl
         lines += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
     for item, reason in result.missing.items():
         lines.append(f"- {item}: not drawn ({reason})")
-    lines += ["", "## Provenance", "", prov_md]
+    lines += ["", "## Cost", "", "What each run took, from the times logged with it:", "",
+              cost.to_markdown(cost.run_costs(collected)), "## Provenance", "", prov_md]
     return "\n".join(lines).rstrip() + "\n"

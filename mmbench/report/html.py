@@ -18,6 +18,7 @@ from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
 from mmbench.report.aggregate import Aggregate, format_cell
 from mmbench.report.collect import Collected
+from mmbench.report.cost import HEADERS, NOTE, RunCost, cells, run_costs, totals
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -84,6 +85,7 @@ def render_page(page: Page) -> str:
     parts += [table_html(t, page.agg, i) for i, t in enumerate(page.tables)]
     parts += ["<h2 id=figures>Figures</h2>"] + [_figure(path, caption) for path, caption in page.pictures]
     parts += [f"<p class=missing>{escape(name)}: not drawn ({escape(why)})</p>" for name, why in page.not_drawn.items()]
+    parts += ["<h2 id=cost>Cost</h2>", cost_html(run_costs(page.collected))]
     parts += ["<h2 id=provenance>Provenance</h2>", provenance_html(page.provenance)]
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             "<meta name=viewport content='width=device-width,initial-scale=1'>"
@@ -182,6 +184,13 @@ def findings_html(results: Sequence[tuple[fnd.Finding, fnd.Verdict]], budget: st
         parts.append(f"<ul>{lacks}</ul>")
     parts.append("<ol class=notes>" + "".join(f"<li>{escape(f.rule)}</li>" for f, _ in results) + "</ol>")
     return "\n".join(parts)
+
+
+def cost_html(costs: list[RunCost]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in cells(c)) + "</tr>" for c in costs)
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"<p>{escape(totals(costs))}</p><p>{escape(NOTE)}</p>")
 
 
 def provenance_html(prov: dict[str, Any]) -> str:

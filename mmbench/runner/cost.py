@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmbench.hashing import config_hash
+from mmbench.progress import format_seconds
 from mmbench.records import Metric, Tag, stage_metric
 from mmbench.runner.plan import Job, StageCost, job_specs, stage_costs
 
@@ -370,15 +371,6 @@ def artifact_store_has() -> Callable[[str], bool]:
     from mmbench.training.artifacts import ArtifactStore
 
     return ArtifactStore(paths.artifacts_dir()).has
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
 def describe(est: JobEstimate) -> str:
