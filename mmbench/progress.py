@@ -52,7 +52,7 @@ class LineProgress:
         self.last_line = now
         done, elapsed = self.n - self.start_n, now - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
-        left = f", {_duration((self.total - self.n) / rate)} left" if rate > 0 and self.n < self.total else ""
+        left = f", {format_seconds((self.total - self.n) / rate)} left" if rate > 0 and self.n < self.total else ""
         extra = f"  {self.postfix}" if self.postfix else ""
         self.stream.write(f"{self.desc}: {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f} %), "
                           f"{rate:.3g} it/s{left}{extra}\n")
@@ -84,9 +84,9 @@ class CountLines:
             return
         self.last, elapsed = now, now - self.start
         if done >= total:
-            self.say(f"{phase}: generated {done}/{total} {noun} in {_duration(elapsed)}")
+            self.say(f"{phase}: generated {done}/{total} {noun} in {format_seconds(elapsed)}")
             return
-        left = f", ~{_duration(elapsed * (total - done) / done)} left" if done > 0 else ""
+        left = f", ~{format_seconds(elapsed * (total - done) / done)} left" if done > 0 else ""
         self.say(f"{phase}: generating {done}/{total} {noun}{left}")
 
 
@@ -98,12 +98,6 @@ def format_seconds(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def progress_bar(total: int, initial: int = 0, desc: str = "", disable: bool = False,

@@ -35,7 +35,7 @@ def test_a_resumed_bar_counts_its_rate_from_where_it_started():
     for _ in range(20):
         clock.now += 0.5  # two steps per second
         bar.update(1)
-    assert stream.getvalue().splitlines()[0] == "x: 920/1000 (92 %), 2 it/s, 0m40s left"
+    assert stream.getvalue().splitlines()[0] == "x: 920/1000 (92 %), 2 it/s, 40s left"
 
 
 class _Terminal(io.StringIO):
