@@ -99,3 +99,18 @@ def test_standardisation_is_saved_with_the_score_stage():
     other = tiny()
     other.score_model.load_state_dict(state)
     torch.testing.assert_close(other.score_model.std, model.score_model.std)
+
+
+def test_the_score_stage_warms_its_learning_rate_up_when_asked():
+    from mmbench.training.trainer import _make_scheduler
+
+    stage = tiny(score_lr=1e-3, score_warmup_steps=4).stages()[-1]
+    optimizer = torch.optim.Adam(stage.module.parameters(), lr=stage.hparams.lr)
+    scheduler = _make_scheduler(stage, optimizer)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert tiny().stages()[-1].hparams.warmup_steps == 0  # MLD's own recipe: a constant rate

@@ -14,7 +14,7 @@ loss (rescaled by D / (D − clean dims)); incomplete tuples (``mmbench.data.pre
 drawn among the observed modalities, an unobserved latent enters as pure noise at time T and leaves the
 loss (SBM's A.10.1 scheme), the standardisation uses each modality's observed codes; Euler–Maruyama sampling; conditional generation clamps the
 observed latents clean with time 0. **Decisions**: the clean subset is drawn per sample (MLD draws
-one per batch); no EMA of the weights (the trainer has no post-step hook); statistics over the whole
+one per batch); an EMA of the weights (decay 0.999) is sampled from, as MLD's; statistics over the whole
 train split (MLD uses the first batch).
 """
 
@@ -55,6 +55,7 @@ class MLDConfig(AutoencoderConfig):
     clean_prob: float = src(0.2, "MLD mmnist_mld.py: --d 0.2")
     score_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (MLD trains 3000 on PolyMNIST)")
     score_lr: float = src(1e-4, "MLD mmnist_mld.py: lr 1e-4")
+    score_warmup_steps: int = src(0, "MLD: none (a constant lr); at lr 1e-3 the net needs one (docs/models.md)")
     score_batch_size: int = src(256, "MLD mmnist_mld.py: batch_size 256")
     score_ema_decay: float = src(0.999, "MLD MLD.py: EMA(score, decay=0.999), sampled from (use_ema=True)")
     sampler: str = src("euler", "MLD: Euler-Maruyama (PROTOCOL.md §2)")
@@ -159,7 +160,7 @@ class MLD(LatentGenerativeModel):
         score = Stage(
             name="score", module=self.score_model, loss=self._loss,
             hparams=StageHParams(steps=cfg.score_steps, batch_size=cfg.score_batch_size, lr=cfg.score_lr,
-                                 ema_decay=cfg.score_ema_decay),
+                                 warmup_steps=cfg.score_warmup_steps, ema_decay=cfg.score_ema_decay),
             prepare=self._prepare, finalize=self.release_cache,
         )
         return [*self.ae_stages(), score]

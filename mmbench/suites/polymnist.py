@@ -71,6 +71,11 @@ QUICK_SBM = overrides(unet_level_attention=False, unet_block_mult=1)
 # exact step) for the models whose exact objective makes the 0.5 target unaffordable (docs/harness.md)
 CAP_STEPS = {"mmvae": 800, "mmvaeplus": 1250}
 
+# quick's MLD: MLD's own lr (1e-4) leaves its score net far from trained in quick's 3,000 steps (leave-one-out
+# coherence 0.160, 2026-12-02); at 1e-3 without a warm-up its net stops learning within 25 steps (denoising loss
+# 1.00 for 3,124 steps); with a 200-step warm-up it learns 3x faster than at 1e-4 (docs/models.md, "MLD's lr")
+QUICK_MLD = overrides(score_lr=1e-3, score_warmup_steps=200)
+
 
 def cap_note(steps: int) -> str:
     return (f"trains to quick's cap of {steps:,} steps (about 3 CPU-hours on one core here) whether or not it "
@@ -103,6 +108,7 @@ def quick(**extra_eval: object) -> Budget:
         model_overrides=(("mvtcae", overrides(steps=1500)), ("mopoe", overrides(steps=6750)),
                          ("mvae", overrides(steps=3750)),
                          *((m, overrides(steps=n)) for m, n in CAP_STEPS.items()),
+                         ("mld", QUICK_MLD),
                          *sbm_overrides(SBM_MODELS, QUICK_SBM)),
         model_notes=(*((m, cap_note(n)) for m, n in CAP_STEPS.items()), *((m, ENERGY_NOTE) for m in GUIDED_MODELS)),
         capped=tuple(CAP_STEPS),
@@ -119,7 +125,8 @@ def quick(**extra_eval: object) -> Budget:
             "after 4500 with its former subset-PoE conditional (6750; to re-measure), SBM-VAE 0.63 after 2000 lean "
             "score steps on 3000-step VAEs (3000); the SBM rows sample with PC-100 (no cheaper sampler keeps its "
             "quality, docs/sbm.md); MMVAE and MMVAE+ train to caps of 800 and 1250 steps (about 3 CPU-hours each); "
-            "SBM-RAE, the -C/-T rows and MLD train at first guesses until their records are in. " + REIMPOSITION_NOTE
+            "SBM-RAE, the -C/-T rows and MLD (score lr 1e-3 after a 200-step warm-up) train at first guesses until "
+            "their records are in. " + REIMPOSITION_NOTE
         ),
     )
 
