@@ -171,7 +171,11 @@ class Metric:
     EVAL_SECONDS = "job/eval_seconds"  # the evaluation's wall time
     EVAL_SECONDS_PER_SAMPLE = "job/eval_seconds_per_sample"  # over the conditional queries + unconditional samples
     OVERHEAD_SECONDS = "job/overhead_seconds"  # a fresh job's wall time outside its stages and evaluation
-    WALL_CLOCK = (JOB_SECONDS, JOB_CPU_SECONDS, EVAL_SECONDS, EVAL_SECONDS_PER_SAMPLE, OVERHEAD_SECONDS)  # differ run to run
+    ATTEMPTS = "job/attempts"  # the attempts the job took, this one included (mmbench.runner.attempts)
+    EARLIER_SECONDS = "job/earlier_attempts_seconds"  # the wall time of its earlier attempts, killed ones included
+    EARLIER_CPU_SECONDS = "job/earlier_attempts_cpu_seconds"  # and their CPU time
+    WALL_CLOCK = (JOB_SECONDS, JOB_CPU_SECONDS, EVAL_SECONDS, EVAL_SECONDS_PER_SAMPLE, OVERHEAD_SECONDS,
+                  ATTEMPTS, EARLIER_SECONDS, EARLIER_CPU_SECONDS)  # differ run to run
     JOBS_PLANNED = "jobs/planned"  # invocation counts
     JOBS_SKIPPED = "jobs/skipped"
     JOBS_FINISHED = "jobs/finished"

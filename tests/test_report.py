@@ -271,7 +271,8 @@ def test_a_budgets_note_on_a_model_marks_its_rows_in_every_rendering():
 
 def test_cost_section_sums_what_each_run_logged():
     """Per run: wall and CPU time of its last attempt, the stages it trained (a loaded stage costs nothing),
-    its evaluation; totals over the runs that logged each; a resumed run is marked; the HTML shows the same."""
+    its evaluation, its earlier attempts; totals over the runs that logged each; a run resumed without its
+    earlier attempts counted is marked; the HTML shows the same."""
     from mmbench.report import cost
     from mmbench.report.html import cost_html
 
@@ -279,15 +280,22 @@ def test_cost_section_sums_what_each_run_logged():
         "alpha": {0: {"job/seconds": 3725.0, "job/cpu_seconds": 1800.0, "job/eval_seconds": 3000.0,
                       "stage/ae/seconds": 600.0, "stage/ae/reused": 0.0, "stage/score/seconds": 5.0,
                       "stage/score/reused": 1.0, "stage/score/seconds_per_step": 0.1}},
-        "beta_model": {0: {"job/seconds": 59.0}}}, skipped={})
+        "beta_model": {0: {"job/seconds": 59.0}},
+        "gamma": {0: {"job/seconds": 120.0, "job/cpu_seconds": 60.0, "job/attempts": 3.0,
+                      "job/earlier_attempts_seconds": 7200.0, "job/earlier_attempts_cpu_seconds": 3540.0}}}, skipped={})
     collected.runs[0].tags.update({"resumed_from": "r0", "threads": "1", "device": "cpu"})
-    alpha, beta = cost.run_costs(collected)
+    collected.runs[2].tags.update({"resumed_from": "r1"})
+    alpha, beta, gamma = cost.run_costs(collected)
     assert (alpha.wall, alpha.cpu, alpha.training, alpha.evaluation, alpha.stages, alpha.reused, alpha.resumed) == (
         3725.0, 1800.0, 600.0, 3000.0, 2, 1, True)
     assert (beta.wall, beta.cpu, beta.training, beta.evaluation, beta.stages, beta.resumed) == (59.0, None, 0.0, None, 0, False)
-    text = cost.to_markdown([alpha, beta])
-    assert "| alpha [r] | 0 | 1h02m | 30m00s | 10m00s | 50m00s | 1 of 2 | 1 | cpu |" in text
-    assert "| beta_model | 0 | 59s | — | 0s | — | 0 of 0 | ? | ? |" in text
-    assert "Total over 2 runs: wall 1h03m (logged by 2 of 2), CPU 30m00s (logged by 1 of 2)." in text
-    page = cost_html([alpha, beta])
-    assert "<td>alpha [r]</td><td>0</td><td>1h02m</td><td>30m00s</td>" in page and "logged by 1 of 2" in page
+    assert (gamma.attempts, gamma.earlier, gamma.earlier_cpu, gamma.uncounted) == (3, 7200.0, 3540.0, False)
+    text = cost.to_markdown([alpha, beta, gamma])
+    assert "| alpha [r] | 0 | 1h02m | 30m00s | 10m00s | 50m00s | 1 of 2 | — | 1 | cpu |" in text
+    assert "| beta_model | 0 | 59s | — | 0s | — | 0 of 0 | — | ? | ? |" in text
+    assert "| gamma | 0 | 2m00s | 1m00s | 0s | — | 0 of 0 | 2: 2h00m, CPU 59m00s | ? | ? |" in text
+    assert ("Total over 3 runs: wall 1h05m (logged by 3 of 3), CPU 31m00s (logged by 2 of 3); their earlier "
+            "attempts: wall 2h00m, CPU 59m00s (logged by 1 of 3).") in text
+    page = cost_html([alpha, beta, gamma])
+    assert "<td>alpha [r]</td><td>0</td><td>1h02m</td><td>30m00s</td>" in page and "logged by 1 of 3" in page
+    assert "<td>2: 2h00m, CPU 59m00s</td>" in page

@@ -328,6 +328,13 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     assert store.run(killed).tags["error"].startswith("stopped:")
     assert store.run(killed).metrics["job/seconds"] == pytest.approx(summary.outcomes[0].seconds)
 
+    # the stopped attempt left its time beside the checkpoints; add one killed outright (it logged nothing)
+    (attempts_file,) = _isolated_home.rglob("attempts.json")
+    recorded = json.loads(attempts_file.read_text())
+    assert [a["run_id"] for a in recorded] == [killed]
+    assert recorded[0]["wall"] == pytest.approx(store.run(killed).metrics["job/seconds"], abs=0.5)
+    attempts_file.write_text(json.dumps([*recorded, {"run_id": "gone", "wall": 1000.0, "cpu": 400.0}]))
+
     TRAINING_CALLS.clear()
     monkeypatch.setattr(mmbench.runner.provenance, "git_commit", lambda root=None: "c2")  # the code changed
     resumed, _ = _run("t-resume", _isolated_home)
@@ -335,6 +342,9 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     assert outcome.status == "FINISHED" and not resumed.failed
     run = store.run(outcome.run_id)
     assert run.tags["resumed_from"] == killed
+    assert run.metrics["job/attempts"] == 3.0
+    assert run.metrics["job/earlier_attempts_seconds"] == pytest.approx(1000.0 + recorded[0]["wall"])
+    assert run.metrics["job/earlier_attempts_cpu_seconds"] == pytest.approx(400.0 + recorded[0]["cpu"])
     assert run.tags["mlflow.parentRunId"] == resumed.parent_run_id
     assert run.metrics["stage/ae/m0/reused"] == 1.0  # finished before the stop: loaded, not retrained
     assert run.metrics["stage/ae/m1/reused"] == 0.0

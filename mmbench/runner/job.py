@@ -33,6 +33,7 @@ from mmbench.records import (
     provenance_tags,
     stage_metric,
 )
+from mmbench.runner.attempts import AttemptClock, earlier_attempts
 from mmbench.runner.claims import JobClaim
 from mmbench.runner.plan import Job
 
@@ -121,7 +122,8 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
         previous_run = next((r for r in reaped if store.run(r).tags.get(Tag.JOB_ID) == job.job_id), previous_run)
     run_id = open_child(store, ctx, job, previous_run)
     try:
-        _run(job, ctx, store, run_id)
+        with AttemptClock(Path(job.workdir), run_id):
+            _run(job, ctx, store, run_id)
     except TrainingStopped as exc:
         return _fail(store, run_id, job, start, tracking.KILLED, f"stopped: {exc}")
     except KeyboardInterrupt:
@@ -132,6 +134,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
         return _fail(store, run_id, job, start, tracking.FAILED, f"{type(exc).__name__}: {exc}")
     seconds = _log_wall_time(store, run_id, start)
     _log_overhead(store, run_id, seconds)
+    _log_earlier_attempts(store, run_id, Path(job.workdir))
     store.mark(run_id, tracking.FINISHED)
     return JobOutcome(job.job_id, job.title, run_id, tracking.FINISHED, seconds)
 
@@ -153,6 +156,15 @@ def _log_wall_time(store: tracking.Store, run_id: str, start: Clock) -> float:
     cpu = time.process_time() - start.cpu
     store.log_metrics(run_id, [(Metric.JOB_SECONDS, seconds, 0), (Metric.JOB_CPU_SECONDS, cpu, 0)], _now_ms())
     return seconds
+
+
+def _log_earlier_attempts(store: tracking.Store, run_id: str, workdir: Path) -> None:
+    """``job/attempts`` and the wall and CPU time of the job's earlier attempts, from its ``attempts.json``
+    (an attempt killed outright counts up to its last heartbeat)."""
+    earlier = earlier_attempts(workdir, run_id)
+    store.log_metrics(run_id, [(Metric.ATTEMPTS, float(len(earlier) + 1), 0),
+                               (Metric.EARLIER_SECONDS, sum(a.wall for a in earlier), 0),
+                               (Metric.EARLIER_CPU_SECONDS, sum(a.cpu for a in earlier), 0)], _now_ms())
 
 
 def _log_overhead(store: tracking.Store, run_id: str, seconds: float) -> None:

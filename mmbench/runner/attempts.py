@@ -1,0 +1,91 @@
+"""The time of a job's attempts, kept beside its checkpoints, so that an attempt killed outright still counts.
+
+An attempt that ends normally logs its wall and CPU time with its run (``job/seconds``); one killed outright
+(SIGKILL, a machine handed back, a power cut) logs nothing, and a resumed job's figures would cover its last
+attempt only. So while an attempt runs, a daemon thread rewrites the attempt's entry in the job's
+``attempts.json`` every :data:`HEARTBEAT_S` seconds: its run id, wall and CPU time so far. A killed attempt
+leaves its last entry (short by at most one interval); the finishing attempt logs the sum of the others'
+(:data:`mmbench.records.Metric.EARLIER_SECONDS`). One process runs a job at a time (its claim), so the file
+has one writer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mmbench.atomic import write_json
+
+HEARTBEAT_S = 60.0
+FILE_NAME = "attempts.json"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job: its run and the wall and CPU seconds it had run at its last heartbeat."""
+
+    run_id: str
+    wall: float
+    cpu: float
+
+
+def read_attempts(workdir: Path) -> list[Attempt]:
+    """The attempts recorded in ``workdir`` (none when the file is missing); a malformed file is an error."""
+    path = Path(workdir) / FILE_NAME
+    if not path.exists():
+        return []
+    try:
+        return [Attempt(str(a["run_id"]), float(a["wall"]), float(a["cpu"])) for a in json.loads(path.read_text())]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a list of attempts ({exc}); delete it to stop counting earlier "
+                         "attempts of this job") from exc
+
+
+def earlier_attempts(workdir: Path, run_id: str) -> list[Attempt]:
+    """Every recorded attempt of the job but the one of run ``run_id``."""
+    return [a for a in read_attempts(workdir) if a.run_id != run_id]
+
+
+class AttemptClock:
+    """Records this attempt's wall and CPU time in ``workdir/attempts.json``: at entry, every ``interval``
+    seconds from a daemon thread, and at exit. ``wall_clock``/``cpu_clock``: injectable for tests."""
+
+    def __init__(self, workdir: Path, run_id: str, interval: float = HEARTBEAT_S,
+                 wall_clock: Callable[[], float] = time.perf_counter,
+                 cpu_clock: Callable[[], float] = time.process_time) -> None:
+        self.path = Path(workdir) / FILE_NAME
+        self.run_id, self.interval = run_id, interval
+        self.wall_clock, self.cpu_clock = wall_clock, cpu_clock
+        self.start_wall, self.start_cpu = wall_clock(), cpu_clock()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> Attempt:
+        """Write this attempt's entry now (the others' entries kept) and return it."""
+        with self._lock:
+            now = Attempt(self.run_id, self.wall_clock() - self.start_wall, self.cpu_clock() - self.start_cpu)
+            others = earlier_attempts(self.path.parent, self.run_id)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, [asdict(a) for a in [*others, now]])
+            return now
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self) -> AttemptClock:
+        self.beat()
+        self._thread = threading.Thread(target=self._beat_until_stopped, name="attempt-clock", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.beat()
