@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -27,3 +31,23 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM (``kill PID``, a batch scheduler's preemption notice) raises
+    KeyboardInterrupt in the main thread, as Ctrl-C does, so that a run closes its jobs' runs as KILLED with
+    their time logged and its checkpoints kept, instead of dying with them RUNNING. Off the main thread
+    (where no handler can be set) nothing changes; the previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -96,6 +96,37 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_numbers(tm
     assert not list((home / "runs" / "synthetic" / ".claims").glob("*.json"))
 
 
+def test_a_terminated_run_closes_its_job_as_killed_and_the_resume_counts_that_attempt(tmp_path):
+    """SIGTERM (``kill``, a scheduler's preemption) stops a run as Ctrl-C does: the job's run is KILLED with its
+    time logged, not left RUNNING; the resumed job's run counts the stopped attempt (job/attempts, its time)."""
+    args = [*RUN[:RUN.index("dummy")], "mvae", *RUN[RUN.index("dummy") + 1:], "--seeds", "0"]
+    seed_classifiers(tmp_path)
+    command = [sys.executable, "-m", "mmbench", *args, "--tracking-uri", store_uri(tmp_path)]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "  started  " in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    seen += proc.stdout.readlines()
+    assert proc.wait(timeout=60) == 130, "".join(seen)
+    assert any("interrupted: the running jobs are marked KILLED" in line for line in seen), "".join(seen)
+    [stopped] = job_runs(store_uri(tmp_path))
+    assert stopped.status == "KILLED" and "interrupted" in stopped.tags["error"]
+    assert stopped.metrics[Metric.JOB_SECONDS] >= 0.9
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    [finished] = [r for r in job_runs(store_uri(tmp_path)) if r.status == "FINISHED"]
+    assert finished.tags["resumed_from"] == stopped.run_id
+    assert finished.metrics[Metric.ATTEMPTS] == 2.0
+    assert finished.metrics[Metric.EARLIER_SECONDS] == pytest.approx(stopped.metrics[Metric.JOB_SECONDS], abs=0.5)
+
+
 # ------------------------------------------------------------------------------------------ bad options
 
 

@@ -275,6 +275,27 @@ def test_absences_say_why_each_row_and_seed_has_no_finished_run():
     assert absent["sbm-vae"][1].describe() == "run failed: RuntimeError: boom (run sbm-vae-1-FAILED-1)"
 
 
+def test_a_run_left_running_by_a_dead_process_is_called_so_not_running():
+    import os
+    import subprocess
+    import sys
+
+    from mmbench.processes import machine_id
+    from mmbench.records import Tag
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    here = {Tag.HOST: machine_id()}
+    suite_budget = Budget("quick", "test", seeds=(0,))
+    attempts = [_run("mvae", {}, seed=0, status="RUNNING", start=0, tags={**here, Tag.PID: gone.stdout.strip()}),
+                _run("mopoe", {}, seed=0, status="RUNNING", start=0, tags={**here, Tag.PID: str(os.getpid())}),
+                _run("sbm-vae", {}, seed=0, status="RUNNING", start=0, tags={Tag.HOST: "elsewhere", Tag.PID: gone.stdout.strip()})]
+    absent = absences(SUITE, suite_budget, attempts, [])
+    assert absent["mvae"][0].detail == ("started 1970-01-01 00:00 UTC, left running by a process that is gone "
+                                        "(killed?); a rerun resumes it")
+    assert absent["mopoe"][0].detail == "running since 1970-01-01 00:00 UTC"  # its process lives
+    assert absent["sbm-vae"][0].detail == "running since 1970-01-01 00:00 UTC"  # another machine's: unknowable here
+
+
 def test_missing_rows_are_listed_with_their_reason_and_never_a_zero(tmp_path):
     from mmbench.report import ReportFiles
 

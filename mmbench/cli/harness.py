@@ -109,6 +109,7 @@ def run(suite: str, budget: str | None, models: tuple[str, ...] | None, seeds: t
 
     The exit code is the number of jobs that failed or were stopped (0: all finished).
     """
+    from mmbench.processes import terminate_as_interrupt
     from mmbench.runner.prepare import RunOptions
 
     if scheduler and backend != "dask":
@@ -121,7 +122,8 @@ def run(suite: str, budget: str | None, models: tuple[str, ...] | None, seeds: t
         _call(lambda: _dry_run(spec, options))
         return
     try:
-        summary = _call(lambda: _run(spec, options))
+        with terminate_as_interrupt():
+            summary = _call(lambda: _run(spec, options))
     except KeyboardInterrupt:
         click.echo("interrupted: the running jobs are marked KILLED; run the same command again to resume them",
                    err=True)

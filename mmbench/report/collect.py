@@ -24,6 +24,7 @@ from mmbench.hashing import canonical_json
 from mmbench.records import Artifact, Tag, is_training_metric
 from mmbench.suites.extra_rows import with_rows_of_runs
 from mmbench.suites.spec import Budget, Suite
+from mmbench.tracking.owner import abandoned
 
 NO_RUN, RUN_FAILED, RUN_UNFINISHED = "no run yet", "run failed", "run unfinished"
 
@@ -214,6 +215,9 @@ def _absence(attempt: tracking.RunRecord | None, stale: dict[str, str]) -> Absen
     if attempt.status == tracking.KILLED:
         return Absence(RUN_UNFINISHED, f"{error or 'stopped'}; a rerun resumes it", attempt.run_id)
     since = datetime.fromtimestamp(attempt.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if attempt.status == tracking.RUNNING and abandoned(attempt.tags):
+        return Absence(RUN_UNFINISHED, f"started {since}, left running by a process that is gone (killed?); a rerun "
+                       "resumes it", attempt.run_id)
     return Absence(RUN_UNFINISHED, f"{attempt.status.lower()} since {since}", attempt.run_id)
 
 

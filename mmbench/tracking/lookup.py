@@ -4,7 +4,7 @@ runs left RUNNING by a process that is gone. Every name comes from :mod:`mmbench
 from __future__ import annotations
 
 from mmbench.records import Kind, Tag, experiment_name
-from mmbench.tracking.owner import machine_id, process_alive
+from mmbench.tracking.owner import abandoned, machine_id
 from mmbench.tracking.record import FINISHED, KILLED, RUNNING, RunRecord
 from mmbench.tracking.store import MlflowStore
 from mmbench.tracking.uri import TrackingError, artifact_root
@@ -83,8 +83,8 @@ class Store(MlflowStore):
         of another machine, or of a live process, is left alone. Returns the run ids marked."""
         reaped = []
         for run in self.runs(experiment_id, f"{_status_is(RUNNING)} and {_tag_is(Tag.HOST, machine_id())}"):
-            pid = run.tags.get(Tag.PID, "")
-            if pid.isdigit() and not process_alive(int(pid)):
+            if abandoned(run.tags):
+                pid = run.tags[Tag.PID]
                 self.set_tags(run.run_id, {Tag.ERROR: f"abandoned: process {pid} ended without closing the run (killed?)"})
                 self.mark(run.run_id, KILLED)
                 reaped.append(run.run_id)
