@@ -54,6 +54,19 @@ def _evaluated(run) -> dict[str, float]:
             if k not in Metric.WALL_CLOCK and not k.startswith(("stage/", "train/", "val/"))}
 
 
+def _started_job(command: list[str], cwd, home) -> tuple[subprocess.Popen, list[str]]:
+    """``mmbench run`` in a subprocess, returned once its job has started, with the lines printed so far."""
+    proc = subprocess.Popen(command, cwd=cwd, env=cli_env(home), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "  started  " in line:
+            break
+    return proc, seen
+
+
 # Swept by hand with KILL_DELAY = 0.0, 0.2, ..., 5.0 s on the loaded machine (2026-11-30): every kill point resumes to
 # the uninterrupted numbers. (One earlier failure, with FID apart, was never reproduced.)
 @pytest.mark.parametrize("kill_seed", [16, 18])
@@ -70,14 +83,7 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_numbers(tm
     # seconds after the job starts (training, checkpoints or evaluation); KILL_DELAY pins it to investigate
     delay = float(os.environ.get("KILL_DELAY", random.Random(kill_seed).uniform(0.0, 3.0)))
     command = [sys.executable, "-m", "mmbench", *args, "--tracking-uri", store_uri(home)]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(home), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "  started  " in line:
-            break
+    proc, seen = _started_job(command, tmp_path, home)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -102,14 +108,7 @@ def test_a_terminated_run_closes_its_job_as_killed_and_the_resume_counts_that_at
     args = [*RUN[:RUN.index("dummy")], "mvae", *RUN[RUN.index("dummy") + 1:], "--seeds", "0"]
     seed_classifiers(tmp_path)
     command = [sys.executable, "-m", "mmbench", *args, "--tracking-uri", store_uri(tmp_path)]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "  started  " in line:
-            break
+    proc, seen = _started_job(command, tmp_path, tmp_path)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     seen += proc.stdout.readlines()
