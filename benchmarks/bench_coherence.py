@@ -18,7 +18,9 @@ Resumable: with ``--state DIR`` each model keeps its trainer checkpoints and its
 training seconds logged every ``--log-every`` steps) in ``DIR/<model>-<hash of the settings>``; a rerun
 with the same settings resumes from the last checkpoint (earlier points kept, the points after it
 re-measured, the training clock restored to the checkpoint's step within ``--log-every`` steps) and a
-model already at its target or cap is reported without training. With ``--artifacts`` the finished
+model already at its target or cap is reported without training. The hash leaves out the last stage's step
+cap when that stage's rate is constant, so a rerun with a larger ``--max-steps`` extends a record from its
+last checkpoint (folders named before 2026-12-02 hash the cap too and cannot be extended). With ``--artifacts`` the finished
 autoencoder stages are stored by their reuse key and shared by every model (and by ``mmbench run``, when
 it is the harness's store, ``$MMBENCH_HOME/artifacts``, and the settings match a budget's).
 
@@ -143,13 +145,16 @@ class _Watcher:
         self.mark = time.perf_counter()
 
 
+def last_steps_field(name: str, fields: dict[str, Any] | None = None) -> str:
+    """The Config field holding the step count of the model's last stage."""
+    probe = registry.build(name, ["m0", "m1"], fields or {})
+    return {"joint": "steps", "score": "score_steps", "energy": "energy_steps"}[probe.stages()[-1].name]
+
+
 def _overrides(name: str, scale: Scale, max_steps: int, data_id: str, sets: dict[str, Any] | None = None) -> dict:
     """The model's scaled fields, with the last stage's step count raised to ``max_steps``, then ``sets``."""
     fields = scaled(name, scale)
-    probe = registry.build(name, ["m0", "m1"], fields)
-    last = probe.stages()[-1].name
-    key = {"joint": "steps", "score": "score_steps", "energy": "energy_steps"}[last]
-    fields[key] = max_steps
+    fields[last_steps_field(name, fields)] = max_steps
     config = registry.entry(name).target
     if config.startswith(("sbm.", "baselines.mld")):
         fields["data_id"] = data_id
@@ -173,13 +178,27 @@ def run_settings(name: str, overrides: dict, args: argparse.Namespace, data_hash
                                   "eval_n": args.eval_n, "target": args.target, "dataset": data_hash}))
 
 
+def state_key(name: str, settings: dict, model, state: str | None) -> dict:
+    """What names a record's state folder and its checkpoints: its settings without the last stage's step cap
+    when that stage's rate is constant, so that a record run again with a larger ``--max-steps`` trains on
+    from where it stopped (the trainer extends a finished constant-rate stage). A folder named by the whole
+    settings (records started before 2026-12-02) keeps its name, and so cannot be extended."""
+    if model.stages()[-1].hparams.lr_schedule != "constant":
+        return settings
+    legacy = Path(state).expanduser() / f"{name}-{config_hash(settings, length=12)}" if state else None
+    if legacy is not None and legacy.is_dir():
+        return settings
+    overrides = {k: v for k, v in settings["overrides"].items() if k != last_steps_field(name, settings["overrides"])}
+    return {**settings, "overrides": overrides}
+
+
 def measure(name: str, args: argparse.Namespace, train, test, classifier, store: ArtifactStore, say) -> Trace:
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=args.sampler_steps,
                   score_width=args.score_width)
     overrides = _overrides(name, scale, args.max_steps, runner_data_id(args.dataset, train.modalities, args.family), args.sets)
     seed_everything(0)
     model = registry.build(name, train.modalities, overrides)
-    settings = run_settings(name, overrides, args, train.data_hash)
+    settings = state_key(name, run_settings(name, overrides, args, train.data_hash), model, args.state)
     say(f"{name}: {json.dumps(overrides, sort_keys=True)}")
     with _workdir(args.state, f"{name}-{config_hash(settings, length=12)}") as workdir:
         options = TrainerOptions(workdir=workdir, config_hash=config_hash(settings), quiet=True,

@@ -80,6 +80,29 @@ def test_set_items_reach_the_model_and_the_settings_hash(bench):
     assert bench.run_settings("mmvae", plain, args, "data")["overrides"] == plain  # no --set: the old settings
 
 
+def test_a_record_state_is_named_without_its_last_stage_step_cap(bench, tmp_path):
+    """Two caps of a constant-rate last stage name one state folder (a larger --max-steps extends the record);
+    a folder named by the whole settings, as before 2026-12-02, keeps its name."""
+    from argparse import Namespace
+
+    from mmbench import registry
+    from mmbench.hashing import config_hash
+    from mmbench.suites.spec import Scale
+
+    scale = Scale(width=0.25, steps=100, batch_size=64, sampler_steps=10, score_width=64)
+    args = Namespace(eval_every=50, eval_n=100, target=0.5)
+    settings = {cap: bench.run_settings("mvtcae", bench._overrides("mvtcae", scale, cap, "data"), args, "data")
+                for cap in (300, 600)}
+    model = registry.build("mvtcae", ["m0", "m1"], settings[300]["overrides"])
+    assert model.stages()[-1].hparams.lr_schedule == "constant"
+    keys = {cap: bench.state_key("mvtcae", s, model, str(tmp_path)) for cap, s in settings.items()}
+    assert keys[300] == keys[600] and "steps" not in keys[300]["overrides"]
+    assert {k: v for k, v in settings[300]["overrides"].items() if k != "steps"} == keys[300]["overrides"]
+    (tmp_path / f"mvtcae-{config_hash(settings[300], length=12)}").mkdir()  # a record started before
+    assert bench.state_key("mvtcae", settings[300], model, str(tmp_path)) == settings[300]
+    assert bench.state_key("mvtcae", settings[600], model, None) == keys[600]  # no --state: nothing to keep
+
+
 # --- benchmarks/bench_sampler_quality.py: loads trained stages, never trains, prints its table -------------
 @pytest.fixture(scope="module")
 def quality():

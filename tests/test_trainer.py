@@ -45,6 +45,7 @@ class TinyConfig:
     nan_at: int = -1  # the training step (of stage "recon") whose loss is NaN; -1 = never
     reuse_key: str | None = None
     ema_decay: float = 0.0  # of stage "recon"
+    head_schedule: str = "constant"
 
 
 class Tiny(MultimodalModel):
@@ -93,7 +94,8 @@ class Tiny(MultimodalModel):
         c = self.config
         hp = StageHParams(steps=c.steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every,
                           ema_decay=c.ema_decay)
-        head_hp = StageHParams(steps=c.head_steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every)
+        head_hp = StageHParams(steps=c.head_steps, batch_size=c.batch_size, lr=c.lr, checkpoint_every=c.checkpoint_every,
+                               lr_schedule=c.head_schedule)
         return [
             Stage("recon", self.ae, self.recon_loss, hp, reuse_key=c.reuse_key, finalize=self._snapshot),
             Stage("head", self.head, self.head_loss, head_hp),
@@ -160,6 +162,28 @@ def test_resume_after_stop_is_bit_identical(data, tmp_path, steps_before_stop):
     resumed = build()  # a fresh process builds the same model; the trained state comes from the checkpoint
     train_model(resumed, data, None, options(tmp_path / "b"))
     assert_same_state(resumed, reference)
+
+
+def test_a_finished_stage_asked_for_more_steps_trains_on_to_the_uninterrupted_state(data, tmp_path):
+    """Raising a finished last stage's steps under the same config hash (an extended record) trains the missing
+    steps from its checkpoint, bit-identical to training them in one go; earlier stages are not retrained."""
+    reference = build(head_steps=9)
+    train_model(reference, data, None, options(tmp_path / "a"))
+    train_model(build(head_steps=5), data, None, options(tmp_path / "b"))
+    assert stage_progress(build(head_steps=9), options(tmp_path / "b")) == [("recon", 6, True), ("head", 5, False)]
+    extended = build(head_steps=9)
+    train_model(extended, data, None, options(tmp_path / "b"))
+    assert (extended.recon_calls, extended.head_calls) == ([], 4)
+    assert_same_state(extended, reference)
+    again = build(head_steps=9)  # now finished at its steps: loaded, nothing trained
+    train_model(again, data, None, options(tmp_path / "b"))
+    assert again.head_calls == 0 and stage_progress(again, options(tmp_path / "b"))[1] == ("head", 9, True)
+
+
+def test_a_finished_cosine_stage_cannot_be_extended(data, tmp_path):
+    train_model(build(head_steps=5, head_schedule="cosine"), data, None, options(tmp_path))
+    with pytest.raises(ValueError, match="'head' finished at step 5 under a cosine schedule .* new work folder"):
+        train_model(build(head_steps=9, head_schedule="cosine"), data, None, options(tmp_path))
 
 
 def test_each_stage_records_the_code_its_steps_were_trained_with(data, tmp_path):

@@ -96,10 +96,24 @@ def stage_progress(model: MultimodalModel, options: TrainerOptions) -> list[tupl
         stored = bool(stage.reuse_key and options.artifacts and options.artifacts.has(stage.reuse_key))
         state = ckpt.load_if_verified(path, options.config_hash)
         if state is not None:
-            progress.append((stage.name, state.step, state.done or stored))
+            progress.append((stage.name, state.step, (state.done and not extended(state, stage)) or stored))
         else:
             progress.append((stage.name, 0, stored))
     return progress
+
+
+def extended(state: ckpt.TrainState, stage: Stage) -> bool:
+    """Whether a finished stage's checkpoint falls short of the stage's steps, which were raised since under the
+    same config hash (a benchmark's record extended: ``benchmarks/bench_coherence.py`` leaves the last stage's
+    step count out of its hash): it then trains on from its step. Only a constant learning rate extends: a
+    cosine schedule's shape depends on the step count, so its steps cannot be raised midway."""
+    if not state.done or state.step >= stage.hparams.steps:
+        return False
+    if stage.hparams.lr_schedule != "constant":
+        raise ValueError(f"stage {stage.name!r} finished at step {state.step} under a {stage.hparams.lr_schedule} "
+                         f"schedule and is now asked for {stage.hparams.steps} steps: that schedule cannot be "
+                         "extended; train it in a new work folder")
+    return True
 
 
 def checkpoint_path(options: TrainerOptions, stage: Stage) -> Path:
@@ -114,7 +128,7 @@ def _run_stage(
     path = checkpoint_path(options, stage)
     state = ckpt.load_or_recover(path, options.config_hash, map_location=options.device)
     if state is not None:
-        if state.done:
+        if state.done and not extended(state, stage):
             restore_weights(stage.module, state)
             _finalize(stage)
             return StageReport(stage.name, state.step, 0.0, True, None, None, code_versions=tuple(state.code_versions))
