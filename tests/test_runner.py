@@ -333,7 +333,9 @@ def test_interrupted_job_resumes_and_finished_jobs_are_skipped(_isolated_home, t
     recorded = json.loads(attempts_file.read_text())
     assert [a["run_id"] for a in recorded] == [killed]
     assert recorded[0]["wall"] == pytest.approx(store.run(killed).metrics["job/seconds"], abs=0.5)
-    attempts_file.write_text(json.dumps([*recorded, {"run_id": "gone", "wall": 1000.0, "cpu": 400.0}]))
+    assert recorded[0]["previous"] is None  # the job's first attempt
+    recorded[0]["previous"] = "gone"  # as if it had resumed one killed outright
+    attempts_file.write_text(json.dumps([*recorded, {"run_id": "gone", "wall": 1000.0, "cpu": 400.0, "previous": None}]))
 
     TRAINING_CALLS.clear()
     monkeypatch.setattr(mmbench.runner.provenance, "git_commit", lambda root=None: "c2")  # the code changed

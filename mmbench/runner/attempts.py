@@ -3,10 +3,11 @@
 An attempt that ends normally logs its wall and CPU time with its run (``job/seconds``); one killed outright
 (SIGKILL, a machine handed back, a power cut) logs nothing, and a resumed job's figures would cover its last
 attempt only. So while an attempt runs, a daemon thread rewrites the attempt's entry in the job's
-``attempts.json`` every :data:`HEARTBEAT_S` seconds: its run id, wall and CPU time so far. A killed attempt
-leaves its last entry (short by at most one interval); the finishing attempt logs the sum of the others'
-(:data:`mmbench.records.Metric.EARLIER_SECONDS`). One process runs a job at a time (its claim), so the file
-has one writer.
+``attempts.json`` every :data:`HEARTBEAT_S` seconds: its run id, the run it resumed, wall and CPU time so far.
+A killed attempt leaves its last entry (short by at most one interval); the finishing attempt follows the
+chain of resumed runs back and logs the sum of their times (:data:`mmbench.records.Metric.EARLIER_SECONDS`),
+or nothing when an attempt of the chain is not recorded (one made before this file existed): unknown, not
+zero. One process runs a job at a time (its claim), so the file has one writer.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Attempt:
     run_id: str
     wall: float
     cpu: float
+    previous: str | None = None  # the run of the attempt this one resumed
 
 
 def read_attempts(workdir: Path) -> list[Attempt]:
@@ -39,26 +41,41 @@ def read_attempts(workdir: Path) -> list[Attempt]:
     if not path.exists():
         return []
     try:
-        return [Attempt(str(a["run_id"]), float(a["wall"]), float(a["cpu"])) for a in json.loads(path.read_text())]
+        return [Attempt(str(a["run_id"]), float(a["wall"]), float(a["cpu"]), a.get("previous"))
+                for a in json.loads(path.read_text())]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a list of attempts ({exc}); delete it to stop counting earlier "
                          "attempts of this job") from exc
 
 
-def earlier_attempts(workdir: Path, run_id: str) -> list[Attempt]:
+def others(workdir: Path, run_id: str) -> list[Attempt]:
     """Every recorded attempt of the job but the one of run ``run_id``."""
     return [a for a in read_attempts(workdir) if a.run_id != run_id]
+
+
+def earlier_attempts(workdir: Path, previous: str | None) -> list[Attempt] | None:
+    """The attempts an attempt resuming run ``previous`` follows, newest first (none for a first attempt),
+    or None when one of them is not recorded, so their time is unknown."""
+    recorded = {a.run_id: a for a in read_attempts(workdir)}
+    chain: list[Attempt] = []
+    while previous is not None:
+        attempt = recorded.get(previous)
+        if attempt is None or attempt in chain:
+            return None
+        chain.append(attempt)
+        previous = attempt.previous
+    return chain
 
 
 class AttemptClock:
     """Records this attempt's wall and CPU time in ``workdir/attempts.json``: at entry, every ``interval``
     seconds from a daemon thread, and at exit. ``wall_clock``/``cpu_clock``: injectable for tests."""
 
-    def __init__(self, workdir: Path, run_id: str, interval: float = HEARTBEAT_S,
+    def __init__(self, workdir: Path, run_id: str, previous: str | None = None, interval: float = HEARTBEAT_S,
                  wall_clock: Callable[[], float] = time.perf_counter,
                  cpu_clock: Callable[[], float] = time.process_time) -> None:
         self.path = Path(workdir) / FILE_NAME
-        self.run_id, self.interval = run_id, interval
+        self.run_id, self.previous, self.interval = run_id, previous, interval
         self.wall_clock, self.cpu_clock = wall_clock, cpu_clock
         self.start_wall, self.start_cpu = wall_clock(), cpu_clock()
         self._stop = threading.Event()
@@ -68,10 +85,11 @@ class AttemptClock:
     def beat(self) -> Attempt:
         """Write this attempt's entry now (the others' entries kept) and return it."""
         with self._lock:
-            now = Attempt(self.run_id, self.wall_clock() - self.start_wall, self.cpu_clock() - self.start_cpu)
-            others = earlier_attempts(self.path.parent, self.run_id)
+            now = Attempt(self.run_id, self.wall_clock() - self.start_wall, self.cpu_clock() - self.start_cpu,
+                          self.previous)
+            kept = others(self.path.parent, self.run_id)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(self.path, [asdict(a) for a in [*others, now]])
+            write_json(self.path, [asdict(a) for a in [*kept, now]])
             return now
 
     def _beat_until_stopped(self) -> None:

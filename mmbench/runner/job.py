@@ -122,7 +122,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
         previous_run = next((r for r in reaped if store.run(r).tags.get(Tag.JOB_ID) == job.job_id), previous_run)
     run_id = open_child(store, ctx, job, previous_run)
     try:
-        with AttemptClock(Path(job.workdir), run_id):
+        with AttemptClock(Path(job.workdir), run_id, previous_run):
             _run(job, ctx, store, run_id)
     except TrainingStopped as exc:
         return _fail(store, run_id, job, start, tracking.KILLED, f"stopped: {exc}")
@@ -134,7 +134,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
         return _fail(store, run_id, job, start, tracking.FAILED, f"{type(exc).__name__}: {exc}")
     seconds = _log_wall_time(store, run_id, start)
     _log_overhead(store, run_id, seconds)
-    _log_earlier_attempts(store, run_id, Path(job.workdir))
+    _log_earlier_attempts(store, run_id, Path(job.workdir), previous_run)
     store.mark(run_id, tracking.FINISHED)
     return JobOutcome(job.job_id, job.title, run_id, tracking.FINISHED, seconds)
 
@@ -158,10 +158,13 @@ def _log_wall_time(store: tracking.Store, run_id: str, start: Clock) -> float:
     return seconds
 
 
-def _log_earlier_attempts(store: tracking.Store, run_id: str, workdir: Path) -> None:
-    """``job/attempts`` and the wall and CPU time of the job's earlier attempts, from its ``attempts.json``
-    (an attempt killed outright counts up to its last heartbeat)."""
-    earlier = earlier_attempts(workdir, run_id)
+def _log_earlier_attempts(store: tracking.Store, run_id: str, workdir: Path, previous: str | None) -> None:
+    """``job/attempts`` and the wall and CPU time of the attempts this one follows (the chain of resumed runs),
+    from the job's ``attempts.json`` (an attempt killed outright counts up to its last heartbeat); nothing
+    when one of them was not recorded (made before the file existed): unknown, not zero."""
+    earlier = earlier_attempts(workdir, previous)
+    if earlier is None:
+        return
     store.log_metrics(run_id, [(Metric.ATTEMPTS, float(len(earlier) + 1), 0),
                                (Metric.EARLIER_SECONDS, sum(a.wall for a in earlier), 0),
                                (Metric.EARLIER_CPU_SECONDS, sum(a.cpu for a in earlier), 0)], _now_ms())
