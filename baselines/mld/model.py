@@ -55,7 +55,8 @@ class MLDConfig(AutoencoderConfig):
     clean_prob: float = src(0.2, "MLD mmnist_mld.py: --d 0.2")
     score_steps: int = src(200 * EPOCH, "mmbench: 200 epochs (MLD trains 3000 on PolyMNIST)")
     score_lr: float = src(1e-4, "MLD mmnist_mld.py: lr 1e-4")
-    score_warmup_steps: int = src(0, "MLD: none (a constant lr); at lr 1e-3 the net needs one (docs/models.md)")
+    score_warmup_steps: int = src(0, "MLD: none (a constant lr); at lr 1e-3 the net needs one (docs/models.md)",
+                                  keyed_when_set=True)
     score_batch_size: int = src(256, "MLD mmnist_mld.py: batch_size 256")
     score_ema_decay: float = src(0.999, "MLD MLD.py: EMA(score, decay=0.999), sampled from (use_ema=True)")
     sampler: str = src("euler", "MLD: Euler-Maruyama (PROTOCOL.md §2)")
