@@ -296,6 +296,16 @@ def test_a_run_left_running_by_a_dead_process_is_called_so_not_running():
     assert absent["sbm-vae"][0].detail == "running since 1970-01-01 00:00 UTC"  # another machine's: unknowable here
 
 
+def test_an_unfinished_attempt_of_settings_the_budget_no_longer_gives_is_not_called_resumable():
+    suite_budget = Budget("quick", "test", seeds=(0,))
+    old = _run("mvae", {}, seed=0, status="KILLED", start=3, tags={"error": "stopped"})
+    why = "made with other settings than the budget gives the row today (model/lr: 0.001 in the run, 0.0003 now)"
+    absent = absences(SUITE, suite_budget, [old], [], {old.run_id: why})
+    assert absent["mvae"][0] == Absence(NO_RUN, f"its last attempt (killed) was {why}; a rerun measures it at "
+                                        "today's settings", old.run_id)
+    assert "resumes" in absences(SUITE, suite_budget, [old], [])["mvae"][0].detail  # of today's settings
+
+
 def test_missing_rows_are_listed_with_their_reason_and_never_a_zero(tmp_path):
     from mmbench.report import ReportFiles
 

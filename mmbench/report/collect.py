@@ -100,7 +100,8 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
     chosen, ignored = _choose(suite, current)
     for reason in stale.values():
         ignored[reason] = ignored.get(reason, 0) + 1
-    absent = absences(suite, budget, attempts, chosen, stale)
+    _, stale_attempts = current_settings(suite, budget, [r for r in attempts if r.status != tracking.FINISHED])
+    absent = absences(suite, budget, attempts, chosen, {**stale, **stale_attempts})
     if not chosen:
         others = store.budgets(experiment)
         raise NoRuns(
@@ -188,7 +189,8 @@ def _shown(values: dict[str, Any], key: str) -> str:
 def absences(suite: Suite, budget: Budget, attempts: list[tracking.RunRecord],
              chosen: list[tracking.RunRecord], stale: dict[str, str] | None = None) -> dict[str, dict[int, Absence]]:
     """Every (row, budget seed) without a chosen finished run, with the state of its latest attempt (a
-    finished run made with settings the budget no longer gives counts as one: ``stale`` run id -> why)."""
+    finished run made with settings the budget no longer gives counts as one; ``stale``: run id -> why, for
+    such finished runs and unfinished attempts, which a rerun does not resume)."""
     finished = {(r.tags[Tag.VARIANT], _seed(r)) for r in chosen}
     stale = stale or {}
     latest: dict[tuple[str, int], tracking.RunRecord] = {}
@@ -207,7 +209,8 @@ def _absence(attempt: tracking.RunRecord | None, stale: dict[str, str]) -> Absen
     if attempt is None:
         return Absence(NO_RUN)
     if attempt.run_id in stale:
-        return Absence(NO_RUN, f"its last finished run was {stale[attempt.run_id]}; a rerun measures it at today's "
+        last = "finished run" if attempt.status == tracking.FINISHED else f"attempt ({attempt.status.lower()})"
+        return Absence(NO_RUN, f"its last {last} was {stale[attempt.run_id]}; a rerun measures it at today's "
                        "settings", attempt.run_id)
     error = attempt.tags.get(Tag.ERROR, "")
     if attempt.status == tracking.FAILED:
