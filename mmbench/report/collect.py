@@ -96,12 +96,12 @@ def collect(suite: Suite, budget: Budget, tracking_uri: str | None = None) -> Co
         raise NoRuns(f"the store {store.uri} has no experiment for suite {suite.name!r}; run it first")
     attempts = store.job_runs(experiment, budget.name)
     suite = with_rows_of_runs(suite, attempts)  # rows users added (`--models mine`, `mmbench eval`)
-    current, stale = current_settings(suite, budget, [r for r in attempts if r.status == tracking.FINISHED])
-    chosen, ignored = _choose(suite, current)
-    for reason in stale.values():
-        ignored[reason] = ignored.get(reason, 0) + 1
-    _, stale_attempts = current_settings(suite, budget, [r for r in attempts if r.status != tracking.FINISHED])
-    absent = absences(suite, budget, attempts, chosen, {**stale, **stale_attempts})
+    current, stale = current_settings(suite, budget, attempts)
+    chosen, ignored = _choose(suite, [r for r in current if r.status == tracking.FINISHED])
+    for run in attempts:
+        if run.status == tracking.FINISHED and run.run_id in stale:
+            ignored[stale[run.run_id]] = ignored.get(stale[run.run_id], 0) + 1
+    absent = absences(suite, budget, attempts, chosen, stale)
     if not chosen:
         others = store.budgets(experiment)
         raise NoRuns(
