@@ -114,10 +114,14 @@ _H = 3600.0
 # or two other jobs): unimodal VAE 0.106 s per step, default score UNet 0.521 s (the lean one 0.255), MVAE 2.02 s
 _AE = Reference(0.106, modalities=1, source="unimodal VAE/RAE 0.106 s per step (bench_coherence clock median)")
 _SCORE = Reference(0.521, width=None, source="score stage 0.521 s per UNet step at batch 64, dim 64 (clock median)")
+# MLD's score net is an MLP (width 768 at quick), not the UNet: the median of its record's step clock (2026-12-02, lr
+# 3e-4, 12,000 steps on quick's cached latents, one thread beside two to three jobs); the old row's 0.64 s ran at load 4
+_MLD_SCORE = Reference(0.298, width=None, source="MLD score MLP 0.298 s per step at batch 64 (bench_coherence clock median)")
 COST_MODEL: dict[tuple[str, str], Reference] = {
     # docs/harness.md, "What a quick run costs on this CPU" (polymnist10 quick: width 0.25, batch 64, 10 modalities)
     **{(m, "ae"): _AE for m in ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mld")},
-    **{(m, "score"): _SCORE for m in ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t", "mld")},
+    **{(m, "score"): _SCORE for m in ("sbm-vae", "sbm-rae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t", "sbm-rae-t")},
+    ("mld", "score"): _MLD_SCORE,
     # the trainer's clock over 60 steps at polymnist10 quick's settings (2000 train tuples, one thread, the 2-core machine
     # shared with two other jobs; 2026-12-01): the -C rows' pairwise energy MLP (on cached latents, so no conv width)
     # and the -T rows' contrastive encoders (one per modality, at aux_width = width)
