@@ -21,8 +21,9 @@ re-measured, the training clock restored to the checkpoint's step within ``--log
 model already at its target or cap is reported without training. The hash leaves out the last stage's step
 cap when that stage's rate is constant, so a rerun with a larger ``--max-steps`` extends a record from its
 last checkpoint (folders named before 2026-12-02 hash the cap too and cannot be extended). With ``--artifacts`` the finished
-autoencoder stages are stored by their reuse key and shared by every model (and by ``mmbench run``, when
-it is the harness's store, ``$MMBENCH_HOME/artifacts``, and the settings match a budget's).
+earlier stages (the autoencoders) are stored by their reuse key and shared by every model (and by ``mmbench run``,
+when it is the harness's store, ``$MMBENCH_HOME/artifacts``, and the settings match a budget's); the measured
+last stage is always trained here, never loaded from the store nor written to it (``RecordStore``).
 
 ``--set FIELD=VALUE`` (repeatable; VALUE a Python literal, strings quoted) overrides a config field of
 every measured model after the scale's fields, e.g. ``--set cross_targets=2`` for MMVAE's sub-sampled
@@ -192,6 +193,26 @@ def state_key(name: str, settings: dict, model, state: str | None) -> dict:
     return {**settings, "overrides": overrides}
 
 
+class RecordStore(ArtifactStore):
+    """The artifact store as a record uses it: the earlier stages shared both ways, the measured last stage
+    neither loaded nor stored. A record is the curve of training that stage here; loaded from a run's store
+    (the same reuse key as a `quick` job's), it would train nothing and measure nothing."""
+
+    def __init__(self, root: Path, measured_key: str | None) -> None:
+        super().__init__(root)
+        self.measured_key = measured_key
+
+    def has(self, key: str) -> bool:
+        return key != self.measured_key and super().has(key)
+
+    def load(self, key: str, map_location: str | torch.device = "cpu") -> tuple[dict, dict] | None:
+        return None if key == self.measured_key else super().load(key, map_location)
+
+    def save(self, key: str, state_dict: dict, meta: dict) -> Path:
+        """Stores every stage but the measured one (its path is returned, nothing written)."""
+        return self.path(key) if key == self.measured_key else super().save(key, state_dict, meta)
+
+
 def measure(name: str, args: argparse.Namespace, train, test, classifier, store: ArtifactStore, say) -> Trace:
     scale = Scale(width=args.width, steps=args.steps, batch_size=args.batch_size, sampler_steps=args.sampler_steps,
                   score_width=args.score_width)
@@ -200,6 +221,7 @@ def measure(name: str, args: argparse.Namespace, train, test, classifier, store:
     model = registry.build(name, train.modalities, overrides)
     settings = state_key(name, run_settings(name, overrides, args, train.data_hash), model, args.state)
     say(f"{name}: {json.dumps(overrides, sort_keys=True)}")
+    store = RecordStore(store.root, model.stages()[-1].reuse_key)
     with _workdir(args.state, f"{name}-{config_hash(settings, length=12)}") as workdir:
         options = TrainerOptions(workdir=workdir, config_hash=config_hash(settings), quiet=True,
                                  log_every=args.log_every, artifacts=store, model_name=name,

@@ -32,6 +32,10 @@ register("mmvaeplus", "baselines.mmvaeplus.model:MMVAEPlus", "MMVAE+ (Palumbo et
 register("mld", "baselines.mld.model:MLD", "MLD (Bounoua et al. 2024): multi-time masked latent diffusion")
 register("supervised", "baselines.supervised.model:Supervised",
          "supervised reference (Wesego & Rooshenas 2024 Table 1): image -> attributes and mask, BCE-trained heads")
+register("majority", "baselines.floors.model:TrainingFrequencies",
+         "F1 floor: each attribute's and mask pixel's training-majority value, whatever is given", answer="majority")
+register("marginal", "baselines.floors.model:TrainingFrequencies",
+         "F1 floor: each attribute and mask pixel drawn at its training frequency, whatever is given", answer="draw")
 # The score-based multimodal autoencoder (Wesego & Rooshenas 2024) and its guidance variants.
 register("sbm-vae", "sbm.model:SBM", "SBM-VAE: unimodal VAEs tied by a latent score model", family="vae", guidance="none")
 register("sbm-rae", "sbm.model:SBM", "SBM-RAE: unimodal RAEs tied by a latent score model", family="rae", guidance="none")

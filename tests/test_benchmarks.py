@@ -103,6 +103,31 @@ def test_a_record_state_is_named_without_its_last_stage_step_cap(bench, tmp_path
     assert bench.state_key("mvtcae", settings[600], model, None) == keys[600]  # no --state: nothing to keep
 
 
+def test_a_record_trains_its_last_stage_even_when_a_run_stored_it(bench, patterns3, tmp_path):
+    """A run's store holds every stage of the model (a `quick` job trained it): the record loads the earlier
+    stages but trains the measured one itself, and leaves the run's copy of it alone."""
+    from mmbench import registry
+    from mmbench.training.artifacts import ArtifactStore
+    from mmbench.training.trainer import TrainerOptions, train_model
+
+    data = patterns3[0]
+
+    def train(store, workdir):
+        model = registry.build("sbm-vae", data.modalities, {**_TINY_SBM, "data_id": "d"})
+        options = TrainerOptions(workdir=workdir, config_hash="h", seed=0, quiet=True, model_name="sbm-vae",
+                                 artifacts=store)
+        return model, {r.name: r.reused for r in train_model(model, data, None, options)}
+
+    root = tmp_path / "artifacts"
+    model, reused = train(ArtifactStore(root), tmp_path / "run")  # the run stores every stage
+    assert not any(reused.values())
+    last = model.stages()[-1]
+    stored = (root / f"{last.reuse_key}.pt").read_bytes()
+    _, reused = train(bench.RecordStore(root, last.reuse_key), tmp_path / "record")
+    assert reused == {**{name: True for name in reused if name != last.name}, last.name: False}
+    assert (root / f"{last.reuse_key}.pt").read_bytes() == stored
+
+
 # --- benchmarks/bench_sampler_quality.py: loads trained stages, never trains, prints its table -------------
 @pytest.fixture(scope="module")
 def quality():

@@ -89,6 +89,20 @@ def test_best_follows_each_keys_direction():
     assert Aggregate(_collected(values=tied, skipped={})).best("coherence/loo/mean") == {"alpha", "beta_model"}
 
 
+def test_an_unranked_row_is_never_best_and_says_why():
+    """``Suite.unranked`` (the F1 floors): its rows keep their values but the best is chosen among the others."""
+    import dataclasses
+
+    agg = Aggregate(_collected(dataclasses.replace(SUITE, unranked=frozenset({"beta_model"}))))
+    assert agg.best("coherence/loo/mean") == {"alpha"}  # 0.6, below beta_model's 0.775
+    assert agg.best("fid/loo/mean") == set()  # alpha is the only ranked row with a FID
+    assert agg.cell("beta_model", "coherence/loo/mean").mean == pytest.approx(0.775)
+    table = tbl.build_table(tbl.TABLES["conditional"], agg)
+    assert table.row_notes == {"beta_model": tbl.UNRANKED_NOTE}
+    md = tbl.to_markdown(table, agg)
+    assert "**" not in next(line for line in md.splitlines() if line.startswith("| beta_model"))
+
+
 def test_missing_cells_carry_reasons_never_zero():
     agg = Aggregate(_collected())
     assert agg.cell("gamma", "fid/loo/mean").reason == "Dummy cannot do FID here (test reason)"

@@ -74,11 +74,13 @@ class Aggregate:
         return self.collected.directions.get(key)
 
     def best(self, key: str, variants: Sequence[str] | None = None) -> set[str]:
-        """Rows with the best mean for ``key`` (ties, up to float rounding, included) among the rows whose value
-        is not degenerate; empty without a direction or with fewer than two such rows."""
+        """Rows with the best mean for ``key`` (ties, up to float rounding, included) among the ranked rows (not
+        the suite's ``unranked`` ones) whose value is not degenerate; empty without a direction or with fewer
+        than two such rows."""
         direction = self.direction(key)
         rows = variants if variants is not None else self.variants
-        cells = {v: self.cell(v, key) for v in rows if self.degenerate(v, key) is None}
+        unranked = self.collected.suite.unranked
+        cells = {v: self.cell(v, key) for v in rows if v not in unranked and self.degenerate(v, key) is None}
         means = {v: c.mean for v, c in cells.items() if c.mean is not None and not math.isnan(c.mean)}
         if direction is None or len(means) < 2:
             return set()

@@ -146,11 +146,15 @@ def build_table(spec: TableSpec, agg: Aggregate) -> RenderedTable:
     return RenderedTable(spec, rows, cells, keys, best, notes, flags, _row_notes(rows, models, agg, notes))
 
 
+UNRANKED_NOTE = "a reference row, shown for comparison and never marked best (docs/models.md, 'The F1 floors')"
+
+
 def _row_notes(rows: list[str], models: dict[str, str], agg: Aggregate, footnotes: dict[str, int]) -> dict[str, str]:
-    """Each row whose model the budget has a note on (``Budget.model_notes``) -> that note, numbered in
-    ``footnotes`` after the cells' notes."""
-    budget = agg.collected.budget
-    out = {row: note for row in rows if (note := budget.note_of(models.get(row, row))) is not None}
+    """Each row whose model the budget has a note on (``Budget.model_notes``), or that the suite leaves
+    unranked, -> that note, numbered in ``footnotes`` after the cells' notes."""
+    budget, unranked = agg.collected.budget, agg.collected.suite.unranked
+    out = {row: note for row in rows
+           if (note := budget.note_of(models.get(row, row)) or (UNRANKED_NOTE if row in unranked else None)) is not None}
     for note in out.values():
         footnotes.setdefault(note, len(footnotes) + 1)
     return out

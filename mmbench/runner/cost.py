@@ -130,6 +130,9 @@ COST_MODEL: dict[tuple[str, str], Reference] = {
        for m in ("sbm-vae-c", "sbm-rae-c")},
     **{(m, "aux"): Reference(0.49, source="contrastive encoders 0.49 s per step at batch 64 (trainer clock)")
        for m in ("sbm-vae-t", "sbm-rae-t")},
+    # the F1 floors count the train split in their stage's prepare and take no optimiser step
+    **{(m, "frequency"): Reference(0.0, width=None, modality_power=0, source="counted, no optimiser steps")
+       for m in ("majority", "marginal")},
     ("mvae", "joint"): Reference(2.02, source="MVAE 2.02 s per step (bench_coherence clock median)"),
     ("mopoe", "joint"): Reference(3.4 * _H / 6750, source="MoPoE 3.4 h per 6,750 steps"),
     ("mvtcae", "joint"): Reference(0.5 * _H / 1500, source="MVTCAE 0.5 h per 1,500 steps"),

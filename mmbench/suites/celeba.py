@@ -29,8 +29,11 @@ from mmbench.suites.protocol import REIMPOSITION, SBM_MODELS, sbm_overrides
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant, overrides
 
 VERSION = "1"
-# "supervised": Table 1's reference row (image -> attributes and mask only; its other cells are skipped)
-ROWS = (*SBM_MODELS, "mopoe", "mvtcae", "mmvaeplus", "mld", "supervised")
+# "supervised": Table 1's reference row (image -> attributes and mask only; its other cells are skipped).
+# "majority", "marginal": the image-blind F1 floors (baselines/floors; not the paper's), shown unranked: what a
+# constant answer and an input-blind draw score, so that an F1 reads against them
+FLOORS = ("majority", "marginal")
+ROWS = (*SBM_MODELS, "mopoe", "mvtcae", "mmvaeplus", "mld", "supervised", *FLOORS)
 METRICS = ("f1", "coherence", "fid", "unconditional_fid", "fgsm")
 # quick's SBM rows: the lean UNet sampled by PC at 10 steps (as polymnist10's quick); on the twin neither the
 # net (F1 0.550 lean vs 0.552 default after 2400 score steps) nor the sampler (PC-10 0.550, PC-100 0.550, PC-10
@@ -104,6 +107,7 @@ CELEBA_TWIN = register_suite(Suite(
     tables=("conditional_attributes", "conditional", "unconditional", "robustness"),
     figures=("fig10",),
     default_budget="smoke",
+    unranked=frozenset(FLOORS),
 ))
 
 
@@ -114,7 +118,7 @@ CELEBA_TWIN = register_suite(Suite(
 TABLE10 = (("beta_max", 20.0), ("sampler_steps", 1000), ("energy_gamma", 2000 / 256), ("score_batch_size", 256))
 # F1 needs no classifier; FID on Inception-v3 (the twin's label classifiers do not exist for faces).
 # MMVAE+'s conv nets take 28 and 32 pixels only, so it is not a row at 128x128.
-CELEBA_ROWS = (*SBM_MODELS, "mopoe", "mvtcae", "mld", "supervised")
+CELEBA_ROWS = (*SBM_MODELS, "mopoe", "mvtcae", "mld", "supervised", *FLOORS)
 CELEBA_METRICS = ("f1", "fid", "unconditional_fid")
 INCEPTION = overrides(fid_extractor="inception-v3-compat", kid=False)
 
@@ -164,4 +168,5 @@ CELEBAMASKHQ = register_suite(Suite(
     tables=("conditional_attributes", "conditional", "unconditional"),
     figures=("fig10",),
     default_budget="quick",
+    unranked=frozenset(FLOORS),
 ))

@@ -156,7 +156,8 @@ class Suite:
     ``optional_metrics`` may be skipped for rows whose model lacks a capability the metric needs (the
     store records the skip with its reason); every other metric must be computable for every row.
     ``figures`` lists the report's figures this suite has the data for; ``findings`` the paper's claims
-    the report checks (names in ``mmbench.report.findings.FINDINGS``).
+    the report checks (names in ``mmbench.report.findings.FINDINGS``). ``unranked``: row labels the report
+    shows for comparison and never marks best (the image-blind F1 floors, ``baselines/floors``).
     """
 
     name: str
@@ -171,6 +172,7 @@ class Suite:
     tables: tuple[str, ...] = ("conditional", "unconditional")
     findings: tuple[str, ...] = ()
     default_budget: str = "quick"
+    unranked: frozenset[str] = frozenset()
 
     def budget(self, name: str) -> Budget:
         for budget in self.budgets:
