@@ -31,6 +31,7 @@ from mmbench.report.collect import (
 )
 from mmbench.report.degenerate import COLLAPSE_KEY, COLLAPSE_KL_NATS
 from mmbench.suites import get_suite, suite_names
+from mmbench.suites.celeba import CELEBA_FINDINGS
 from mmbench.suites.polymnist import PAPER_FINDINGS
 from mmbench.suites.spec import Budget, DatasetSpec, Suite, Variant
 
@@ -206,11 +207,42 @@ def test_findings_render_as_markdown_and_csv():
 
 def test_suites_name_known_findings():
     assert get_suite("polymnist10").findings == PAPER_FINDINGS
-    assert set(PAPER_FINDINGS) == set(fnd.FINDINGS)
+    assert get_suite("celeba-twin").findings == get_suite("celebamaskhq").findings == CELEBA_FINDINGS
+    assert set(PAPER_FINDINGS) | set(CELEBA_FINDINGS) == set(fnd.FINDINGS)
     for name in suite_names():
         assert all(fnd.get_finding(f) for f in get_suite(name).findings), name
     with pytest.raises(KeyError, match="sbm_best_unconditional_coherence"):
         fnd.get_finding("sbm_best_unconditional_coherenc")
+
+
+TWIN = Suite(
+    name="t-test", version="1", description="table 1 finding test", dataset=DatasetSpec("celeba-twin", "celeba-twin", 3),
+    variants=tuple(Variant(m, m) for m in ("sbm-vae-t", "sbm-rae-t", "sbm-rae", "mopoe", "supervised", "majority")),
+    metrics=("f1",), budgets=(Budget("quick", "test", seeds=(0,)),), findings=CELEBA_FINDINGS,
+    unranked=frozenset({"majority"}),
+)
+TWIN_LIKE = {"sbm-vae-t": 0.72, "sbm-rae-t": 0.724, "sbm-rae": 0.573, "mopoe": 0.713, "supervised": 0.762,
+             "majority": 0.8}  # a floor above every row (dense attributes) is no rival: it is unranked
+
+
+def _twin_verdict(values: dict[str, float]) -> fnd.Verdict:
+    key = fnd.ATTRIBUTES_GIVEN_IMAGE
+    runs = [tracking.RunRecord(f"{v}-0", "FINISHED", 0, None, {}, {key: x},
+                               {"variant": v, "seed": "0", "suite_version": "1", "model": v}, "")
+            for v, x in values.items()]
+    absent = {v: {0: Absence(NO_RUN)} for v in (x.label for x in TWIN.variants) if v not in values}
+    agg = Aggregate(Collected(TWIN, TWIN.budgets[0], "sqlite:///x.db", runs, _tidy(runs, TWIN), {}, {key: True}, {},
+                              absent))
+    return dict((f.name, v) for f, v in fnd.check_all(TWIN.findings, agg))["contrastive_best_attribute_f1"]
+
+
+def test_the_contrastive_rows_best_attribute_f1_leaves_out_the_reference_and_the_floors():
+    verdict = _twin_verdict(TWIN_LIKE)
+    assert verdict.status == fnd.HOLDS  # supervised 0.762 and the floor 0.8 are above, and do not count
+    assert "lowest -T row sbm-vae-t 0.720 vs best other generative row mopoe 0.713" in verdict.evidence
+    assert _twin_verdict({**TWIN_LIKE, "mopoe": 0.721}).status == fnd.FAILS  # above SBM-VAE-T's 0.720
+    unchecked = _twin_verdict({k: v for k, v in TWIN_LIKE.items() if not k.endswith("-t")})
+    assert unchecked.status == fnd.UNCHECKED and "sbm-vae-t" in unchecked.absent_rows
 
 
 # ------------------------------------------------------------------------------------ degenerate values
