@@ -187,9 +187,11 @@ def test_a_new_model_is_sized_by_every_budget_without_touching_the_harness(new_m
 
 def test_quicks_capped_rows_carry_their_cap_in_a_note():
     quick = get_suite("polymnist10").budget("quick")
-    assert quick.notes_for(["mvae", "mmvae", "mmvaeplus"]) == {
-        "mmvae": cap_note(800), "mmvaeplus": cap_note(1250)}
-    assert "cap of 800 steps" in cap_note(800)
+    assert quick.notes_for(["mvae", "mmvae", "mmvaeplus", "mld"]) == {
+        "mmvae": cap_note(800), "mmvaeplus": cap_note(1250), "mld": cap_note(36000, "score ")}
+    assert "cap of 800 steps" in cap_note(800) and "cap of 36,000 score steps" in cap_note(36000, "score ")
+    assert set(quick.capped) == {"mmvae", "mmvaeplus", "mld"}
+    assert quick.overrides_of("mld")["score_steps"] == 36000  # MLD's cap is on its last stage, the score net
     # the guided rows carry the measured fact that their energy learns no coherence at this budget
     guided = quick.notes_for(["sbm-vae", "sbm-vae-c", "sbm-rae-c", "sbm-vae-t"])
     assert list(guided) == ["sbm-vae-c", "sbm-rae-c"] and all("AUC 0.50" in n for n in guided.values())
