@@ -1,10 +1,11 @@
 """The findings check: each qualitative claim of a paper, computed from the store at the report's budget.
 
 Wesego & Rooshenas 2024 (TMLR) §4.1 make five claims about Extended PolyMNIST that a table alone does not
-check (``../shared/PROTOCOL.md`` §4), and Table 1 one about CelebAMask-HQ (the contrastive rows' attribute F1). Each is a :class:`Finding`: the claim, where the paper makes it, the
-metric keys it reads, the rule that decides it in words, and a check that returns a :class:`Verdict` —
-``holds``, ``does not hold`` or ``cannot be checked`` — with the numbers behind it and the (row, key)
-values it lacked. Rules (all on means over seeds; no significance test: the evidence shows the gaps):
+check (``../shared/PROTOCOL.md`` §4), and Table 1 one about CelebAMask-HQ (the contrastive rows' attribute
+F1). Each is a :class:`Finding`: the claim, where the paper makes it, the metric keys it reads, the rule
+that decides it in words, and a check that returns a :class:`Verdict` — ``holds``, ``does not hold`` or
+``cannot be checked`` — with the numbers behind it and the (row, key) values it lacked. Rules (all on means
+over seeds; no significance test: the evidence shows the gaps):
 
 - a comparison between groups of rows uses the rows that have the values and lists the others; it cannot
   be checked while a group has no such row;
