@@ -277,6 +277,49 @@ def test_finished_jobs_are_compared_with_the_cost_model_over_the_jobs_measured_i
     assert model_check(costs[2:], modelled) is None and model_check([], modelled) is None
 
 
+def test_cpu_time_is_compared_with_the_cost_model_of_what_the_job_itself_ran():
+    """The dry run's CPU check: every attempt's CPU time (unknown parts mean no figure), against the cost model's
+    price of the stages the run trained and its evaluation (a stage it loaded is not its cost)."""
+    from types import SimpleNamespace
+
+    from mmbench.records import Metric, Tag
+    from mmbench.runner.attempts import total_cpu_seconds
+    from mmbench.runner.cost import COST_MODEL_SOURCE, JobCost, JobEstimate, Part
+    from mmbench.runner.dryrun import CpuUse, cpu_against_model, cpu_use, model_check
+    from mmbench.tracking import RunRecord
+
+    cpu, attempts, earlier = Metric.JOB_CPU_SECONDS, Metric.ATTEMPTS, Metric.EARLIER_CPU_SECONDS
+    assert total_cpu_seconds({cpu: 60.0}, resumed=False) == 60.0
+    assert total_cpu_seconds({cpu: 60.0, attempts: 3.0, earlier: 30.0}, resumed=True) == 90.0
+    assert total_cpu_seconds({cpu: 60.0}, resumed=True) is None  # resumed before earlier attempts were counted
+    assert total_cpu_seconds({cpu: 60.0, attempts: 2.0}, resumed=True) is None
+    assert total_cpu_seconds({attempts: 1.0}, resumed=False) is None  # before the CPU metric
+
+    def run(metrics, resumed=False):
+        tags = {Tag.RESUMED_FROM: "r0"} if resumed else {}
+        return RunRecord("r", "FINISHED", 0, None, {}, metrics, tags, "")
+
+    loaded = {cpu: 60.0, "stage/ae/m0/reused": 1.0, "stage/score/reused": 0.0}
+    assert cpu_use(run(loaded)) == CpuUse(60.0, frozenset({"ae/m0"}))
+    assert cpu_use(run({**loaded, attempts: 2.0, earlier: 9.0}, resumed=True)) is None  # whose CPU was it?
+    assert cpu_use(run({cpu: 60.0, attempts: 2.0, earlier: 9.0, "stage/score/reused": 0.0}, resumed=True)) == \
+        CpuUse(69.0, frozenset())
+
+    def modelled(job_id, *parts):
+        return JobCost(SimpleNamespace(job_id=job_id), [], [], JobEstimate(parts), 10, 0)
+
+    costs = [modelled("a", Part("ae/m0", 100.0, COST_MODEL_SOURCE), Part("score", 20.0, COST_MODEL_SOURCE),
+                      Part("eval", 40.0, COST_MODEL_SOURCE)),
+             modelled("b", Part("joint", None, COST_MODEL_SOURCE)),  # unpriced: left out
+             modelled("c", Part("joint", 30.0, COST_MODEL_SOURCE))]  # no CPU figure: left out
+    uses = {"a": CpuUse(66.0, frozenset({"ae/m0"})), "b": CpuUse(5.0, frozenset())}
+    pairs = cpu_against_model(uses, costs)
+    assert pairs == {"a": (66.0, 60.0)}  # the loaded autoencoder's 100 s are not the job's
+    text = model_check([modelled("a", Part("ae/m0", 1.0, COST_MODEL_SOURCE))], {"a": 160.0}, pairs)
+    assert text == "finished jobs against the cost model: CPU time of the 1 job(s) that logged all of it: " \
+                   "1m06s of CPU, 1m00s estimated (×1.10)"
+
+
 def test_the_cost_model_prices_every_stage_and_evaluation_of_polymnist10_quick():
     """A fresh user's dry run of the main suite has no unknown part (each stage kind of every row is in
     COST_MODEL: the -C rows' energy model and the -T rows' contrastive encoders included)."""

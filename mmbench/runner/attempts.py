@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mmbench.atomic import write_json
+from mmbench.records import Metric
 
 HEARTBEAT_S = 60.0
 FILE_NAME = "attempts.json"
@@ -107,3 +108,17 @@ class AttemptClock:
         if self._thread is not None:
             self._thread.join()
         self.beat()
+
+
+def total_cpu_seconds(metrics: Mapping[str, float], resumed: bool) -> float | None:
+    """The CPU time of every attempt of a finished job's run, from what it logged: its own
+    (``job/cpu_seconds``) plus its earlier attempts' (``job/earlier_attempts_cpu_seconds``); None when a part is
+    unknown (a run that predates the CPU metric, or one resumed before earlier attempts were counted)."""
+    own = metrics.get(Metric.JOB_CPU_SECONDS)
+    attempts = metrics.get(Metric.ATTEMPTS)
+    if own is None or (resumed and attempts is None):
+        return None
+    if attempts is None or attempts <= 1:
+        return own
+    earlier = metrics.get(Metric.EARLIER_CPU_SECONDS)
+    return None if earlier is None else own + earlier

@@ -10,9 +10,12 @@ sample times earlier runs measured in the store, else the documented cost model
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mmbench import tracking
+from mmbench.records import Tag
 from mmbench.runner import cost as cost_mod
+from mmbench.runner.attempts import total_cpu_seconds
 from mmbench.runner.cost import JobCost, Measurements, evaluation_generation, format_seconds, job_costs
 from mmbench.runner.parallel import job_threads
 from mmbench.runner.plan import Job
@@ -20,7 +23,7 @@ from mmbench.runner.prepare import RunOptions, prepare, resolve
 from mmbench.suites.spec import Suite
 
 Say = Callable[[str], None]
-__all__ = ["JobCost", "dry_run", "evaluation_generation", "job_costs", "stage_summary", "store_facts"]
+__all__ = ["CpuUse", "JobCost", "cpu_against_model", "cpu_use", "dry_run", "evaluation_generation", "job_costs", "stage_summary", "store_facts"]
 
 
 def _plan_costs(jobs: list[Job], finished: set[str], measured: Measurements, where: cost_mod.Where) -> list[JobCost]:
@@ -36,17 +39,19 @@ def dry_run(suite: Suite | str, options: RunOptions, say: Say = print) -> list[J
     """Print the jobs a run would execute (or skip) and what they cost; returns the costs."""
     suite, budget = resolve(suite, options)
     plan = prepare(suite, budget, options, say, provisional_ok=True)
-    finished, measured = store_facts(options.tracking_uri, suite.name, budget.name)
+    finished, measured, cpu = store_facts(options.tracking_uri, suite.name, budget.name)
     where = cost_mod.where(options.device, job_threads(options.threads, options.n_jobs, options.backend))
     costs = _plan_costs(plan.jobs, finished, measured, where)
-    modelled = {c.job.job_id: c.estimate.seconds for c in job_costs(plan.jobs, Measurements.empty(), where)}
+    model_costs = job_costs(plan.jobs, Measurements.empty(), where)
+    modelled = {c.job.job_id: c.estimate.seconds for c in model_costs}
     say(f"{suite.name} v{suite.version}, budget {budget.name} ({budget.status}): {len(plan.jobs)} jobs; "
         f"classifiers {plan.classifiers.eval_name}, {plan.classifiers.substitute_name}; "
         f"times for {where[0]}, {where[1]} torch thread(s) per job")
     for cost in costs:
         _say_job(cost, finished, say, modelled.get(cost.job.job_id))
     _say_total([c for c in costs if c.job.job_id not in finished], options.n_jobs, say)
-    if (checked := model_check([c for c in costs if c.job.job_id in finished], modelled)) is not None:
+    checked = model_check([c for c in costs if c.job.job_id in finished], modelled, cpu_against_model(cpu, model_costs))
+    if checked is not None:
         say(checked)
     _say_other_places(costs, measured, where, say)
     return costs
@@ -61,22 +66,56 @@ def _say_other_places(costs: list[JobCost], measured: Measurements, where: cost_
             "(and --n-jobs) is priced from them")
 
 
-def store_facts(uri: str | None, suite: str, budget: str) -> tuple[set[str], Measurements]:
-    """Finished job ids at this budget, and the costs measured by the suite's finished runs (any budget),
-    if the store exists. Never creates the store or the experiment."""
+def store_facts(uri: str | None, suite: str, budget: str) -> tuple[set[str], Measurements, dict[str, float]]:
+    """Finished job ids at this budget, the costs measured by the suite's finished runs (any budget), and the
+    CPU time of the finished jobs at this budget that logged all of theirs (:func:`total_cpu_seconds`), if the
+    store exists. Never creates the store or the experiment."""
     store = tracking.Store(uri)
     db = tracking.sqlite_path(store.uri)
     if db is not None and not db.exists():
-        return set(), Measurements.empty()
+        return set(), Measurements.empty(), {}
     try:
         tracking.check_reachable(store.uri, write=False)  # a dry run writes nothing
         experiment = store.experiment_id(suite, create=False)
     except tracking.TrackingError:
-        return set(), Measurements.empty()
+        return set(), Measurements.empty(), {}
     if experiment is None:
-        return set(), Measurements.empty()
-    measured = Measurements.from_runs(store.job_runs(experiment, None, status=tracking.FINISHED))
-    return set(store.finished_jobs(experiment, budget)), measured
+        return set(), Measurements.empty(), {}
+    runs = store.job_runs(experiment, None, status=tracking.FINISHED)
+    latest = store.finished_jobs(experiment, budget)  # job id -> its latest finished run
+    cpu = {job: use for run in runs
+           if latest.get(job := run.tags.get(Tag.JOB_ID, "")) == run.run_id and (use := cpu_use(run)) is not None}
+    return set(latest), Measurements.from_runs(runs), cpu
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """A finished job's CPU time over all its attempts, and the stages its run loaded instead of training."""
+
+    seconds: float
+    loaded: frozenset[str]
+
+
+def cpu_use(run: tracking.RunRecord) -> CpuUse | None:
+    """The run's :class:`CpuUse`, or None when its CPU time is not known in full, or when it resumed and loaded a
+    stage (trained by an earlier attempt, whose CPU it counts, or by another job, whose it does not: unknown)."""
+    resumed = Tag.RESUMED_FROM in run.tags
+    seconds = total_cpu_seconds(run.metrics, resumed)
+    loaded = frozenset(name for key, value in run.metrics.items()
+                       if value and (name := cost_mod.stage_of(key, "reused")) is not None)
+    return None if seconds is None or (resumed and loaded) else CpuUse(seconds, loaded)
+
+
+def cpu_against_model(cpu: dict[str, CpuUse], model_costs: list[JobCost]) -> dict[str, tuple[float, float]]:
+    """job id -> (its CPU time, the cost model's estimate of the stages it trained and its evaluation), for the
+    finished jobs whose CPU time is known and which the cost model prices in full."""
+    out = {}
+    for cost in model_costs:
+        use = cpu.get(cost.job.job_id)
+        parts = [p for p in cost.estimate.parts if use is not None and p.name not in use.loaded]
+        if use is not None and parts and all(p.seconds is not None for p in parts):
+            out[cost.job.job_id] = (use.seconds, sum(p.seconds or 0.0 for p in parts))
+    return out
 
 
 def stage_summary(cost: JobCost) -> str:
@@ -120,19 +159,28 @@ def _measured_seconds(cost: JobCost) -> float | None:
     return cost.estimate.seconds
 
 
-def model_check(finished: list[JobCost], modelled: dict[str, float | None]) -> str | None:
+def model_check(finished: list[JobCost], modelled: dict[str, float | None],
+                cpu: dict[str, tuple[float, float]] | None = None) -> str | None:
     """How the cost model's estimates compare with what the finished jobs measured, over the jobs with both:
-    ``finished jobs against the cost model: 2 jobs, 2h05m measured, 1h58m estimated (×1.06; per job ×0.98–×1.12)``.
-    None when no finished job has both."""
-    pairs = [(s, m) for c in finished
-             if (s := _measured_seconds(c)) is not None and (m := modelled.get(c.job.job_id))]
-    if not pairs:
-        return None
+    ``finished jobs against the cost model: 2 jobs, 2h05m measured, 1h58m estimated (×1.06; per job ×0.98–×1.12)``,
+    then the same for CPU time (``cpu``: job id -> (CPU seconds, estimate), :func:`cpu_against_model`): the cost
+    model prices a job on a core of its own, and wall time also counts other work sharing the machine.
+    None when no finished job has either."""
+    wall = [(s, m) for c in finished
+            if (s := _measured_seconds(c)) is not None and (m := modelled.get(c.job.job_id))]
+    used = [pair for c in finished if (pair := (cpu or {}).get(c.job.job_id)) is not None and pair[1] > 0]
+    parts = [f"{len(wall)} job(s), {_comparison(wall, 'measured')}"] if wall else []
+    if used:
+        parts.append(f"CPU time of the {len(used)} job(s) that logged all of it: {_comparison(used, 'of CPU')}")
+    return f"finished jobs against the cost model: {'; '.join(parts)}" if parts else None
+
+
+def _comparison(pairs: list[tuple[float, float]], what: str) -> str:
+    """``2h05m measured, 1h58m estimated (×1.06; per job ×0.98–×1.12)`` over (measured, estimated) pairs."""
     measured, estimated = sum(s for s, _ in pairs), sum(m for _, m in pairs)
     ratios = sorted(s / m for s, m in pairs)
     spread = f"; per job ×{ratios[0]:.2f}–×{ratios[-1]:.2f}" if len(ratios) > 1 else ""
-    return (f"finished jobs against the cost model: {len(pairs)} job(s), {format_seconds(measured)} measured, "
-            f"{format_seconds(estimated)} estimated (×{measured / estimated:.2f}{spread})")
+    return f"{format_seconds(measured)} {what}, {format_seconds(estimated)} estimated (×{measured / estimated:.2f}{spread})"
 
 
 def _generation(conditional: int | None, unconditional: int) -> str:
