@@ -256,3 +256,25 @@ def test_read_only_out_and_read_only_store_are_one_line(one_run, tmp_path):
         db.chmod(0o644)
     _one_line_error(result, f"the SQLite tracking store {db} is read-only", "chmod u+w")
     assert len(job_runs(one_run["uri"])) == 1
+
+
+def test_a_sigterm_whose_interrupt_was_dropped_still_stops_the_run():
+    """Python drops an exception raised inside a garbage-collection callback ("Exception ignored in ..."), and
+    code may catch it: the SIGTERM is remembered, so the job's finish line and the block's exit still raise."""
+    from mmbench.processes import raise_if_terminated, terminate_as_interrupt
+
+    def dropped_sigterm():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here; the except below stands for Python dropping it
+        except KeyboardInterrupt:
+            pass
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM received earlier"):
+        with terminate_as_interrupt():
+            dropped_sigterm()
+            with pytest.raises(KeyboardInterrupt, match="SIGTERM received earlier"):
+                raise_if_terminated()  # what a job checks before it calls itself finished
+    raise_if_terminated()  # outside the block: forgotten
+    with terminate_as_interrupt():  # no signal: nothing raised
+        raise_if_terminated()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench import tracking
+from mmbench.processes import raise_if_terminated
 from mmbench.records import (
     CHECKPOINT_SHA256,
     Artifact,
@@ -124,6 +125,7 @@ def _execute_claimed(job: Job, ctx: JobContext, previous_run: str | None, took_o
     try:
         with AttemptClock(Path(job.workdir), run_id, previous_run):
             _run(job, ctx, store, run_id)
+            raise_if_terminated()  # a SIGTERM whose interrupt Python dropped still stops the job here
     except TrainingStopped as exc:
         return _fail(store, run_id, job, start, tracking.KILLED, f"stopped: {exc}")
     except KeyboardInterrupt:
