@@ -83,6 +83,11 @@ class Tag:
     PROVENANCE_PREFIX = "provenance."  # provenance.<what a metric used> = its identity (weights sha256, ...)
 
 
+# what every number is scored against: runs that differ in one do not compare (another classifier reads the
+# same samples differently; other data are another test)
+SCORING_REFERENCES = (Tag.DATASET_HASH, Tag.CLASSIFIER_SHA256, Tag.SUBSTITUTE_SHA256, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS)
+
+
 def version_tags(versions: Mapping[str, str]) -> dict[str, str]:
     """``{"versions.torch": "2.x", ...}`` from ``{"torch": "2.x", ...}``."""
     return {f"{Tag.VERSIONS_PREFIX}{name}": version for name, version in versions.items()}

@@ -254,6 +254,42 @@ def test_provenance_names_the_stages_trained_with_other_code_than_their_run():
     assert "other code" not in provenance_markdown(provenance(collected))
 
 
+def test_runs_scored_against_different_references_are_named_in_every_rendering(tmp_path):
+    """Rows scored by another evaluation classifier (a retrained one, say) or on other data do not compare: the
+    provenance groups the runs by each reference they disagree on, a run without the tag counts as unrecorded,
+    and report.md and the page say so above the tables; runs that agree add nothing."""
+    from mmbench.report import ReportFiles, _index
+    from mmbench.report.html import Page, render_page
+    from mmbench.report.provenance import NOT_RECORDED, divergence_lines, provenance
+
+    collected = _collected()
+    for run in collected.runs:
+        run.tags.update({"classifier_sha256": "aaa", "dataset_hash": "d1", "fid_extractor": "mmbench-clf"})
+    assert provenance(collected)["divergent_references"] == {}
+    odd = [run for run in collected.runs if run.tags["variant"] == "beta_model"]
+    odd[0].tags["classifier_sha256"] = "bbb"
+    odd[1].tags.pop("dataset_hash")
+    prov = provenance(collected)
+    assert prov["divergent_references"] == {
+        "dataset_hash": {"d1": ["alpha seed 0", "alpha seed 1", "alpha seed 2", "beta_model seed 0", "gamma seed 0"],
+                         NOT_RECORDED: ["beta_model seed 1"]},
+        "classifier_sha256": {"aaa": ["alpha seed 0", "alpha seed 1", "alpha seed 2", "beta_model seed 1",
+                                      "gamma seed 0"],
+                              "bbb": ["beta_model seed 0"]},
+    }
+    lines = divergence_lines(prov["divergent_references"])
+    assert "classifier_sha256 = bbb: beta_model seed 0" in lines and len(lines) == 4
+    agg = Aggregate(collected)
+    text = _index(collected, agg, [], ReportFiles(tmp_path), "", None, lines)
+    assert "## Runs scored against different references" in text
+    assert "- classifier_sha256 = bbb: beta_model seed 0" in text and text.index("bbb") < text.index("## Tables")
+    page = render_page(Page(collected, agg, [], None, [], {}, {}, prov))
+    assert "id=divergent" in page and "classifier_sha256 = bbb: beta_model seed 0" in page
+    for run in odd:
+        run.tags.update({"classifier_sha256": "aaa", "dataset_hash": "d1"})
+    assert "id=divergent" not in render_page(Page(collected, agg, [], None, [], {}, {}, provenance(collected)))
+
+
 def test_a_budgets_note_on_a_model_marks_its_rows_in_every_rendering():
     """``Budget.model_notes``: the rows training that model carry a footnote after the cells' notes, in
     Markdown, LaTeX, CSV and HTML; the other rows carry none."""

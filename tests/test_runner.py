@@ -400,9 +400,15 @@ def test_failing_job_is_recorded_and_others_go_on_and_stages_are_shared(_isolate
     assert metrics["stage/ae/m0/reused"] == metrics["stage/ae/m1/reused"] == 1.0
     assert any("FAILED" in line and "boom" in line for line in lines)
     assert store.run(summary.parent_run_id).status == "FAILED"
-    # a rerun skips the finished jobs, not the failed one: it runs (and fails) again, from its failed attempt
+    # a rerun skips the finished jobs, not the failed one: it runs (and fails) again, from its failed attempt;
+    # a finished row scored by another classifier (retrained since, say) is named before the jobs run
+    ae = next(o for o in summary.outcomes if o.title == "ae seed 0")
+    assert not any("warning" in line for line in lines), lines
+    store.set_tags(ae.run_id, {"classifier_sha256": "another"})
     rerun, lines = _run("t-fail", _isolated_home)
     assert any("3 jobs, 2 already finished, 1 to run" in line for line in lines), lines
+    (warning,) = [line for line in lines if line.startswith("warning:")]
+    assert "classifier_sha256" in warning and "finished rows ae were scored against another" in warning
     assert [(o.title, o.status) for o in rerun.outcomes] == [("bad seed 0", "FAILED")]
     assert rerun.outcomes[0].run_id != bad.run_id
     assert set(rerun.skipped) == {o.job_id for o in summary.outcomes if o.status == "FINISHED"}

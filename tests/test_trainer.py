@@ -329,6 +329,52 @@ def test_cosine_schedule_and_warmup_follow_their_formulas():
         _make_scheduler(stage, opt)
 
 
+class Counted(MultimodalModel):
+    """One stage of 0 steps whose prepare pass sets a buffer to the mean pixel of m0 (nothing to optimise)."""
+
+    Config = TinyConfig
+
+    def __init__(self, modalities, config: TinyConfig) -> None:
+        super().__init__(modalities, config)
+        self.register_buffer("mean", torch.zeros(()))
+        self.prepared = 0
+
+    def count(self, batches) -> None:
+        total, n = 0.0, 0
+        for batch, _ in batches():
+            total, n = total + float(batch["m0"].sum()), n + batch["m0"].numel()
+        self.mean.fill_(total / n)
+        self.prepared += 1
+
+    def stages(self) -> list[Stage]:
+        return [Stage("count", self, self._no_loss, StageHParams(steps=self.config.steps, batch_size=8),
+                      prepare=self.count)]
+
+    def _no_loss(self, batch, labels):
+        raise AssertionError("a stage of 0 steps is never optimised")
+
+    def _sample_conditional(self, batch, given, targets):
+        raise NotImplementedError
+
+
+def test_a_stage_of_0_steps_needs_no_trainable_parameter_and_is_loaded_when_done(data, tmp_path):
+    """A counting stage (the F1 floors' kind) trains without an optimiser: its prepare pass is the stage, its
+    checkpoint holds the count and no optimiser state, and a rerun loads it instead of counting again. A stage
+    that is to take steps with nothing to optimise is refused, naming the stage."""
+    model = Counted(MODS, TinyConfig(steps=0))
+    (report,) = train_model(model, data, None, options(tmp_path))
+    expected = float(data.images["m0"].astype("float64").mean() / 255.0)
+    assert report.steps == 0 and not report.reused and model.prepared == 1
+    assert float(model.mean) == pytest.approx(expected, rel=1e-5)
+    state = ckpt.load_or_recover(tmp_path / "checkpoints" / "count.pt", "h1")
+    assert state is not None and state.done and state.optimizer is None and state.scheduler is None
+    again = Counted(MODS, TinyConfig(steps=0))
+    (report,) = train_model(again, data, None, options(tmp_path))
+    assert report.reused and again.prepared == 0 and float(again.mean) == float(model.mean)
+    with pytest.raises(ValueError, match="stage 'count' has no trainable parameters to take its 3 steps"):
+        train_model(Counted(MODS, TinyConfig(steps=3)), data, None, options(tmp_path / "other"))
+
+
 def test_only_the_current_stage_trains(data, tmp_path):
     model = build()
     head_stage = model.stages()[1]

@@ -64,9 +64,9 @@ class TrainingFrequencies(MultimodalModel):
             found = {m: s.kind for m, s in self.specs.items()}
             raise ValueError(f"the F1 floors answer attribute and mask modalities, and {found} has none; "
                              "use them on CelebA-shaped data (celebamaskhq, celeba-twin)")
-        # trainable only so that the trainer accepts the stage; its 0 steps leave the counts as they are
+        # counted by the stage's prepare pass, never optimised (the stage has 0 steps)
         self.frequency = nn.ParameterDict(
-            {m: nn.Parameter(torch.zeros(self.specs[m].shape)) for m in self.targets})
+            {m: nn.Parameter(torch.zeros(self.specs[m].shape), requires_grad=False) for m in self.targets})
 
     def answers(self, given: Subset, target: str) -> bool:
         """Any attribute or mask target, whatever is given."""

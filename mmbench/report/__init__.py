@@ -23,7 +23,7 @@ from mmbench.report import findings as fnd
 from mmbench.report import tables as tbl
 from mmbench.report.aggregate import Aggregate
 from mmbench.report.collect import Collected, collect
-from mmbench.report.provenance import provenance, provenance_markdown
+from mmbench.report.provenance import DIVERGENCE_NOTE, divergence_lines, provenance, provenance_markdown
 from mmbench.suites.spec import Budget, Suite
 
 Say = Callable[[str], None]
@@ -63,7 +63,8 @@ def build_report(suite: Suite, budget: Budget, tracking_uri: str | None = None, 
     atomic.write_json(result.folder / "provenance.json", prov)
     result.files.append(result.folder / "provenance.json")
     index = result.folder / "report.md"
-    atomic.write_text(index, _index(collected, agg, rendered, result, provenance_markdown(prov), findings_md))
+    divergent = divergence_lines(prov["divergent_references"])
+    atomic.write_text(index, _index(collected, agg, rendered, result, provenance_markdown(prov), findings_md, divergent))
     result.files.append(index)
     if "html" in formats:
         from mmbench.report import html
@@ -72,6 +73,8 @@ def build_report(suite: Suite, budget: Budget, tracking_uri: str | None = None, 
         atomic.write_text(page, html.render_page(html.Page(
             collected, agg, rendered, checked, _pictures(result), dict(result.missing), missing_rows(collected), prov)))
         result.files.append(page)
+    for line in divergent:
+        say(f"warning: not scored alike: {line}")
     for row, line in missing_rows(collected).items():
         say(f"missing: {row}: {line}")
     for item, reason in result.missing.items():
@@ -216,7 +219,7 @@ def _grid_modalities(collected: Collected, variant: str, run: tracking.RunRecord
 
 
 def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTable], result: ReportFiles,
-           prov_md: str, findings_md: str | None = None) -> str:
+           prov_md: str, findings_md: str | None = None, divergent: Sequence[str] = ()) -> str:
     suite, budget = collected.suite, collected.budget
     lines = [f"# {suite.name} v{suite.version} — budget {budget.name}", "", suite.description, ""]
     if not budget.ranks:
@@ -228,6 +231,9 @@ def _index(collected: Collected, agg: Aggregate, rendered: list[tbl.RenderedTabl
         lines += ["## Missing rows", "", f"{len(missing)} of {len(collected.suite.variants)} rows lack a finished "
                   "run for some budget seed; their cells show \"—\", never a number:", ""]
         lines += [f"- {row}: {why}" for row, why in missing.items()] + [""]
+    if divergent:
+        lines += ["## Runs scored against different references", "", DIVERGENCE_NOTE, ""]
+        lines += [f"- {line}" for line in divergent] + [""]
     noted = budget.notes_for(v.model for v in suite.variants)
     if noted:
         lines += ["## Notes on rows", "", f"From the budget {budget.name!r} (each table marks these rows):", ""]

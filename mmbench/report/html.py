@@ -19,6 +19,7 @@ from mmbench.report import tables as tbl
 from mmbench.report.aggregate import Aggregate, format_cell
 from mmbench.report.collect import Collected
 from mmbench.report.cost import HEADERS, NOTE, RunCost, cells, run_costs, totals
+from mmbench.report.provenance import DIVERGENCE_NOTE, divergence_lines
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -76,7 +77,7 @@ def render_page(page: Page) -> str:
     suite, budget = page.collected.suite, page.collected.budget
     title = f"{suite.name} v{suite.version} — budget {budget.name}"
     parts = [f"<h1>{escape(title)}</h1>", f"<p>{escape(suite.description)}</p>", _budget_note(page)]
-    parts += _missing_rows(page) + _row_notes(page)
+    parts += _missing_rows(page) + _divergent(page) + _row_notes(page)
     if page.findings is not None:
         parts += ["<h2 id=findings>Findings</h2>", findings_html(page.findings, budget.name, budget.ranks)]
     parts += ["<h2 id=tables>Tables</h2>",
@@ -110,6 +111,15 @@ def _missing_rows(page: Page) -> list[str]:
     return ["<h2 id=missing>Missing rows</h2>",
             f"<p>{len(page.missing_rows)} of {len(page.collected.suite.variants)} rows lack a finished run for some "
             "budget seed; their cells show “—”, never a number:</p>", f"<ul>{items}</ul>"]
+
+
+def _divergent(page: Page) -> list[str]:
+    lines = divergence_lines(page.provenance.get("divergent_references", {}))
+    if not lines:
+        return []
+    items = "".join(f"<li class=flag>{escape(line)}</li>" for line in lines)
+    return ["<h2 id=divergent>Runs scored against different references</h2>",
+            f"<p class=note>{escape(DIVERGENCE_NOTE)}</p>", f"<ul>{items}</ul>"]
 
 
 def _row_notes(page: Page) -> list[str]:

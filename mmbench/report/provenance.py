@@ -6,13 +6,15 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from mmbench.records import Tag, model_param, provenance_tag, versions_of
+from mmbench import tracking
+from mmbench.records import SCORING_REFERENCES, Tag, model_param, provenance_tag, versions_of
 from mmbench.report.collect import Collected
 
 SHARED_TAGS = (
     Tag.GIT_COMMIT, Tag.DATASET, Tag.DATASET_HASH, Tag.CLASSIFIER, Tag.CLASSIFIER_SHA256, Tag.SUBSTITUTE,
     Tag.SUBSTITUTE_SHA256, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS, provenance_tag("fid/extractor_weights_sha256"), Tag.DEVICE,
 )
+NOT_RECORDED = "(not recorded)"
 # model settings that change what a row's generated samples mean (shown per row when a run has them)
 GENERATION_FIELDS = ("conditional", "sampler", "sampler_steps", "corrector_steps", "reimpose", "energy_gamma",
                      "score_ema_decay")
@@ -28,6 +30,34 @@ def generation_settings(collected: Collected) -> dict[str, dict[str, str]]:
         if found:
             rows.setdefault(run.tags[Tag.VARIANT], found)
     return rows
+
+
+def divergent_references(collected: Collected) -> dict[str, dict[str, list[str]]]:
+    """Each scoring reference (:data:`SCORING_REFERENCES`) on which the report's runs disagree: tag -> value ->
+    the runs (``<row> seed <s>``) scored against it, values in first-seen order. A run without the tag, beside
+    runs that have it, counts as :data:`NOT_RECORDED`: nothing shows that it was scored alike."""
+    divergent: dict[str, dict[str, list[str]]] = {}
+    for tag in SCORING_REFERENCES:
+        groups: dict[str, list[str]] = {}
+        for run in collected.runs:
+            groups.setdefault(run.tags.get(tag, NOT_RECORDED), []).append(_run_label(run))
+        if len(groups) > 1:
+            divergent[tag] = groups
+    return divergent
+
+
+def _run_label(run: tracking.RunRecord) -> str:
+    return f"{run.tags[Tag.VARIANT]} seed {run.tags.get(Tag.SEED, '0')}"
+
+
+def divergence_lines(divergent: dict[str, dict[str, list[str]]]) -> list[str]:
+    """One line per reference and value: ``classifier_sha256 = f6a0…: sbm-vae seed 0, mld seed 0``."""
+    return [f"{tag} = {value}: {', '.join(runs)}" for tag, groups in divergent.items() for value, runs in groups.items()]
+
+
+DIVERGENCE_NOTE = ("These runs were not all scored against the same data, classifiers or feature extractor. "
+                   "Numbers from different groups below do not compare (the tables still set them side by side "
+                   "and mark a best across them); rerun the odd rows against the references of the others.")
 
 
 def stage_code(collected: Collected) -> dict[str, dict[str, list[str]]]:
@@ -46,7 +76,7 @@ def stage_code(collected: Collected) -> dict[str, dict[str, list[str]]]:
             stages = {"(all)": [f"unreadable {Tag.STAGE_CODE} tag"]}
         other = {name: versions or ["unknown"] for name, versions in stages.items() if versions != [commit]}
         if other:
-            runs[f"{run.tags[Tag.VARIANT]} seed {run.tags.get(Tag.SEED, '0')}"] = other
+            runs[_run_label(run)] = other
     return runs
 
 
@@ -68,7 +98,7 @@ def provenance(collected: Collected) -> dict[str, Any]:
         "budget_status": budget.status, "ranks": budget.ranks, "tracking_uri": collected.tracking_uri,
         "shared": {k: v for k, v in shared.items() if v}, "versions": versions, "runs": dict(runs),
         "ignored_runs": collected.ignored, "generation": generation_settings(collected),
-        "stage_code": stage_code(collected),
+        "stage_code": stage_code(collected), "divergent_references": divergent_references(collected),
     }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench import paths, tracking
-from mmbench.records import Artifact, Kind, Metric, Tag, flag, version_tags
+from mmbench.records import SCORING_REFERENCES, Artifact, Kind, Metric, Tag, flag, version_tags
 from mmbench.runner import data as data_mod
 from mmbench.runner.cost import (
     JobEstimate,
@@ -103,6 +103,8 @@ def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
     say(f"{suite.name} v{suite.version} budget {budget.name}: {len(jobs)} jobs, {len(skipped)} already finished, "
         f"{len(todo)} to run ({describe_backend(options.backend, options.n_jobs, options.scheduler)}); "
         f"store {store.uri}")
+    if todo:
+        _warn_other_references(store, experiment_id, budget, set(skipped.values()), classifier_tags, say)
     if not todo:  # a rerun with nothing to do leaves the store as it was: no empty parent run
         summary = RunSummary(suite.name, budget.name, store.uri, experiment_id, "", jobs, skipped)
         _say_summary(summary, budget, say)
@@ -113,6 +115,19 @@ def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
     _close_parent(store, parent, summary)
     _say_summary(summary, budget, say)
     return summary
+
+
+def _warn_other_references(store: tracking.Store, experiment_id: str, budget: Budget, finished: set[str],
+                           tags: dict[str, str], say: Say) -> None:
+    """Name the finished rows of the plan that were scored against other references than the jobs about to run
+    (:data:`SCORING_REFERENCES`: a retrained classifier, rebuilt data): the report will not compare them."""
+    runs = [r for r in store.job_runs(experiment_id, budget.name, tracking.FINISHED) if r.run_id in finished]
+    for tag in SCORING_REFERENCES:
+        now = tags.get(tag)
+        rows = sorted({r.tags.get(Tag.VARIANT, r.run_id) for r in runs if r.tags.get(tag) != now})
+        if now is not None and rows:
+            say(f"warning: {tag} of the jobs to run is {now}, but the finished rows {', '.join(rows)} were scored "
+                f"against another (or none recorded): the report will mark them as not comparable")
 
 
 def _plan_with_classifiers(suite: Suite, budget: Budget, options: RunOptions, say: Say) -> tuple[list[Job], dict[str, str]]:

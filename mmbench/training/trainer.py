@@ -195,11 +195,16 @@ def _only_stage_trainable(model: MultimodalModel, stage: Stage) -> Iterator[None
             m.train(mode)
 
 
-def _make_optimizer(stage: Stage) -> torch.optim.Optimizer:
+def _make_optimizer(stage: Stage) -> torch.optim.Optimizer | None:
+    """Adam over the stage's trainable parameters; None for a stage of 0 steps (its ``prepare`` pass, a count
+    or a fit, is all it does, so it needs no trainable parameter either)."""
     hp = stage.hparams
+    if hp.steps == 0:
+        return None
     params = stage.parameters()
     if not params:
-        raise ValueError(f"stage {stage.name!r} has no trainable parameters")
+        raise ValueError(f"stage {stage.name!r} has no trainable parameters to take its {hp.steps} steps with "
+                         "(a stage that only counts or fits in its prepare pass has steps=0)")
     return torch.optim.Adam(params, lr=hp.lr, amsgrad=hp.amsgrad, weight_decay=hp.weight_decay)
 
 
@@ -237,8 +242,8 @@ def batch_indices(n: int, batch_size: int, seed: int, stage_name: str, step: int
 @dataclass
 class _Loop:
     stage: Stage
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    optimizer: torch.optim.Optimizer | None  # None: a stage of 0 steps
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None
     scaler: torch.amp.GradScaler | None
     history: dict[str, list[float]]
     ema: ParameterEMA | None = None
@@ -276,9 +281,10 @@ def _train_stage(
 
 def _new_loop(stage: Stage, options: TrainerOptions) -> _Loop:
     optimizer = _make_optimizer(stage)
+    scheduler = None if optimizer is None else _make_scheduler(stage, optimizer)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(options.device, options.amp) else None
     ema = ParameterEMA(stage.module, stage.hparams.ema_decay) if stage.hparams.ema_decay else None
-    return _Loop(stage, optimizer, _make_scheduler(stage, optimizer), scaler, {}, ema)
+    return _Loop(stage, optimizer, scheduler, scaler, {}, ema)
 
 
 def _maybe_resume(loop: _Loop, path: Path, options: TrainerOptions) -> None:
@@ -286,9 +292,9 @@ def _maybe_resume(loop: _Loop, path: Path, options: TrainerOptions) -> None:
     if state is None:
         return
     loop.stage.module.load_state_dict(state.module)
-    if state.optimizer is not None:
+    if state.optimizer is not None and loop.optimizer is not None:
         loop.optimizer.load_state_dict(state.optimizer)
-    if state.scheduler is not None:
+    if state.scheduler is not None and loop.scheduler is not None:
         loop.scheduler.load_state_dict(state.scheduler)
     loop.step, loop.history, loop.code_versions = state.step, state.history, list(state.code_versions)
     if loop.ema is not None and state.ema is not None:
@@ -300,7 +306,8 @@ def _save(loop: _Loop, path: Path, options: TrainerOptions, done: bool) -> None:
     cpu, cuda = ckpt.rng_state()
     state = ckpt.TrainState(
         step=loop.step, done=done, module=_cpu_state(loop.stage.module),
-        optimizer=loop.optimizer.state_dict(), scheduler=loop.scheduler.state_dict(),
+        optimizer=None if loop.optimizer is None else loop.optimizer.state_dict(),
+        scheduler=None if loop.scheduler is None else loop.scheduler.state_dict(),
         rng_cpu=cpu, rng_cuda=cuda, history=loop.history, ema=None if loop.ema is None else loop.ema.state_dict(),
         code_versions=loop.code_versions,
     )
@@ -368,7 +375,8 @@ def _train_step(
     loop: _Loop, step_fn: Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]],
     batch: dict[str, Tensor], labels: Tensor, options: TrainerOptions, path: Path,
 ) -> dict[str, float]:
-    hp = loop.stage.hparams
+    hp, optimizer, scheduler = loop.stage.hparams, loop.optimizer, loop.scheduler
+    assert optimizer is not None and scheduler is not None, "a stage of 0 steps takes no step"
     with autocast(options.device, options.amp):
         out = step_fn(batch, labels)
     loss = out["loss"]
@@ -377,20 +385,20 @@ def _train_step(
             f"{options.model_name}: loss of stage {loop.stage.name!r} is {loss.item()} at step {loop.step}; "
             f"the last good checkpoint is kept at {path}. Lower the learning rate or check the data."
         )
-    loop.optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=True)
     if loop.scaler is not None:
         loop.scaler.scale(loss).backward()
-        loop.scaler.unscale_(loop.optimizer)
+        loop.scaler.unscale_(optimizer)
     else:
         loss.backward()
     if hp.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(loop.stage.parameters(), hp.grad_clip)
     if loop.scaler is not None:
-        loop.scaler.step(loop.optimizer)
+        loop.scaler.step(optimizer)
         loop.scaler.update()
     else:
-        loop.optimizer.step()
-    loop.scheduler.step()
+        optimizer.step()
+    scheduler.step()
     if loop.ema is not None:
         loop.ema.update(loop.stage.module)
     return {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
