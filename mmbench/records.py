@@ -67,9 +67,11 @@ class Tag:
     DATASET = "dataset"
     DATASET_HASH = "dataset_hash"
     CLASSIFIER = "classifier"
-    CLASSIFIER_SHA256 = "classifier_sha256"
+    CLASSIFIER_SHA256 = "classifier_sha256"  # of its file (whose meta holds times: a retrained copy differs)
+    CLASSIFIER_WEIGHTS = "classifier_weights_sha256"  # of its weights alone (classifiers.store.weights_sha256)
     SUBSTITUTE = "substitute"
     SUBSTITUTE_SHA256 = "substitute_sha256"
+    SUBSTITUTE_WEIGHTS = "substitute_weights_sha256"
     FID_WEIGHTS = "fid_weights"
     # the process that opened a RUNNING run (to tell an abandoned run from a live one)
     HOST = "mmbench.host"
@@ -83,9 +85,22 @@ class Tag:
     PROVENANCE_PREFIX = "provenance."  # provenance.<what a metric used> = its identity (weights sha256, ...)
 
 
-# what every number is scored against: runs that differ in one do not compare (another classifier reads the
-# same samples differently; other data are another test)
-SCORING_REFERENCES = (Tag.DATASET_HASH, Tag.CLASSIFIER_SHA256, Tag.SUBSTITUTE_SHA256, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS)
+FID_BY_EVAL_CLASSIFIER = "mmbench-clf"  # the FID extractor that is the evaluation classifier's penultimate layer
+
+
+def scoring_references(tags: Mapping[str, str]) -> dict[str, str]:
+    """What a run's numbers were scored against, as far as its tags say: the test data (their hash), the evaluation
+    classifier and the FGSM substitute (by the sha256 of their weights where the run recorded it, else of their
+    file), the FID extractor and, when that is not the evaluation classifier, its weights. Runs that differ in
+    one do not compare: another classifier reads the same samples differently, other data are another test."""
+    refs = {"dataset_hash": tags.get(Tag.DATASET_HASH)}
+    for role, weights, file in (("classifier", Tag.CLASSIFIER_WEIGHTS, Tag.CLASSIFIER_SHA256),
+                                ("substitute", Tag.SUBSTITUTE_WEIGHTS, Tag.SUBSTITUTE_SHA256)):
+        refs[role] = f"weights {tags[weights]}" if weights in tags else (f"file {tags[file]}" if file in tags else None)
+    refs["fid_extractor"] = tags.get(Tag.FID_EXTRACTOR)
+    if tags.get(Tag.FID_EXTRACTOR) != FID_BY_EVAL_CLASSIFIER:
+        refs["fid_weights"] = tags.get(Tag.FID_WEIGHTS)
+    return {name: value for name, value in refs.items() if value}
 
 
 def version_tags(versions: Mapping[str, str]) -> dict[str, str]:

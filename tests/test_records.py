@@ -179,3 +179,17 @@ def test_the_guard_finds_a_spelled_name():
         "['variant']", ".get('seed')", "read_json('skipped.json')", "{'kind': ...}", "{'error': ...}",
         "{'job_id': ...}",
     ])
+
+
+def test_scoring_references_know_a_classifier_by_its_weights_and_an_inception_fid_by_its_file():
+    """The evaluation classifier and the substitute count by their weights' sha256 where recorded, else by their
+    file's; the FID weights count only for an extractor other than the evaluation classifier (whose own identity
+    is already there); missing tags are left out."""
+    tags = {records.Tag.DATASET_HASH: "d", records.Tag.CLASSIFIER_SHA256: "f1", records.Tag.CLASSIFIER_WEIGHTS: "w1",
+            records.Tag.SUBSTITUTE_SHA256: "s1", records.Tag.FID_EXTRACTOR: "mmbench-clf",
+            records.Tag.FID_WEIGHTS: "polymnist10-eval sha256 f1"}
+    assert records.scoring_references(tags) == {"dataset_hash": "d", "classifier": "weights w1",
+                                                "substitute": "file s1", "fid_extractor": "mmbench-clf"}
+    tags.update({records.Tag.FID_EXTRACTOR: "inception-v3-compat", records.Tag.FID_WEIGHTS: "inception.pth sha256 i"})
+    assert records.scoring_references(tags)["fid_weights"] == "inception.pth sha256 i"
+    assert records.scoring_references({}) == {}

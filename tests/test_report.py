@@ -255,38 +255,43 @@ def test_provenance_names_the_stages_trained_with_other_code_than_their_run():
 
 
 def test_runs_scored_against_different_references_are_named_in_every_rendering(tmp_path):
-    """Rows scored by another evaluation classifier (a retrained one, say) or on other data do not compare: the
-    provenance groups the runs by each reference they disagree on, a run without the tag counts as unrecorded,
-    and report.md and the page say so above the tables; runs that agree add nothing."""
+    """Rows scored by a classifier with other weights or on other data do not compare: the provenance groups the runs
+    by each reference they disagree on (a run that does not record one counts as unrecorded), and report.md and the
+    page say so above the tables. A classifier is known by its weights where the run recorded them, so a retrained
+    copy with the same weights (its file differs: the meta holds times) adds nothing; runs that agree add nothing."""
     from mmbench.report import ReportFiles, _index
     from mmbench.report.html import Page, render_page
     from mmbench.report.provenance import NOT_RECORDED, divergence_lines, provenance
 
     collected = _collected()
-    for run in collected.runs:
-        run.tags.update({"classifier_sha256": "aaa", "dataset_hash": "d1", "fid_extractor": "mmbench-clf"})
+    for i, run in enumerate(collected.runs):
+        run.tags.update({"classifier_sha256": f"file{i}", "classifier_weights_sha256": "w1", "dataset_hash": "d1",
+                         "fid_extractor": "mmbench-clf", "fid_weights": f"clf sha256 file{i}"})
     assert provenance(collected)["divergent_references"] == {}
     odd = [run for run in collected.runs if run.tags["variant"] == "beta_model"]
-    odd[0].tags["classifier_sha256"] = "bbb"
+    odd[0].tags["classifier_weights_sha256"] = "w2"
     odd[1].tags.pop("dataset_hash")
     prov = provenance(collected)
     assert prov["divergent_references"] == {
         "dataset_hash": {"d1": ["alpha seed 0", "alpha seed 1", "alpha seed 2", "beta_model seed 0", "gamma seed 0"],
                          NOT_RECORDED: ["beta_model seed 1"]},
-        "classifier_sha256": {"aaa": ["alpha seed 0", "alpha seed 1", "alpha seed 2", "beta_model seed 1",
+        "classifier": {"weights w1": ["alpha seed 0", "alpha seed 1", "alpha seed 2", "beta_model seed 1",
                                       "gamma seed 0"],
-                              "bbb": ["beta_model seed 0"]},
+                       "weights w2": ["beta_model seed 0"]},
     }
     lines = divergence_lines(prov["divergent_references"])
-    assert "classifier_sha256 = bbb: beta_model seed 0" in lines and len(lines) == 4
+    assert "classifier = weights w2: beta_model seed 0" in lines and len(lines) == 4
     agg = Aggregate(collected)
     text = _index(collected, agg, [], ReportFiles(tmp_path), "", None, lines)
     assert "## Runs scored against different references" in text
-    assert "- classifier_sha256 = bbb: beta_model seed 0" in text and text.index("bbb") < text.index("## Tables")
+    assert "- classifier = weights w2: beta_model seed 0" in text and text.index("w2") < text.index("## Tables")
     page = render_page(Page(collected, agg, [], None, [], {}, {}, prov))
-    assert "id=divergent" in page and "classifier_sha256 = bbb: beta_model seed 0" in page
-    for run in odd:
-        run.tags.update({"classifier_sha256": "aaa", "dataset_hash": "d1"})
+    assert "id=divergent" in page and "classifier = weights w2: beta_model seed 0" in page
+    # a run that recorded only its classifier's file: not shown to be scored alike
+    odd[0].tags.pop("classifier_weights_sha256")
+    odd[1].tags["dataset_hash"] = "d1"
+    assert provenance(collected)["divergent_references"]["classifier"]["file file3"] == ["beta_model seed 0"]
+    odd[0].tags["classifier_weights_sha256"] = "w1"
     assert "id=divergent" not in render_page(Page(collected, agg, [], None, [], {}, {}, provenance(collected)))
 
 

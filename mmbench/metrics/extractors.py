@@ -20,10 +20,11 @@ from torch import Tensor
 
 from mmbench import paths
 from mmbench.hashing import sha256_file
+from mmbench.records import FID_BY_EVAL_CLASSIFIER
 from mmbench.seeding import seeded
 
 INCEPTION = "inception-v3-compat"
-CLASSIFIER = "mmbench-clf"
+CLASSIFIER = FID_BY_EVAL_CLASSIFIER
 EXTRACTORS = (CLASSIFIER, INCEPTION)
 INCEPTION_ENV = "MMBENCH_INCEPTION_WEIGHTS"
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")

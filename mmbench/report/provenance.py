@@ -7,12 +7,12 @@ from collections import defaultdict
 from typing import Any
 
 from mmbench import tracking
-from mmbench.records import SCORING_REFERENCES, Tag, model_param, provenance_tag, versions_of
+from mmbench.records import Tag, model_param, provenance_tag, scoring_references, versions_of
 from mmbench.report.collect import Collected
 
 SHARED_TAGS = (
-    Tag.GIT_COMMIT, Tag.DATASET, Tag.DATASET_HASH, Tag.CLASSIFIER, Tag.CLASSIFIER_SHA256, Tag.SUBSTITUTE,
-    Tag.SUBSTITUTE_SHA256, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS, provenance_tag("fid/extractor_weights_sha256"), Tag.DEVICE,
+    Tag.GIT_COMMIT, Tag.DATASET, Tag.DATASET_HASH, Tag.CLASSIFIER, Tag.CLASSIFIER_SHA256, Tag.CLASSIFIER_WEIGHTS,
+    Tag.SUBSTITUTE, Tag.SUBSTITUTE_SHA256, Tag.SUBSTITUTE_WEIGHTS, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS, provenance_tag("fid/extractor_weights_sha256"), Tag.DEVICE,
 )
 NOT_RECORDED = "(not recorded)"
 # model settings that change what a row's generated samples mean (shown per row when a run has them)
@@ -33,16 +33,17 @@ def generation_settings(collected: Collected) -> dict[str, dict[str, str]]:
 
 
 def divergent_references(collected: Collected) -> dict[str, dict[str, list[str]]]:
-    """Each scoring reference (:data:`SCORING_REFERENCES`) on which the report's runs disagree: tag -> value ->
-    the runs (``<row> seed <s>``) scored against it, values in first-seen order. A run without the tag, beside
-    runs that have it, counts as :data:`NOT_RECORDED`: nothing shows that it was scored alike."""
+    """Each scoring reference (:func:`mmbench.records.scoring_references`) on which the report's runs disagree:
+    reference -> value -> the runs (``<row> seed <s>``) scored against it, values in first-seen order. A run that
+    does not record a reference, beside runs that do, counts as :data:`NOT_RECORDED`: nothing shows it alike."""
+    refs = [(run, scoring_references(run.tags)) for run in collected.runs]
     divergent: dict[str, dict[str, list[str]]] = {}
-    for tag in SCORING_REFERENCES:
+    for name in dict.fromkeys(name for _, found in refs for name in found):
         groups: dict[str, list[str]] = {}
-        for run in collected.runs:
-            groups.setdefault(run.tags.get(tag, NOT_RECORDED), []).append(_run_label(run))
+        for run, found in refs:
+            groups.setdefault(found.get(name, NOT_RECORDED), []).append(_run_label(run))
         if len(groups) > 1:
-            divergent[tag] = groups
+            divergent[name] = groups
     return divergent
 
 

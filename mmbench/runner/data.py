@@ -187,6 +187,22 @@ def ensure_classifiers(
     return hashes
 
 
+def classifier_weights(suite: Suite, plan: ClassifierPlan) -> dict[str, str | None]:
+    """role -> the sha256 of each classifier's weights alone, which a retrained copy with the same weights shares
+    though its file's does not (the file's meta holds times); None for a role the source needs no classifier for."""
+    from classifiers.store import load_classifier, weights_sha256
+
+    roles = source_of(suite.dataset).classifier_roles
+    out: dict[str, str | None] = {}
+    for role, name in (("eval", plan.eval_name), ("substitute", plan.substitute_name)):
+        if role in roles:
+            model, record = load_classifier(name)
+            out[role] = record.meta.get("weights_sha256") or weights_sha256(model)
+        else:
+            out[role] = None
+    return out
+
+
 def _train_classifier(
     suite: Suite, budget: Budget, source: DataSource, role: str, name: str, steps: int | None, say: Say, device: str
 ) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench import paths, tracking
-from mmbench.records import SCORING_REFERENCES, Artifact, Kind, Metric, Tag, flag, version_tags
+from mmbench.records import Artifact, Kind, Metric, Tag, flag, scoring_references, version_tags
 from mmbench.runner import data as data_mod
 from mmbench.runner.cost import (
     JobEstimate,
@@ -37,6 +37,7 @@ from mmbench.runner.job import (
     cpu_threads,
     execute_job,
     job_claim,
+    job_tags,
     register_stop_hook,
 )
 from mmbench.runner.parallel import check_scheduler, describe_backend, execute, job_threads
@@ -104,7 +105,7 @@ def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
         f"{len(todo)} to run ({describe_backend(options.backend, options.n_jobs, options.scheduler)}); "
         f"store {store.uri}")
     if todo:
-        _warn_other_references(store, experiment_id, budget, set(skipped.values()), classifier_tags, say)
+        _warn_other_references(store, experiment_id, budget, set(skipped.values()), job_tags(todo[0], classifier_tags), say)
     if not todo:  # a rerun with nothing to do leaves the store as it was: no empty parent run
         summary = RunSummary(suite.name, budget.name, store.uri, experiment_id, "", jobs, skipped)
         _say_summary(summary, budget, say)
@@ -120,13 +121,13 @@ def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
 def _warn_other_references(store: tracking.Store, experiment_id: str, budget: Budget, finished: set[str],
                            tags: dict[str, str], say: Say) -> None:
     """Name the finished rows of the plan that were scored against other references than the jobs about to run
-    (:data:`SCORING_REFERENCES`: a retrained classifier, rebuilt data): the report will not compare them."""
+    (``tags``: the first such job's; :func:`scoring_references`: a classifier with other weights, rebuilt data):
+    the report will not compare them."""
     runs = [r for r in store.job_runs(experiment_id, budget.name, tracking.FINISHED) if r.run_id in finished]
-    for tag in SCORING_REFERENCES:
-        now = tags.get(tag)
-        rows = sorted({r.tags.get(Tag.VARIANT, r.run_id) for r in runs if r.tags.get(tag) != now})
-        if now is not None and rows:
-            say(f"warning: {tag} of the jobs to run is {now}, but the finished rows {', '.join(rows)} were scored "
+    for name, now in scoring_references(tags).items():
+        rows = sorted({r.tags.get(Tag.VARIANT, r.run_id) for r in runs if scoring_references(r.tags).get(name) != now})
+        if rows:
+            say(f"warning: the jobs to run are scored against {name} {now}, but the finished rows {', '.join(rows)} "
                 f"against another (or none recorded): the report will mark them as not comparable")
 
 
@@ -141,6 +142,10 @@ def _plan_with_classifiers(suite: Suite, budget: Budget, options: RunOptions, sa
         Tag.CLASSIFIER: classifiers.eval_name, Tag.CLASSIFIER_SHA256: hashes["eval"],
         Tag.SUBSTITUTE: classifiers.substitute_name, Tag.SUBSTITUTE_SHA256: hashes["substitute"],
     }
+    weights = data_mod.classifier_weights(suite, classifiers)
+    for role, tag in (("eval", Tag.CLASSIFIER_WEIGHTS), ("substitute", Tag.SUBSTITUTE_WEIGHTS)):
+        if weights[role] is not None:
+            tags[tag] = weights[role]
     tags[Tag.FID_WEIGHTS] = _fid_weights(dict(jobs[0].eval_settings), tags) if jobs else ""
     return jobs, tags
 
