@@ -195,3 +195,29 @@ def load_classifier(
 def file_sha256(name_or_path: str | os.PathLike[str], directory: str | os.PathLike[str] | None = None) -> str:
     """The sha256 of a checkpoint file (its identity together with its name)."""
     return sha256_file(_resolve(name_or_path, directory))
+
+
+def checkpoint_files(name: str, sha256: str, directory: str | os.PathLike[str] | None = None) -> tuple[Path, Path] | None:
+    """The checkpoint ``name`` and its sidecar when that file is the one with ``sha256`` (e.g. the one runs were
+    scored with, to attach to their bundle); None when the file is missing or another."""
+    path = _resolve(name, directory)
+    if not path.is_file() or not _sidecar(path).is_file() or sha256_file(path) != sha256:
+        return None
+    return path, _sidecar(path)
+
+
+def install_checkpoint(path: Path, directory: str | os.PathLike[str] | None = None) -> str:
+    """Copy a checkpoint and the sidecar beside it (from a bundle) into the classifier folder, after checking the
+    file against the sidecar; a checkpoint of that name already there is kept. Returns what happened, in words."""
+    actual = sha256_file(path)
+    _check_hash(path, actual, None)
+    target = _resolve(path.stem, directory)
+    if target.is_file():
+        here = sha256_file(target)
+        if here == actual:
+            return f"classifier {path.stem}: already here ({target})"
+        return (f"classifier {path.stem}: kept the one here (sha256 {here[:12]}…), not the bundle's ({actual[:12]}…); "
+                f"move {target} away and import again to score new runs as the bundle's were")
+    atomic.write_bytes(_sidecar(target), _sidecar(path).read_bytes())
+    atomic.write_bytes(target, path.read_bytes())
+    return f"classifier {path.stem}: installed {target} (sha256 {actual[:12]}…)"

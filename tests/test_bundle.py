@@ -134,3 +134,47 @@ def test_store_commands_export_and_import(tmp_path):
     (bundle / MANIFEST).write_text(json.dumps(manifest))
     out = cli.invoke(main, ["store", "import", str(bundle), "--tracking-uri", target.uri])
     assert out.exit_code == 1 and "this mmbench reads 'mmbench-runs/1'" in out.output
+
+
+def test_a_bundle_carries_the_classifiers_that_scored_its_runs(tmp_path, monkeypatch):
+    """Export attaches each classifier file the runs name, when the file here is the very one (same sha256), and
+    says which it could not; import installs them where no classifier of that name is, keeps a local one of
+    another identity (and says how to replace it), and a second import finds them already there."""
+    import torch
+
+    from classifiers.nets import build_classifier
+    from classifiers.store import load_classifier, save_classifier
+
+    source, finished = _source(tmp_path)
+    torch.manual_seed(0)
+    record = save_classifier(build_classifier("substitute-cnn"), "patterns3-eval", {"role": "eval"})
+    for run_id in finished:
+        source.set_tags(run_id, {Tag.CLASSIFIER: "patterns3-eval", Tag.CLASSIFIER_SHA256: record.sha256,
+                                 Tag.SUBSTITUTE: "patterns3-substitute", Tag.SUBSTITUTE_SHA256: "0" * 64})
+    bundle = tmp_path / "bundle"
+    cli = CliRunner()
+    out = cli.invoke(main, ["store", "export", "--suite", SUITE.name, "--budget", BUDGET.name, "--out", str(bundle),
+                            "--tracking-uri", source.uri])
+    assert out.exit_code == 0, out.output
+    assert "classifier patterns3-substitute (sha256 000000000000…) not attached" in out.output
+    manifest = read_manifest(bundle)
+    assert manifest["attached"] == ["classifiers/patterns3-eval.json", "classifiers/patterns3-eval.pt"]
+    assert manifest["files"]["attached/classifiers/patterns3-eval.pt"] == record.sha256
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path / "elsewhere"))
+    target = _store(tmp_path / "target.db")
+    out = cli.invoke(main, ["store", "import", str(bundle), "--tracking-uri", target.uri])
+    assert out.exit_code == 0 and "classifier patterns3-eval: installed" in out.output, out.output
+    assert load_classifier("patterns3-eval")[1].sha256 == record.sha256
+    out = cli.invoke(main, ["store", "import", str(bundle), "--tracking-uri", target.uri])
+    assert "classifier patterns3-eval: already here" in out.output, out.output
+
+    monkeypatch.setenv("MMBENCH_HOME", str(tmp_path / "third"))
+    torch.manual_seed(1)
+    other = save_classifier(build_classifier("substitute-cnn"), "patterns3-eval", {"role": "eval"})
+    out = cli.invoke(main, ["store", "import", str(bundle), "--tracking-uri", _store(tmp_path / "third.db").uri])
+    assert out.exit_code == 0 and "kept the one here" in out.output, out.output
+    assert load_classifier("patterns3-eval")[1].sha256 == other.sha256 != record.sha256
+    out = cli.invoke(main, ["store", "export", "--suite", SUITE.name, "--budget", BUDGET.name, "--out",
+                            str(tmp_path / "bare"), "--tracking-uri", source.uri, "--no-classifiers"])
+    assert out.exit_code == 0 and read_manifest(tmp_path / "bare")["attached"] == [], out.output

@@ -12,6 +12,8 @@ trusted unchecked: ``import_bundle`` verifies every file against the manifest be
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ MANIFEST = "manifest.json"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 ARTIFACTS = "artifacts"
+ATTACHED = "attached"  # files the runs need beside them (the classifiers that scored them), by relative name
 
 
 class BundleError(TrackingError):
@@ -46,22 +49,32 @@ class Transfer:
 # -------------------------------------------------------------------------------------------------- export
 
 
-def export_bundle(store: Store, suite: str, budget: str, out: Path) -> Transfer:
+def finished_runs(store: Store, suite: str, budget: str) -> list[RunRecord]:
+    """The FINISHED job runs of ``suite`` at ``budget``, oldest first: what a bundle of them holds."""
+    experiment = store.experiment_id(suite, create=False)
+    runs = store.job_runs(experiment, budget, FINISHED) if experiment is not None else []
+    return sorted(runs, key=lambda r: r.start_time)
+
+
+def export_bundle(store: Store, suite: str, budget: str, out: Path, attach: Mapping[str, Path] | None = None) -> Transfer:
     """Write every FINISHED job run of ``suite`` at ``budget`` in ``store`` to the bundle folder ``out``
-    (replaced whole, atomically; an existing folder that is not a bundle is refused)."""
+    (replaced whole, atomically; an existing folder that is not a bundle is refused), with the files ``attach``
+    names (relative name -> file) under ``attached/``, checksummed like the rest."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise BundleError(f"{out} exists and is not a runs bundle; give a new or empty folder (or a bundle to replace)")
-    experiment = store.experiment_id(suite, create=False)
-    runs = store.job_runs(experiment, budget, FINISHED) if experiment is not None else []
+    runs = finished_runs(store, suite, budget)
     if not runs:
         raise BundleError(f"the store {store.uri} has no finished runs of suite {suite!r} at budget {budget!r}")
-    runs.sort(key=lambda r: r.start_time)
+    attach = dict(attach or {})
     with atomic_path(out) as tmp:
         for run in runs:
             _export_run(store, run, tmp / run.run_id)
+        for name, path in attach.items():
+            (tmp / ATTACHED / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp / ATTACHED / name)
         manifest = {"format": FORMAT, "suite": suite, "budget": budget, "exported": _now(),
-                    "runs": [r.run_id for r in runs], "files": _checksums(tmp)}
+                    "runs": [r.run_id for r in runs], "attached": sorted(attach), "files": _checksums(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return Transfer(tuple(manifest["runs"]))
 
@@ -114,6 +127,17 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"the bundle {bundle} does not match its manifest ({'; '.join(problems[:5])}"
                           f"{f'; and {len(problems) - 5} more' if len(problems) > 5 else ''}); export it again")
     return manifest
+
+
+def attached_files(bundle: Path) -> dict[str, Path]:
+    """The files attached to a bundle (relative name -> path), after checking the whole bundle against its manifest."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    names = manifest.get("attached", [])
+    unlisted = [name for name in names if f"{ATTACHED}/{name}" not in manifest["files"]]
+    if unlisted:
+        raise BundleError(f"the bundle {bundle} attaches files its manifest does not list: {unlisted[:3]}")
+    return {name: bundle / ATTACHED / name for name in names}
 
 
 def import_bundle(store: Store, bundle: Path) -> Transfer:
@@ -178,4 +202,5 @@ def describe(transfer: Transfer, verb: str) -> str:
     return text
 
 
-__all__ = ["FORMAT", "BundleError", "Transfer", "describe", "export_bundle", "import_bundle", "read_manifest"]
+__all__ = ["FORMAT", "BundleError", "Transfer", "attached_files", "describe", "export_bundle", "finished_runs",
+           "import_bundle", "read_manifest"]
