@@ -64,7 +64,6 @@ def _classifiers_of(runs: list[RunRecord]) -> tuple[dict[str, Path], list[str]]:
     return attach, notes
 
 
-
 @store.command("import")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--tracking-uri", default=None, help=TRACKING_HELP)

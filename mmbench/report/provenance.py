@@ -12,7 +12,8 @@ from mmbench.report.collect import Collected
 
 SHARED_TAGS = (
     Tag.GIT_COMMIT, Tag.DATASET, Tag.DATASET_HASH, Tag.CLASSIFIER, Tag.CLASSIFIER_SHA256, Tag.CLASSIFIER_WEIGHTS,
-    Tag.SUBSTITUTE, Tag.SUBSTITUTE_SHA256, Tag.SUBSTITUTE_WEIGHTS, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS, provenance_tag("fid/extractor_weights_sha256"), Tag.DEVICE,
+    Tag.SUBSTITUTE, Tag.SUBSTITUTE_SHA256, Tag.SUBSTITUTE_WEIGHTS, Tag.FID_EXTRACTOR, Tag.FID_WEIGHTS,
+    provenance_tag("fid/extractor_weights_sha256"), Tag.DEVICE,
 )
 NOT_RECORDED = "(not recorded)"
 # model settings that change what a row's generated samples mean (shown per row when a run has them)
@@ -52,7 +53,7 @@ def _run_label(run: tracking.RunRecord) -> str:
 
 
 def divergence_lines(divergent: dict[str, dict[str, list[str]]]) -> list[str]:
-    """One line per reference and value: ``classifier_sha256 = f6a0…: sbm-vae seed 0, mld seed 0``."""
+    """One line per reference and value: ``classifier = file f6a0…: sbm-vae seed 0, mmvae seed 0``."""
     return [f"{tag} = {value}: {', '.join(runs)}" for tag, groups in divergent.items() for value, runs in groups.items()]
 
 
