@@ -354,7 +354,7 @@ class Counted(MultimodalModel):
         raise AssertionError("a stage of 0 steps is never optimised")
 
     def _sample_conditional(self, batch, given, targets):
-        raise NotImplementedError
+        raise AssertionError("the counting test model is trained only, never sampled")
 
 
 def test_a_stage_of_0_steps_needs_no_trainable_parameter_and_is_loaded_when_done(data, tmp_path):

@@ -105,7 +105,8 @@ def run_suite(suite: Suite | str, options: RunOptions, say: Say = print,
         f"{len(todo)} to run ({describe_backend(options.backend, options.n_jobs, options.scheduler)}); "
         f"store {store.uri}")
     if todo:
-        _warn_other_references(store, experiment_id, budget, set(skipped.values()), job_tags(todo[0], classifier_tags), say)
+        first = job_tags(todo[0], classifier_tags)
+        _warn_other_references(store, experiment_id, budget, set(skipped.values()), first, say)
     if not todo:  # a rerun with nothing to do leaves the store as it was: no empty parent run
         summary = RunSummary(suite.name, budget.name, store.uri, experiment_id, "", jobs, skipped)
         _say_summary(summary, budget, say)
